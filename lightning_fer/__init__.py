@@ -1,0 +1,27 @@
+"""lightning_fer: facial expression recognition with PyTorch Lightning and pluggable ensembles.
+
+Heavy imports are deferred so that ``python -m lightning_fer --help`` answers fast.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network call at import
+
+__version__ = "0.1.0.dev0"
+
+_LAZY = {
+    "FERDataModule": "lightning_fer.data.datamodule",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lightning_fer' has no attribute {name!r}")
+
+
+__all__ = list(_LAZY)

@@ -1,0 +1,31 @@
+"""Data: sources, landmarks, regions, folds, transforms and the FERDataModule."""
+
+from lightning_fer.data.classes import BASIC7, BASIC8
+from lightning_fer.data.datamodule import BadImagesError, FERDataModule, FERDataset
+from lightning_fer.data.regions import REGIONS, region_boxes
+from lightning_fer.data.sources import (
+    AffectNetSource,
+    DataFormatError,
+    FERSource,
+    FolderSource,
+    ManifestSource,
+    Record,
+)
+from lightning_fer.data.synthetic import SyntheticSource
+
+__all__ = [
+    "BASIC7",
+    "BASIC8",
+    "REGIONS",
+    "AffectNetSource",
+    "BadImagesError",
+    "DataFormatError",
+    "FERDataModule",
+    "FERDataset",
+    "FERSource",
+    "FolderSource",
+    "ManifestSource",
+    "Record",
+    "SyntheticSource",
+    "region_boxes",
+]

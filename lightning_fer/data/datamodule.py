@@ -1,0 +1,404 @@
+"""``FERDataModule``: any source -> checked images with landmarks -> folds -> region views."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from lightning_fer.data.folds import load_or_make_folds
+from lightning_fer.data.io import read_image
+from lightning_fer.data.landmarks import (
+    IndexEntry,
+    LandmarkIndex,
+    LandmarkMode,
+    LandmarkSettings,
+    NoFacePolicy,
+    source_cache_name,
+    template_points,
+)
+from lightning_fer.data.sources import AffectNetSource, FERSource, FolderSource, ManifestSource, Record
+from lightning_fer.data.synthetic import SyntheticSource
+from lightning_fer.data.transforms import FaceTransform, check_views, train_augmentation
+
+log = logging.getLogger(__name__)
+
+SourceName = Literal["synthetic", "affectnet", "folder", "manifest"]
+
+
+class BadImagesError(RuntimeError):
+    """Some images cannot be used; the message lists every one with its reason."""
+
+
+def build_source(source: SourceName | FERSource, root: str | None) -> FERSource:
+    """A source object from a name and a root, or the given object."""
+    if isinstance(source, FERSource):
+        return source
+    if source == "synthetic":
+        return SyntheticSource(root)
+    if root is None:
+        raise ValueError(f"source {source!r} needs a root: set data.root (e.g. --data.root=/path/to/data)")
+    if source == "affectnet":
+        return AffectNetSource(root)
+    if source == "folder":
+        return FolderSource(root)
+    if source == "manifest":
+        return ManifestSource(root)
+    raise ValueError(f"unknown source {source!r}; choose synthetic, affectnet, folder or manifest, or give a FERSource")
+
+
+class FERDataset(Dataset):
+    """Items of one split: decode, landmarks, augmentation, region views, normalisation.
+
+    Items are ``{"image": [3, S, S], "views": [V, 3, S, S], "label": int, "index": int}``;
+    ``index`` is the item's position in the data module's record list, stable across splits.
+    """
+
+    def __init__(
+        self,
+        paths: list[str],
+        labels: np.ndarray,
+        points: list[np.ndarray],
+        boxes: np.ndarray,
+        indices: np.ndarray,
+        transform: FaceTransform,
+    ) -> None:
+        self.paths = paths
+        self.labels = labels
+        self.points = points
+        self.boxes = boxes
+        self.indices = indices
+        self.transform = transform
+        self._seeded_pid: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _reseed(self) -> None:
+        # Forked workers inherit one augmentation RNG state: reseed once per process so that
+        # workers do not repeat each other's augmentations.
+        pid = os.getpid()
+        if self._seeded_pid != pid and self.transform.augment is not None:
+            self.transform.augment.set_random_seed(torch.initial_seed() % 2**32)
+            self._seeded_pid = pid
+
+    def __getitem__(self, i: int) -> dict:
+        self._reseed()
+        image = read_image(self.paths[i])
+        box = self.boxes[i]
+        out = self.transform(image, self.points[i], None if np.isnan(box[0]) else box)
+        return {
+            "image": torch.from_numpy(out["image"]),
+            "views": torch.from_numpy(out["views"]),
+            "label": int(self.labels[i]),
+            "index": int(self.indices[i]),
+        }
+
+
+class FERDataModule(L.LightningDataModule):
+    """Facial expression data from any source, with landmarks, folds and region views.
+
+    ``prepare_data()`` checks every image once, finds landmarks and caches both; ``setup()``
+    cuts the folds (saved to a file, so every backbone and the stacking step see the same
+    split) and builds the datasets. Batches are ``{"image": [B, 3, S, S], "views":
+    [B, V, 3, S, S], "label": [B], "index": [B]}``.
+
+    Splits: records with the official ``test`` split form the test set (AffectNet's validation
+    set, the demo's held-out subjects); with ``fold`` set, the others are cut into
+    ``num_folds`` stratified folds (subject-disjoint where subjects are known) and fold
+    ``fold`` validates; with ``fold=None`` the official ``train`` and ``val`` splits are used.
+
+    Args:
+        source: ``synthetic``, ``affectnet``, ``folder``, ``manifest`` (with ``root``), or a
+            :class:`~lightning_fer.data.sources.FERSource` given by ``class_path``.
+        root: the data set folder (the manifest CSV for ``manifest``); for ``synthetic``, where
+            the demo faces are written.
+        views: regions each item yields, from ``face``, ``left_eye``, ``right_eye``, ``nose``,
+            ``mouth``, ``rest``.
+        image_size: side of each view in pixels.
+        batch_size: batch size per device.
+        num_workers: DataLoader workers (and decoding threads in ``prepare_data()``).
+        fold: the validation fold, or ``None`` for the official splits.
+        num_folds: number of folds.
+        seed: seed of the fold assignment and of the balanced sampler.
+        folds_file: where the folds are saved (default: in the cache folder).
+        landmarks: ``auto`` (annotation, else MTCNN), ``annotation``, ``mtcnn`` or ``template``.
+        no_face: where MTCNN finds no face: ``template``, ``skip`` or ``error``.
+        skip_bad_images: leave unreadable images out (counted, listed in ``skipped.csv``)
+            instead of failing before training.
+        cache_dir: folder for the landmark cache, folds and lists (default: ``.lightning_fer``
+            next to the data when writable, else ``~/.cache/lightning_fer/<hash>``). When
+            several machines train, put it on storage they all see.
+        balanced_sampler: draw training samples with probability inverse to their class size.
+        augment: augment training images.
+        detect_batch_size: MTCNN batch size in ``prepare_data()``.
+        detect_device: device for MTCNN (default: CUDA when available).
+
+    Example:
+        >>> import tempfile
+        >>> from lightning_fer.data.synthetic import SyntheticSource
+        >>> src = SyntheticSource(tempfile.mkdtemp(), num_subjects=6, images_per_class=2, test_subjects=1, image_size=64)
+        >>> dm = FERDataModule(src, views=["face", "mouth"], image_size=32, batch_size=4, num_workers=0)
+        >>> dm.prepare_data(); dm.setup("fit")
+        >>> batch = next(iter(dm.train_dataloader()))
+        >>> tuple(batch["views"].shape), dm.num_classes
+        ((4, 2, 3, 32, 32), 7)
+    """
+
+    def __init__(
+        self,
+        source: SourceName | FERSource = "synthetic",
+        root: str | None = None,
+        views: list[str] = ["face"],  # noqa: B006 (a list so that LightningCLI shows it as one)
+        image_size: int = 224,
+        batch_size: int = 32,
+        num_workers: int = 2,
+        fold: int | None = 0,
+        num_folds: int = 5,
+        seed: int = 0,
+        folds_file: str | None = None,
+        landmarks: LandmarkMode = "auto",
+        no_face: NoFacePolicy = "template",
+        skip_bad_images: bool = False,
+        cache_dir: str | None = None,
+        balanced_sampler: bool = False,
+        augment: bool = True,
+        detect_batch_size: int = 32,
+        detect_device: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["source"] if isinstance(source, FERSource) else None)
+        self.source = build_source(source, root)
+        self.views = check_views(views)
+        if fold is not None and not 0 <= fold < num_folds:
+            raise ValueError(f"fold must be in [0, {num_folds}) or None, got {fold}")
+        if image_size < 8:
+            raise ValueError(f"image_size must be at least 8, got {image_size}")
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.fold = fold
+        self.num_folds = num_folds
+        self.seed = seed
+        self.folds_file = folds_file
+        self.landmark_settings = LandmarkSettings(mode=landmarks, no_face=no_face)
+        self.skip_bad_images = skip_bad_images
+        self._cache_dir = cache_dir
+        self.balanced_sampler = balanced_sampler
+        self.augment = augment
+        self.detect_batch_size = detect_batch_size
+        self.detect_device = detect_device
+        self.records: list[Record] = []
+        self.class_names: list[str] = []
+        self.splits: dict[str, np.ndarray] = {}
+        self.datasets: dict[str, FERDataset] = {}
+        self.index_report = None
+
+    # -- paths -------------------------------------------------------------------------------
+    @property
+    def cache_dir(self) -> Path:
+        if self._cache_dir:
+            return Path(self._cache_dir).expanduser()
+        near = self.source.root / ".lightning_fer"
+        if near.is_dir() and os.access(near, os.W_OK) or os.access(self.source.root, os.W_OK):
+            return near
+        digest = hashlib.sha1(str(self.source.root.resolve()).encode()).hexdigest()[:12]
+        base = os.environ.get("LIGHTNING_FER_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "lightning_fer")
+        return Path(base) / f"cache-{digest}"
+
+    @property
+    def num_classes(self) -> int:
+        if not self.class_names:
+            self.records, self.class_names, _ = self.source.load()
+        return len(self.class_names)
+
+    def _folds_path(self) -> Path:
+        if self.folds_file:
+            return Path(self.folds_file).expanduser()
+        name = source_cache_name(self.source.describe()).replace("index-", "folds-").removesuffix(".json")
+        return self.cache_dir / f"{name}-k{self.num_folds}-s{self.seed}.json"
+
+    # -- preparation -------------------------------------------------------------------------
+    def _index(self) -> tuple[list[Record], dict[str, IndexEntry]]:
+        records, class_names, report = self.source.load()
+        self.records, self.class_names = records, class_names
+        cache = self.cache_dir
+        cache.mkdir(parents=True, exist_ok=True)
+        index = LandmarkIndex(cache / source_cache_name(self.source.describe()), self.landmark_settings)
+        entries, self.index_report = index.build(
+            records,
+            num_workers=max(1, self.num_workers),
+            batch_size=self.detect_batch_size,
+            device=self.detect_device,
+        )
+        log.info("%s: %s", self.source.describe(), self.index_report)
+        self._check_bad(records, entries)
+        return records, entries
+
+    def _check_bad(self, records: list[Record], entries: dict[str, IndexEntry]) -> None:
+        bad = [(r, entries[r.key].reason) for r in records if not entries[r.key].ok]
+        listing = self.cache_dir / "skipped.csv"
+        tmp = listing.with_name(f"skipped.csv.tmp{os.getpid()}")
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "reason", "where"])
+            for r, why in bad:
+                w.writerow([r.path, why, r.where])
+        os.replace(tmp, listing)
+        if not bad:
+            return
+        no_face = [b for b in bad if entries[b[0].key].kind == "no_face"]
+        unreadable = [b for b in bad if entries[b[0].key].kind != "no_face"]
+        if unreadable and not self.skip_bad_images:
+            lines = "\n".join(f"  {r.path}: {why}" for r, why in unreadable)
+            raise BadImagesError(
+                f"{len(unreadable)} image(s) cannot be used (also listed in {listing}):\n{lines}\n"
+                "fix or remove them, or set skip_bad_images=True (--data.skip_bad_images=true) to leave them out"
+            )
+        log.warning(
+            "leaving out %d unreadable image(s) and %d without a face; list in %s", len(unreadable), len(no_face), listing
+        )
+
+    def prepare_data(self) -> None:
+        """Check every image, find landmarks (cached), and write the folds file."""
+        records, entries = self._index()
+        if self.fold is not None:
+            keys, labels, groups = self._pool(records, entries)
+            load_or_make_folds(self._folds_path(), keys, labels, groups, self.num_folds, self.seed)
+
+    def _pool(self, records: list[Record], entries: dict[str, IndexEntry]):
+        pool = [r for r in records if r.split != "test" and entries[r.key].ok]
+        return [r.key for r in pool], [r.label for r in pool], [r.subject for r in pool]
+
+    # -- setup -------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        records, entries = self._index()
+        ok = np.array([entries[r.key].ok for r in records])
+        split = np.array([r.split or "" for r in records])
+        idx = np.arange(len(records))
+        test = idx[ok & (split == "test")]
+        if self.fold is not None:
+            pool = idx[ok & (split != "test")]
+            if np.any(ok & (split == "val")):
+                log.info("fold=%s: the official val split joins the fold pool", self.fold)
+            keys, labels, groups = self._pool(records, entries)
+            folds = load_or_make_folds(self._folds_path(), keys, labels, groups, self.num_folds, self.seed)
+            train, val = pool[folds != self.fold], pool[folds == self.fold]
+        else:
+            train = idx[ok & np.isin(split, ["train", ""])]
+            val = idx[ok & (split == "val")]
+            if len(val) == 0:
+                raise ValueError(
+                    f"{self.source.describe()}: fold=None asks for the official splits, but there is no 'val' split; "
+                    "set fold to a number to cut folds"
+                )
+        if len(test) == 0:
+            log.warning("no official test split: the test set is the validation set")
+            test = val
+        self.splits = {"train": train, "val": val, "test": test}
+        points, boxes = self._geometry(records, entries)
+        aug = train_augmentation() if self.augment else None
+        for name, ids in self.splits.items():
+            tf = FaceTransform(self.views, self.image_size, aug if name == "train" else None)
+            self.datasets[name] = FERDataset(
+                [records[i].path for i in ids],
+                np.array([records[i].label for i in ids], dtype=np.int64),
+                [points[i] for i in ids],
+                boxes[ids] if len(ids) else np.zeros((0, 4), np.float32),
+                ids,
+                tf,
+            )
+        counts = {k: len(v) for k, v in self.splits.items()}
+        log.info("splits %s, classes %s", counts, self.class_names)
+
+    @staticmethod
+    def _geometry(records: list[Record], entries: dict[str, IndexEntry]):
+        points: list[np.ndarray] = []
+        boxes = np.full((len(records), 4), np.nan, np.float32)
+        for i, r in enumerate(records):
+            e = entries[r.key]
+            if not e.ok:
+                points.append(np.zeros((5, 2), np.float32))
+                continue
+            if e.kind == "annotation":
+                points.append(r.landmarks)
+            elif e.points is not None:
+                points.append(e.points)
+            else:  # pragma: no cover - every ok entry has points or an annotation
+                points.append(template_points(e.width, e.height))
+            if r.box is not None:
+                x, y, w, h = r.box
+                boxes[i] = (x, y, x + w, y + h)
+            elif e.kind == "mtcnn" and e.box is not None:
+                boxes[i] = e.box
+            elif e.kind in ("template", "template_fallback"):
+                boxes[i] = (0, 0, e.width, e.height)  # pre-aligned crops: the face is the image
+        return points, boxes
+
+    # -- loaders -----------------------------------------------------------------------------
+    def train_class_counts(self) -> np.ndarray:
+        """Images per class in the training split."""
+        labels = self.datasets["train"].labels
+        return np.bincount(labels, minlength=len(self.class_names))
+
+    def _loader(self, name: str, train: bool) -> DataLoader:
+        ds = self.datasets[name]
+        sampler = None
+        if train and self.balanced_sampler:
+            counts = np.maximum(self.train_class_counts(), 1)
+            weights = torch.as_tensor(1.0 / counts[ds.labels], dtype=torch.double)
+            sampler = WeightedRandomSampler(
+                weights, num_samples=len(ds), replacement=True, generator=torch.Generator().manual_seed(self.seed)
+            )
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=train and sampler is None,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+    def fingerprint(self) -> dict:
+        """What an ensemble checks of its members' data: source, fold, seed, training indices."""
+        train_keys = [self.records[i].key for i in self.splits.get("train", [])]
+        return {
+            "source": self.source.describe(),
+            "fold": self.fold,
+            "num_folds": self.num_folds,
+            "seed": self.seed,
+            "train_hash": hashlib.sha1("\0".join(sorted(train_keys)).encode()).hexdigest(),
+            "num_train": len(train_keys),
+        }
+
+    def describe_counts(self) -> dict[str, dict[str, int]]:
+        """Images per class and split, for reports."""
+        out = {}
+        for name, ds in self.datasets.items():
+            c = Counter(ds.labels.tolist())
+            out[name] = {self.class_names[k]: int(c.get(k, 0)) for k in range(len(self.class_names))}
+        return out

@@ -1,0 +1,123 @@
+"""Stratified (group) k-fold splits, saved to a file so every run sees the same folds."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+log = logging.getLogger(__name__)
+
+
+class FoldsMismatchError(ValueError):
+    """A saved folds file does not describe the images it is used with."""
+
+
+def make_folds(
+    labels: Sequence[int],
+    groups: Sequence[str | None] | None = None,
+    num_folds: int = 5,
+    seed: int = 0,
+) -> np.ndarray:
+    """Assign each sample a fold in ``[0, num_folds)``: stratified by label, and subject-disjoint
+    (scikit-learn's ``StratifiedGroupKFold``) when every sample has a group.
+
+    Example:
+        >>> folds = make_folds([0, 1] * 10, num_folds=5, seed=0)
+        >>> sorted(np.bincount(folds).tolist())
+        [4, 4, 4, 4, 4]
+    """
+    labels = np.asarray(labels)
+    n = len(labels)
+    if num_folds < 2:
+        raise ValueError(f"num_folds must be at least 2, got {num_folds}")
+    if n < num_folds:
+        raise ValueError(f"cannot cut {n} samples into {num_folds} folds")
+    folds = np.full(n, -1, dtype=np.int64)
+    has_groups = groups is not None and all(g not in (None, "") for g in groups)
+    if has_groups:
+        n_groups = len(set(groups))  # type: ignore[arg-type]
+        if n_groups < num_folds:
+            raise ValueError(f"{n_groups} subjects cannot fill {num_folds} subject-disjoint folds; lower num_folds")
+        splitter = StratifiedGroupKFold(n_splits=num_folds, shuffle=True, random_state=seed)
+        splits = splitter.split(np.zeros(n), labels, groups=np.asarray(groups))
+    else:
+        if groups is not None and any(g not in (None, "") for g in groups):
+            log.warning("only some samples have a subject: folds are stratified but NOT subject-disjoint")
+        else:
+            log.warning(
+                "no subject identities: folds are stratified but NOT subject-disjoint; the same person may "
+                "appear in training and validation folds, which flatters validation figures"
+            )
+        splitter = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed)
+        splits = splitter.split(np.zeros(n), labels)
+    for k, (_, val_idx) in enumerate(splits):
+        folds[val_idx] = k
+    return folds
+
+
+def _digest(keys: Sequence[str]) -> str:
+    h = hashlib.sha1()
+    for k in keys:
+        h.update(k.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def load_or_make_folds(
+    path: str | os.PathLike,
+    keys: Sequence[str],
+    labels: Sequence[int],
+    groups: Sequence[str | None] | None,
+    num_folds: int,
+    seed: int,
+) -> np.ndarray:
+    """Folds for ``keys``: read from ``path`` when it holds them, else made and written there
+    atomically.
+
+    Raises:
+        FoldsMismatchError: the file exists but was made for other images or settings.
+    """
+    path = Path(path)
+    if path.is_file():
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        if data.get("num_folds") != num_folds or data.get("seed") != seed:
+            raise FoldsMismatchError(
+                f"{path}: made with num_folds={data.get('num_folds')}, seed={data.get('seed')}, not "
+                f"num_folds={num_folds}, seed={seed}; point folds_file elsewhere or delete it"
+            )
+        saved = dict(zip(data["keys"], data["folds"]))
+        missing = [k for k in keys if k not in saved]
+        if missing or len(saved) != len(keys):
+            raise FoldsMismatchError(
+                f"{path}: made for {len(saved)} images, now there are {len(keys)} ({len(missing)} not in the "
+                f"file, e.g. {missing[:3]}); the data changed. Delete the file to cut new folds (runs that "
+                "used the old ones are then not comparable) or point folds_file elsewhere"
+            )
+        return np.array([saved[k] for k in keys], dtype=np.int64)
+    folds = make_folds(labels, groups, num_folds, seed)
+    grouped = groups is not None and all(g not in (None, "") for g in groups)
+    data = {
+        "num_folds": num_folds,
+        "seed": seed,
+        "subject_disjoint": grouped,
+        "digest": _digest(keys),
+        "keys": list(keys),
+        "folds": folds.tolist(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    log.info("wrote %d-fold split of %d images to %s", num_folds, len(keys), path)
+    return folds

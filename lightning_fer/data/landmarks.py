@@ -1,0 +1,419 @@
+"""Landmarks for every record, found once and cached: from the annotation, from MTCNN, or from a
+template for pre-aligned crops.
+
+The index cache is a JSON file next to the data (or in a folder the user names). While it is being
+built, each finished chunk of images is appended to a journal; a run that is killed resumes from
+the journal without redoing those images, and the finished cache only ever appears through an
+atomic rename. An entry is redone when its file's size or modification time changes, and the
+whole cache when a landmark setting changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from lightning_fer.data.io import ImageReadError, load_image_checked
+from lightning_fer.data.sources import Record
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+
+#: Where the 5 MTCNN points sit, as fractions of width and height, in a tightly cropped and
+#: aligned face such as FER2013's 48x48 crops: the mean of the points MTCNN found on 2,000
+#: FER2013 training images (see ``benchmarks/landmark_template.py``).
+TEMPLATE_5 = np.array(
+    [[0.298, 0.387], [0.693, 0.379], [0.494, 0.614], [0.335, 0.819], [0.664, 0.815]], dtype=np.float32
+)
+
+LandmarkMode = Literal["auto", "annotation", "mtcnn", "template"]
+NoFacePolicy = Literal["template", "skip", "error"]
+
+
+@dataclass(frozen=True)
+class LandmarkSettings:
+    """How landmarks are found.
+
+    Args:
+        mode: ``auto`` takes the annotation where a record has one and runs MTCNN otherwise;
+            ``annotation`` requires annotations; ``mtcnn`` detects on every image; ``template``
+            places the 5 points of :data:`TEMPLATE_5` on every (pre-aligned) crop.
+        no_face: what happens where MTCNN finds no face: ``template`` falls back to the template,
+            ``skip`` leaves the image out (counted and listed), ``error`` stops.
+        min_face_size: MTCNN's smallest face in pixels.
+        thresholds: MTCNN's three stage thresholds.
+    """
+
+    mode: LandmarkMode = "auto"
+    no_face: NoFacePolicy = "template"
+    min_face_size: int = 20
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+
+    def fingerprint(self) -> dict:
+        d = asdict(self)
+        d["thresholds"] = list(self.thresholds)
+        d["version"] = CACHE_VERSION
+        return d
+
+
+@dataclass
+class IndexEntry:
+    """What ``prepare_data()`` learnt of one image."""
+
+    ok: bool
+    reason: str | None = None
+    width: int = 0
+    height: int = 0
+    kind: str | None = None  # annotation | mtcnn | template | template_fallback | no_face
+    points: np.ndarray | None = None  # MTCNN or template points; annotations stay in the record
+    box: tuple[float, float, float, float] | None = None  # MTCNN face box (x0, y0, x1, y1)
+    prob: float | None = None
+
+    def to_json(self, key: str, stat: tuple[int, int] | None) -> dict:
+        return {
+            "k": key,
+            "st": list(stat) if stat else None,
+            "ok": self.ok,
+            "err": self.reason,
+            "w": self.width,
+            "h": self.height,
+            "kind": self.kind,
+            "pts": None if self.points is None else [round(float(v), 3) for v in self.points.reshape(-1)],
+            "box": None if self.box is None else [round(float(v), 3) for v in self.box],
+            "p": self.prob,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> IndexEntry:
+        pts = d.get("pts")
+        return cls(
+            ok=d["ok"],
+            reason=d.get("err"),
+            width=d.get("w", 0),
+            height=d.get("h", 0),
+            kind=d.get("kind"),
+            points=None if pts is None else np.asarray(pts, dtype=np.float32).reshape(-1, 2),
+            box=None if d.get("box") is None else tuple(d["box"]),
+            prob=d.get("p"),
+        )
+
+
+@dataclass
+class IndexReport:
+    """Counts from one ``build_index`` run."""
+
+    total: int = 0
+    from_cache: int = 0
+    computed: int = 0
+    kinds: Counter = field(default_factory=Counter)
+    bad: int = 0
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.computed / self.seconds if self.seconds > 0 else float("nan")
+
+    def __str__(self) -> str:
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.kinds.items()))
+        return (
+            f"{self.total} images: {self.from_cache} from cache, {self.computed} checked now "
+            f"({self.images_per_second:.1f} images/s); landmarks: {kinds or 'none'}; unusable: {self.bad}"
+        )
+
+
+def template_points(width: int, height: int) -> np.ndarray:
+    """The 5 template points scaled to a ``width`` x ``height`` crop."""
+    return TEMPLATE_5 * np.array([width, height], dtype=np.float32)
+
+
+def _stat(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+class FaceDetector:
+    """facenet-pytorch's MTCNN, batched over images of one size, choosing one face per image.
+
+    ``mtcnn(batch)`` with ``keep_all=False`` raises on a batch that mixes faces and no-faces,
+    so this calls ``detect()`` and chooses the face itself: the one overlapping the annotated
+    box most where there is one, else the most probable.
+    """
+
+    def __init__(self, settings: LandmarkSettings, device: str | None = None) -> None:
+        import torch
+        from facenet_pytorch import MTCNN
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.mtcnn = MTCNN(
+            keep_all=True,
+            device=self.device,
+            min_face_size=settings.min_face_size,
+            thresholds=list(settings.thresholds),
+            post_process=False,
+        )
+
+    def detect(
+        self, images: list[np.ndarray], hints: list[Sequence[float] | None] | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray, float] | None]:
+        """Detect one face per image. All ``images`` must share one shape.
+
+        Returns:
+            per image ``(points [5, 2], box (x0, y0, x1, y1), probability)`` or ``None``.
+        """
+        import torch
+
+        if not images:
+            return []
+        with torch.inference_mode():
+            boxes, probs, points = self.mtcnn.detect(np.stack(images), landmarks=True)
+        out = []
+        for i in range(len(images)):
+            if boxes[i] is None or len(boxes[i]) == 0:
+                out.append(None)
+                continue
+            hint = hints[i] if hints else None
+            if hint is not None:
+                j = int(np.argmax([_iou(b, hint) for b in boxes[i]]))
+            else:
+                j = int(np.argmax(probs[i]))
+            out.append((np.asarray(points[i][j], dtype=np.float32), np.asarray(boxes[i][j], dtype=np.float64), float(probs[i][j])))
+        return out
+
+
+class LandmarkIndex:
+    """Builds and reads the index cache of one source.
+
+    Args:
+        cache_file: the finished cache's path; its journal sits beside it as ``<name>.journal``.
+        settings: the landmark settings; a cache made with others is rebuilt.
+    """
+
+    def __init__(self, cache_file: str | os.PathLike, settings: LandmarkSettings) -> None:
+        self.cache_file = Path(cache_file)
+        self.journal_file = self.cache_file.with_name(self.cache_file.name + ".journal")
+        self.settings = settings
+        self._detector: FaceDetector | None = None
+
+    # -- reading ---------------------------------------------------------------------------
+    def _header(self) -> dict:
+        return {"version": CACHE_VERSION, "settings": self.settings.fingerprint()}
+
+    def _load_final(self) -> dict[str, dict]:
+        if not self.cache_file.is_file():
+            return {}
+        try:
+            with open(self.cache_file, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, json.JSONDecodeError) as err:
+            log.warning("landmark cache %s is unreadable (%s); rebuilding it", self.cache_file, err)
+            return {}
+        if data.get("header") != self._header():
+            log.info("landmark cache %s was made with other settings; rebuilding it", self.cache_file)
+            return {}
+        return {e["k"]: e for e in data.get("entries", [])}
+
+    def _load_journal(self) -> dict[str, dict]:
+        """Entries of an interrupted run; cuts a torn last line so appends start clean."""
+        if not self.journal_file.is_file():
+            return {}
+        entries: dict[str, dict] = {}
+        good_end = 0
+        with open(self.journal_file, "rb") as f:
+            raw = f.read()
+        lines = raw.split(b"\n")
+        # The last element is b"" after a complete final line, or a torn fragment.
+        try:
+            header = json.loads(lines[0]) if lines and lines[0] else None
+        except json.JSONDecodeError:
+            header = None
+        if header != self._header() or len(lines) < 2:
+            self.journal_file.unlink(missing_ok=True)
+            return {}
+        good_end = len(lines[0]) + 1
+        for line in lines[1:-1]:
+            try:
+                e = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            entries[e["k"]] = e
+            good_end += len(line) + 1
+        if good_end < len(raw):
+            with open(self.journal_file, "r+b") as f:
+                f.truncate(good_end)
+        return entries
+
+    # -- building --------------------------------------------------------------------------
+    def build(
+        self,
+        records: Sequence[Record],
+        num_workers: int = 2,
+        batch_size: int = 32,
+        chunk_size: int = 256,
+        device: str | None = None,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> tuple[dict[str, IndexEntry], IndexReport]:
+        """Check every image once, find landmarks, and return key -> entry for all records."""
+        t0 = time.perf_counter()
+        report = IndexReport(total=len(records))
+        for stale_tmp in self.cache_file.parent.glob(self.cache_file.name + ".tmp*"):
+            stale_tmp.unlink(missing_ok=True)  # left by a run killed while renaming
+        stats: dict[str, tuple[int, int] | None] = {}
+        cached = self._load_final()
+        cached.update(self._load_journal())
+        entries: dict[str, IndexEntry] = {}
+        todo: list[tuple[Record, tuple[int, int] | None]] = []
+        stale = False
+        for rec in records:
+            st = stats[rec.key] = _stat(rec.path)
+            c = cached.get(rec.key)
+            if st is None:
+                entries[rec.key] = IndexEntry(ok=False, reason="file not found")
+                stale |= c is not None
+            elif c is not None and c.get("st") == list(st):
+                entries[rec.key] = IndexEntry.from_json(c)
+                report.from_cache += 1
+            else:
+                todo.append((rec, st))
+        if self.settings.mode == "annotation":
+            missing = [r for r, _ in todo if r.landmarks is None] + [
+                r for r in records if r.landmarks is None and r.key in entries and entries[r.key].ok
+            ]
+            if missing:
+                names = "\n  ".join(r.where or r.path for r in missing[:20])
+                raise ValueError(
+                    f"landmarks mode 'annotation', but {len(missing)} record(s) have no landmarks, e.g.\n  {names}\n"
+                    "use mode 'auto' to detect them with MTCNN"
+                )
+        if todo:
+            self.journal_file.parent.mkdir(parents=True, exist_ok=True)
+            fresh = not self.journal_file.is_file()
+            with open(self.journal_file, "a", encoding="utf-8") as journal:
+                if fresh:
+                    journal.write(json.dumps(self._header()) + "\n")
+                with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+                    for start in range(0, len(todo), chunk_size):
+                        chunk = todo[start : start + chunk_size]
+                        results = self._process(chunk, pool, batch_size, device)
+                        lines = []
+                        for (rec, st), entry in zip(chunk, results):
+                            entries[rec.key] = entry
+                            lines.append(json.dumps(entry.to_json(rec.key, st)))
+                        # One write per chunk, then fsync: a kill loses at most this chunk.
+                        journal.write("\n".join(lines) + "\n")
+                        journal.flush()
+                        os.fsync(journal.fileno())
+                        report.computed += len(chunk)
+                        if on_chunk is not None:
+                            on_chunk(report.computed)
+        if todo or stale or not self.cache_file.is_file():
+            self._write_final(records, entries, stats)
+        for rec in records:
+            e = entries[rec.key]
+            if not e.ok:
+                report.bad += 1
+            report.kinds[e.kind or "unreadable"] += 1
+        report.seconds = time.perf_counter() - t0
+        return entries, report
+
+    def _process(self, chunk, pool: ThreadPoolExecutor, batch_size: int, device: str | None) -> list[IndexEntry]:
+        def decode(item):
+            rec, _ = item
+            try:
+                return load_image_checked(rec.path), None
+            except ImageReadError as err:
+                return None, str(err).split(": ", 1)[-1]
+
+        decoded = list(pool.map(decode, chunk))
+        results: list[IndexEntry | None] = [None] * len(chunk)
+        to_detect: dict[tuple[int, int], list[int]] = {}
+        mode = self.settings.mode
+        for i, ((rec, _), (img, err)) in enumerate(zip(chunk, decoded)):
+            if img is None:
+                results[i] = IndexEntry(ok=False, reason=err)
+                continue
+            h, w = img.shape[:2]
+            if mode == "template":
+                results[i] = IndexEntry(ok=True, width=w, height=h, kind="template", points=template_points(w, h))
+            elif rec.landmarks is not None and mode in ("auto", "annotation"):
+                results[i] = IndexEntry(ok=True, width=w, height=h, kind="annotation")
+            else:
+                to_detect.setdefault((h, w), []).append(i)
+        if to_detect:
+            if self._detector is None:
+                self._detector = FaceDetector(self.settings, device)
+            for (h, w), idx in to_detect.items():
+                for s in range(0, len(idx), batch_size):
+                    batch = idx[s : s + batch_size]
+                    hints = [_xyxy(chunk[i][0].box) for i in batch]
+                    found = self._detector.detect([decoded[i][0] for i in batch], hints)
+                    for i, f in zip(batch, found):
+                        results[i] = self._detected(chunk[i][0], f, w, h)
+        return results  # type: ignore[return-value]
+
+    def _detected(self, rec: Record, found, w: int, h: int) -> IndexEntry:
+        if found is not None:
+            pts, box, prob = found
+            return IndexEntry(ok=True, width=w, height=h, kind="mtcnn", points=pts, box=tuple(box), prob=prob)
+        policy = self.settings.no_face
+        if policy == "template":
+            return IndexEntry(ok=True, width=w, height=h, kind="template_fallback", points=template_points(w, h))
+        if policy == "skip":
+            return IndexEntry(ok=False, reason="no face found by MTCNN", width=w, height=h, kind="no_face")
+        raise ValueError(
+            f"{rec.where or rec.path}: MTCNN found no face; set no_face to 'template' (pre-aligned crops) or "
+            "'skip' to leave such images out"
+        )
+
+    def _write_final(
+        self, records: Sequence[Record], entries: dict[str, IndexEntry], stats: dict[str, tuple[int, int] | None]
+    ) -> None:
+        data = {
+            "header": self._header(),
+            "entries": [
+                entries[r.key].to_json(r.key, stats[r.key])
+                for r in records
+                if stats[r.key] is not None
+            ],
+        }
+        tmp = self.cache_file.with_name(f"{self.cache_file.name}.tmp{os.getpid()}")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.cache_file)
+        self.journal_file.unlink(missing_ok=True)
+
+
+def _xyxy(box: tuple[float, float, float, float] | None) -> tuple[float, float, float, float] | None:
+    if box is None:
+        return None
+    x, y, w, h = box
+    return (x, y, x + w, y + h)
+
+
+def source_cache_name(description: str) -> str:
+    """A cache file name unique to a source description."""
+    return "index-" + hashlib.sha1(description.encode()).hexdigest()[:12] + ".json"
