@@ -137,10 +137,10 @@ class FaceTransform:
         fb = (box.reshape(2, 2) - shift) * f
         return canvas, pts, fb.reshape(-1)
 
-    def __call__(
+    def geometry(
         self, image: np.ndarray, points: np.ndarray, face_box: Sequence[float] | None = None
-    ) -> dict[str, np.ndarray]:
-        """Returns ``{"image": [3, S, S], "views": [V, 3, S, S]}``, float32, normalised."""
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """The augmented face canvas, its landmarks and the region boxes on it."""
         canvas, pts, fb = self.canvas(image, points, face_box)
         if self.augment is not None:
             corners = np.array([[fb[0], fb[1]], [fb[2], fb[1]], [fb[0], fb[3]], [fb[2], fb[3]]], np.float32)
@@ -155,7 +155,13 @@ class FaceTransform:
                 pts = pts[FLIP_PERMUTATION[len(pts)]]
             fb = np.array([*c.min(0), *c.max(0)], np.float32)
         h, w = canvas.shape[:2]
-        boxes = region_boxes(pts, w, h, fb)
+        return canvas, pts, region_boxes(pts, w, h, fb)
+
+    def __call__(
+        self, image: np.ndarray, points: np.ndarray, face_box: Sequence[float] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Returns ``{"image": [3, S, S], "views": [V, 3, S, S]}``, float32, normalised."""
+        canvas, pts, boxes = self.geometry(image, points, face_box)
         s = self.image_size
         crops = []
         for view in self._cuts:
