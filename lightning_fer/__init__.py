@@ -13,6 +13,7 @@ __version__ = "0.1.0.dev0"
 
 _LAZY = {
     "FERDataModule": "lightning_fer.data.datamodule",
+    "FERClassifier": "lightning_fer.models.classifier",
 }
 
 

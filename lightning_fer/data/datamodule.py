@@ -39,7 +39,9 @@ class BadImagesError(RuntimeError):
     """Some images cannot be used; the message lists every one with its reason."""
 
 
-def build_source(source: SourceName | FERSource, root: str | None) -> FERSource:
+def build_source(
+    source: SourceName | FERSource, root: str | None, split_map: dict[str, str] | None = None
+) -> FERSource:
     """A source object from a name and a root, or the given object."""
     if isinstance(source, FERSource):
         return source
@@ -50,7 +52,7 @@ def build_source(source: SourceName | FERSource, root: str | None) -> FERSource:
     if source == "affectnet":
         return AffectNetSource(root)
     if source == "folder":
-        return FolderSource(root)
+        return FolderSource(root, split_map=split_map)
     if source == "manifest":
         return ManifestSource(root)
     raise ValueError(f"unknown source {source!r}; choose synthetic, affectnet, folder or manifest, or give a FERSource")
@@ -122,6 +124,8 @@ class FERDataModule(L.LightningDataModule):
             :class:`~lightning_fer.data.sources.FERSource` given by ``class_path``.
         root: the data set folder (the manifest CSV for ``manifest``); for ``synthetic``, where
             the demo faces are written.
+        split_map: for ``folder``: renames split folders, e.g. ``{val: test}`` to test on
+            FER2013's PublicTest folder.
         views: regions each item yields, from ``face``, ``left_eye``, ``right_eye``, ``nose``,
             ``mouth``, ``rest``.
         image_size: side of each view in pixels.
@@ -158,6 +162,7 @@ class FERDataModule(L.LightningDataModule):
         self,
         source: SourceName | FERSource = "synthetic",
         root: str | None = None,
+        split_map: dict[str, str] | None = None,
         views: list[str] = ["face"],  # noqa: B006 (a list so that LightningCLI shows it as one)
         image_size: int = 224,
         batch_size: int = 32,
@@ -177,7 +182,7 @@ class FERDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["source"] if isinstance(source, FERSource) else None)
-        self.source = build_source(source, root)
+        self.source = build_source(source, root, split_map)
         self.views = check_views(views)
         if fold is not None and not 0 <= fold < num_folds:
             raise ValueError(f"fold must be in [0, {num_folds}) or None, got {fold}")
@@ -198,7 +203,7 @@ class FERDataModule(L.LightningDataModule):
         self.detect_batch_size = detect_batch_size
         self.detect_device = detect_device
         self.records: list[Record] = []
-        self.class_names: list[str] = []
+        self._class_names: list[str] = []
         self.splits: dict[str, np.ndarray] = {}
         self.datasets: dict[str, FERDataset] = {}
         self.index_report = None
@@ -216,9 +221,14 @@ class FERDataModule(L.LightningDataModule):
         return Path(base) / f"cache-{digest}"
 
     @property
+    def class_names(self) -> list[str]:
+        """Class names in label order (reads the source on first use)."""
+        if not self._class_names:
+            self.records, self._class_names, _ = self.source.load()
+        return self._class_names
+
+    @property
     def num_classes(self) -> int:
-        if not self.class_names:
-            self.records, self.class_names, _ = self.source.load()
         return len(self.class_names)
 
     def _folds_path(self) -> Path:
@@ -230,7 +240,7 @@ class FERDataModule(L.LightningDataModule):
     # -- preparation -------------------------------------------------------------------------
     def _index(self) -> tuple[list[Record], dict[str, IndexEntry]]:
         records, class_names, report = self.source.load()
-        self.records, self.class_names = records, class_names
+        self.records, self._class_names = records, class_names
         cache = self.cache_dir
         cache.mkdir(parents=True, exist_ok=True)
         index = LandmarkIndex(cache / source_cache_name(self.source.describe()), self.landmark_settings)
@@ -361,6 +371,14 @@ class FERDataModule(L.LightningDataModule):
             sampler = WeightedRandomSampler(
                 weights, num_samples=len(ds), replacement=True, generator=torch.Generator().manual_seed(self.seed)
             )
+        elif not train and self._world_size() > 1:
+            # Lightning's default DistributedSampler pads with repeated samples; evaluation must
+            # count every sample once, so ranks get unequal shares instead.
+            from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+            sampler = UnrepeatedDistributedSampler(
+                ds, num_replicas=self._world_size(), rank=self.trainer.global_rank, shuffle=False
+            )
         return DataLoader(
             ds,
             batch_size=self.batch_size,
@@ -370,6 +388,9 @@ class FERDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
+
+    def _world_size(self) -> int:
+        return self.trainer.world_size if self.trainer is not None else 1
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

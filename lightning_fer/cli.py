@@ -1,0 +1,81 @@
+"""The command line: ``python -m lightning_fer {fit,validate,test,predict} --config FILE``.
+
+A LightningCLI in subclass mode for model and data, with omegaconf interpolation resolved after
+command-line overrides (``omegaconf+``). The class lives here, not in ``__main__``, because
+``ddp_spawn`` pickles it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: python -m lightning_fer [-h] {fit,validate,test,predict} --config FILE [--section.key=value ...]
+
+Facial expression recognition with PyTorch Lightning and pluggable ensembles.
+
+subcommands:
+  fit        train a model (a FERClassifier on one backbone, or an ensemble)
+  validate   evaluate a checkpoint on the validation split
+  test       evaluate a checkpoint on the test split
+  predict    class probabilities for the test split
+
+examples:
+  python -m lightning_fer fit --config configs/demo/resnet50.yaml
+  python -m lightning_fer fit --config configs/demo/resnet50.yaml --model.lr=0.01 --trainer.max_epochs=3
+  python -m lightning_fer test --config configs/demo/resnet50.yaml --ckpt_path runs/demo/resnet50/checkpoints/best.ckpt
+  python -m lightning_fer fit --config configs/demo/resnet50.yaml --print_config
+
+'python -m lightning_fer SUBCOMMAND --help' lists every option.
+"""
+
+
+def _cli_class():
+    import lightning as L
+    from lightning.pytorch.cli import LightningCLI
+
+    from lightning_fer.data.datamodule import FERDataModule
+
+    def first(views):
+        return views[0] if views else "face"
+
+    class FERCLI(LightningCLI):
+        """LightningCLI with the data -> model links and a test run after ``fit``."""
+
+        def add_arguments_to_parser(self, parser) -> None:
+            parser.add_argument(
+                "--test_after_fit", type=bool, default=False,
+                help="after fit, test the best checkpoint and print the figures",
+            )
+            parser.link_arguments("data.init_args.image_size", "model.init_args.image_size")
+            parser.link_arguments("data.init_args.views", "model.init_args.region", compute_fn=first)
+            parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+            parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
+
+        def after_fit(self) -> None:
+            if self.config[self.subcommand].get("test_after_fit"):
+                ckpt = "best" if self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path else None
+                self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+
+    return FERCLI, L.LightningModule, FERDataModule
+
+
+def main(args: list[str] | None = None):
+    """Run the CLI; ``args`` as on the command line (``None``: ``sys.argv[1:]``)."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)  # answered without importing torch or lightning
+        return None
+    import os
+
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    FERCLI, base_model, base_data = _cli_class()
+    return FERCLI(
+        base_model,
+        base_data,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        parser_kwargs={"parser_mode": "omegaconf+"},
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        auto_configure_optimizers=False,
+    )

@@ -1,0 +1,243 @@
+"""``FERClassifier``: one backbone, one thin LightningModule."""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+from lightning_fer.data.regions import REGIONS
+from lightning_fer.models.backbones import create_backbone
+
+log = logging.getLogger(__name__)
+
+
+def classification_metrics(num_classes: int) -> MetricCollection:
+    """Accuracy, balanced accuracy, macro precision / recall / F1 and per-class F1."""
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "balanced_acc": MulticlassAccuracy(num_classes, average="macro"),
+            "precision": MulticlassPrecision(num_classes, average="macro"),
+            "recall": MulticlassRecall(num_classes, average="macro"),
+            "f1": MulticlassF1Score(num_classes, average="macro"),
+        }
+    )
+
+
+class FERClassifier(L.LightningModule):
+    """A facial expression classifier on one backbone, trained on the face or on one region.
+
+    Logs ``{stage}/loss``, ``{stage}/acc``, ``{stage}/balanced_acc``, ``{stage}/precision``,
+    ``{stage}/recall``, ``{stage}/f1`` (macro) and ``{stage}/f1_<class>`` on val and test;
+    torchmetrics syncs them across processes, and the data module's evaluation sampler counts
+    each sample once. ``predict_step`` returns class probabilities.
+
+    Args:
+        backbone: ``inception_v3``, ``resnet50``, ``sppnet`` or any torchvision classifier.
+        num_classes: number of classes (linked from the data by the CLI).
+        class_names: class names (linked from the data by the CLI), stored in checkpoints.
+        image_size: input side (linked from the data): decides Inception V3's auxiliary head.
+        region: the region this classifier sees (linked from the data's first view).
+        in_channels: 1 or 3 (3-channel batches are averaged to grey for 1).
+        pretrained: torchvision weights name or a local weights file.
+        lr: learning rate.
+        weight_decay: weight decay.
+        optimizer: ``adamw`` or ``sgd`` (momentum 0.9, Nesterov).
+        scheduler: ``cosine`` (over ``max_epochs``, per step) or ``none``.
+        label_smoothing: cross-entropy label smoothing.
+        class_weights: ``None``, ``balanced`` (n / (k * count) on the training split) or one
+            weight per class.
+        aux_weight: weight of Inception V3's auxiliary loss (the paper's 0.4).
+        spp_levels: SPP-net pyramid grid sides.
+        spp_trunk: SPP-net trunk (``zf5`` or a torchvision model name).
+        spp_hidden: SPP-net hidden width.
+        dropout: SPP-net dropout.
+        channels_last: use the channels-last memory format.
+
+    Example:
+        >>> model = FERClassifier("resnet18", num_classes=7, image_size=64)
+        >>> model(torch.randn(2, 3, 64, 64)).shape
+        torch.Size([2, 7])
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet50",
+        num_classes: int = 7,
+        class_names: list[str] | None = None,
+        image_size: int = 224,
+        region: str = "face",
+        in_channels: int = 3,
+        pretrained: str | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        optimizer: Literal["adamw", "sgd"] = "adamw",
+        scheduler: Literal["cosine", "none"] = "cosine",
+        label_smoothing: float = 0.0,
+        class_weights: Literal["balanced"] | list[float] | None = None,
+        aux_weight: float = 0.4,
+        spp_levels: list[int] = [1, 2, 4],  # noqa: B006
+        spp_trunk: str = "zf5",
+        spp_hidden: int = 1024,
+        dropout: float = 0.5,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class_names for num_classes={num_classes}")
+        if region not in REGIONS:
+            raise ValueError(f"region {region!r} is not one of {list(REGIONS)}")
+        if isinstance(class_weights, list) and len(class_weights) != num_classes:
+            raise ValueError(f"class_weights has {len(class_weights)} values for {num_classes} classes")
+        self.save_hyperparameters()
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.configure_model_()
+        self.configure_metrics()
+        self.register_buffer("loss_weights", torch.ones(num_classes), persistent=False)
+        self.data_fingerprint: dict | None = None
+
+    # -- hooks that build ----------------------------------------------------------------
+    def configure_model_(self) -> None:
+        hp = self.hparams
+        self.backbone: nn.Module = create_backbone(
+            hp.backbone, hp.num_classes, hp.in_channels, hp.image_size, hp.pretrained,
+            hp.spp_levels, hp.spp_trunk, hp.spp_hidden, hp.dropout,
+        )
+        if hp.channels_last:
+            self.backbone = self.backbone.to(memory_format=torch.channels_last)
+
+    def configure_metrics(self) -> None:
+        k = self.hparams.num_classes
+        self.val_metrics = classification_metrics(k).clone(prefix="val/")
+        self.test_metrics = classification_metrics(k).clone(prefix="test/")
+        self.val_f1_per_class = MulticlassF1Score(k, average=None)
+        self.test_f1_per_class = MulticlassF1Score(k, average=None)
+        self.val_confusion = MulticlassConfusionMatrix(k)
+        self.test_confusion = MulticlassConfusionMatrix(k)
+
+    def setup(self, stage: str) -> None:
+        cw = self.hparams.class_weights
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if cw == "balanced" and stage == "fit":
+            if dm is None or not hasattr(dm, "train_class_counts"):
+                raise ValueError("class_weights='balanced' needs an FERDataModule to count the training split")
+            counts = torch.as_tensor(dm.train_class_counts(), dtype=torch.float32).clamp(min=1)
+            self.loss_weights = counts.sum() / (len(counts) * counts)
+            log.info("balanced class weights: %s", [round(w, 3) for w in self.loss_weights.tolist()])
+        elif isinstance(cw, list):
+            self.loss_weights = torch.tensor(cw, dtype=torch.float32)
+        if dm is not None and hasattr(dm, "fingerprint") and stage == "fit":
+            self.data_fingerprint = dm.fingerprint()
+            names = getattr(dm, "class_names", None)
+            if names and list(names) != self.class_names:
+                raise ValueError(f"the data's classes {names} differ from the model's {self.class_names}")
+
+    # -- forward and steps ---------------------------------------------------------------
+    def _input(self, batch: dict | torch.Tensor) -> torch.Tensor:
+        x = batch["views"][:, 0] if isinstance(batch, dict) else batch
+        if self.hparams.in_channels == 1 and x.shape[1] == 3:
+            x = x.mean(1, keepdim=True)
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, classes]`` for images ``[B, C, H, W]`` (the main head in training too)."""
+        out = self.backbone(x)
+        return out[0] if isinstance(out, tuple) else out
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(
+            logits.float(), y, weight=self.loss_weights.to(logits.device), label_smoothing=self.hparams.label_smoothing
+        )
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self.backbone(self._input(batch))
+        y = batch["label"]
+        if isinstance(out, tuple):  # Inception V3: main + aux_weight * auxiliary
+            logits, aux = out
+            loss = self._loss(logits, y) + self.hparams.aux_weight * self._loss(aux, y)
+        else:
+            logits, loss = out, self._loss(out, y)
+        acc = (logits.argmax(1) == y).float().mean()
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
+        self.log("train/acc", acc, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def _eval_step(self, batch: dict, stage: str) -> None:
+        logits = self(self._input(batch))
+        y = batch["label"]
+        loss = self._loss(logits, y)
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=True, batch_size=len(y))
+        metrics = getattr(self, f"{stage}_metrics")
+        metrics.update(logits, y)
+        getattr(self, f"{stage}_f1_per_class").update(logits, y)
+        getattr(self, f"{stage}_confusion").update(logits, y)
+        self.log_dict(metrics, batch_size=len(y))
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        per_class = getattr(self, f"{stage}_f1_per_class")
+        for name, value in zip(self.class_names, per_class.compute()):
+            self.log(f"{stage}/f1_{name}", value)
+        per_class.reset()
+        conf = getattr(self, f"{stage}_confusion")
+        self.last_confusion = {**getattr(self, "last_confusion", {}), stage: conf.compute().cpu()}
+        conf.reset()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
+        probs = self(self._input(batch)).float().softmax(1)
+        out = {"probs": probs}
+        if isinstance(batch, dict):
+            out.update(index=batch["index"], label=batch["label"])
+        return out
+
+    # -- optimisation and checkpoints ----------------------------------------------------
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = self.parameters()
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=hp.lr, momentum=0.9, nesterov=True, weight_decay=hp.weight_decay)
+        else:
+            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.scheduler == "none":
+            return opt
+        steps = self.trainer.estimated_stepping_batches
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(int(steps), 1))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["lightning_fer"] = {
+            "class_names": self.class_names,
+            "region": self.hparams.region,
+            "backbone": {k: self.hparams[k] for k in ("backbone", "in_channels", "image_size", "spp_levels", "spp_trunk")},
+            "data_fingerprint": self.data_fingerprint,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        meta = checkpoint.get("lightning_fer") or {}
+        self.data_fingerprint = meta.get("data_fingerprint")

@@ -1,0 +1,157 @@
+"""The real CLI on the shipped configs: parse every config, train each demo config, then
+validate, test and predict from the checkpoint it wrote; DDP as two CPU processes."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lightning_fer.cli import _cli_class, main
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*/*.yaml"))
+DEMO = sorted((REPO / "configs" / "demo").glob("*.yaml"))
+# A tiny demo set: 17 subjects (2 held out), one image per class, so fold 0 of 5 validates
+# 3 subjects x 7 = 21 images: an odd count, to catch samples counted twice under DDP.
+TINY = [
+    "--data.init_args.source=lightning_fer.data.SyntheticSource",
+    "--data.init_args.source.init_args.num_subjects=17",
+    "--data.init_args.source.init_args.images_per_class=1",
+    "--data.init_args.source.init_args.test_subjects=2",
+    "--data.init_args.source.init_args.image_size=80",
+    "--data.init_args.num_workers=0",
+    "--data.init_args.batch_size=4",
+    "--trainer.accelerator=cpu",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # configs write to runs/ relative to the working directory
+    monkeypatch.setenv("LIGHTNING_FER_HOME", str(tmp_path / "home"))
+
+
+def _parse_only(args):
+    FERCLI, model, data = _cli_class()
+
+    class ParseOnly(FERCLI):
+        def instantiate_classes(self):  # parse and validate; no data is read
+            pass
+
+    return ParseOnly(model, data, subclass_mode_model=True, subclass_mode_data=True,
+                     parser_kwargs={"parser_mode": "omegaconf+"}, args=args, run=False,
+                     auto_configure_optimizers=False)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_config_parses(config):
+    cli = _parse_only(["--config", str(config)])
+    cfg = cli.config
+    assert cfg.model.class_path == "lightning_fer.FERClassifier"
+    assert cfg.data.class_path == "lightning_fer.FERDataModule"
+    assert cfg.model.init_args.backbone in {"resnet50", "inception_v3", "sppnet"}
+    # Linked from the data at parse time.
+    assert cfg.model.init_args.image_size == cfg.data.init_args.image_size
+    assert cfg.model.init_args.region == cfg.data.init_args.views[0]
+
+
+def test_overrides_in_the_form_sweeps_pass():
+    cli = _parse_only(["--config", str(REPO / "configs/demo/resnet50.yaml"), "--model.lr=0.05",
+                       "--data.image_size=72", "--data.views=[mouth]", "--trainer.max_epochs=3"])
+    assert cli.config.model.init_args.lr == 0.05
+    assert cli.config.data.init_args.image_size == cli.config.model.init_args.image_size == 72
+    assert cli.config.model.init_args.region == "mouth"
+    assert cli.config.trainer.max_epochs == 3
+
+
+def test_help_is_fast_and_lightning_free():
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "lightning_fer", "--help"],
+                         capture_output=True, text=True, cwd=REPO, check=True)
+    assert "fit" in out.stdout and "validate" in out.stdout
+    assert "lightning.pytorch" not in out.stderr and "torch._C" not in out.stderr
+
+
+def _metrics(root: Path) -> dict[str, float]:
+    rows = []
+    for f in sorted(root.rglob("metrics.csv"), key=os.path.getmtime):
+        rows += list(csv.DictReader(open(f)))
+    out = {}
+    for r in rows:
+        out.update({k: float(v) for k, v in r.items() if v not in ("", None)})
+    return out
+
+
+@pytest.mark.parametrize("config", DEMO, ids=lambda p: p.stem)
+def test_demo_config_fit_validate_test_predict(config, tmp_path):
+    base = ["--config", str(config), *TINY]
+    main(["fit", *base, "--trainer.fast_dev_run=1"])
+    main(["fit", *base, "--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--test_after_fit=false"])
+    ckpt = tmp_path / "runs" / "demo" / config.stem / "checkpoints" / "best.ckpt"
+    assert ckpt.is_file()
+    meta = torch.load(ckpt, map_location="cpu", weights_only=True)["lightning_fer"]
+    assert meta["class_names"][:2] == ["neutral", "happy"] and meta["region"] == "face"
+    assert meta["data_fingerprint"]["fold"] == 0 and len(meta["data_fingerprint"]["train_hash"]) == 40
+    assert meta["backbone"]["backbone"] == yaml.safe_load(config.read_text())["model"]["init_args"]["backbone"]
+    for sub in ("validate", "test"):
+        main([sub, *base, f"--ckpt_path={ckpt}"])
+    m = _metrics(tmp_path / "runs")
+    assert 0 <= m["val/acc"] <= 1 and 0 <= m["test/acc"] <= 1 and "test/f1_happy" in m
+    cli = main(["predict", *base, f"--ckpt_path={ckpt}"])
+    preds = cli.trainer.predict_loop.predictions
+    probs = torch.cat([p["probs"] for p in preds])
+    assert probs.shape == (14, 7)  # 2 test subjects x 7 images
+    torch.testing.assert_close(probs.sum(1), torch.ones(14))
+
+
+def test_bf16_mixed_trains_on_cpu(tmp_path):
+    cli = main(["fit", "--config", str(REPO / "configs/demo/sppnet.yaml"), *TINY,
+                "--trainer.precision=bf16-mixed", "--trainer.fast_dev_run=2", "--test_after_fit=false"])
+    assert cli.trainer.precision == "bf16-mixed"
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss_epoch"])
+
+
+def test_region_expert_trains_on_the_mouth(tmp_path):
+    cli = main(["fit", "--config", str(REPO / "configs/demo/sppnet.yaml"), *TINY,
+                "--data.views=[mouth]", "--trainer.fast_dev_run=1"])
+    assert cli.model.hparams.region == "mouth"
+
+
+def _run(args, cwd, env):
+    proc = subprocess.run([sys.executable, "-m", "lightning_fer", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_ddp_validation_counts_each_sample_once(tmp_path):
+    """Two CPU processes through the CLI give the single-process validation figures on a
+    validation set of odd size."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), LIGHTNING_FER_HOME=str(tmp_path / "home"))
+    cfg = str(REPO / "configs/demo/sppnet.yaml")
+    base = ["--config", cfg, *TINY]
+    _run(["fit", *base, "--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--test_after_fit=false"],
+         tmp_path, env)
+    ckpt = tmp_path / "runs/demo/sppnet/checkpoints/best.ckpt"
+    from lightning_fer import FERDataModule
+    from lightning_fer.data.synthetic import SyntheticSource
+
+    dm = FERDataModule(SyntheticSource(str(tmp_path / "home" / "synthetic"), num_subjects=17, images_per_class=1,
+                                       test_subjects=2, image_size=80), num_workers=0)
+    dm.setup()
+    assert len(dm.datasets["val"]) % 2 == 1
+    figures = {}
+    for name, extra in (("single", []), ("ddp", ["--trainer.devices=2", "--trainer.strategy=ddp"])):
+        _run(["validate", *base, f"--ckpt_path={ckpt}", f"--trainer.logger.init_args.save_dir=logs_{name}", *extra],
+             tmp_path, env)
+        figures[name] = _metrics(tmp_path / f"logs_{name}")
+    for key in ("val/acc", "val/balanced_acc", "val/f1", "val/precision", "val/recall"):
+        assert figures["ddp"][key] == pytest.approx(figures["single"][key], abs=1e-6), key
