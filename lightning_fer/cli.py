@@ -65,9 +65,17 @@ def main(args: list[str] | None = None):
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)  # answered without importing torch or lightning
         return None
+    import logging
     import os
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    # Our reports (images checked, landmark kinds, splits, skipped files) at INFO, as Lightning's.
+    pkg_log = logging.getLogger("lightning_fer")
+    if not pkg_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[lightning_fer] %(message)s"))
+        pkg_log.addHandler(handler)
+        pkg_log.setLevel(logging.INFO)
     FERCLI, base_model, base_data = _cli_class()
     return FERCLI(
         base_model,
