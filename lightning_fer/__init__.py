@@ -14,6 +14,7 @@ __version__ = "0.1.0.dev0"
 _LAZY = {
     "FERDataModule": "lightning_fer.data.datamodule",
     "FERClassifier": "lightning_fer.models.classifier",
+    "EnsembleModule": "lightning_fer.ensemble.module",
 }
 
 

@@ -18,12 +18,15 @@ subcommands:
   validate   evaluate a checkpoint on the validation split
   test       evaluate a checkpoint on the test split
   predict    class probabilities for the test split
+  cv         cross-validated training of several members, out-of-fold stacking, Table II
 
 examples:
   python -m lightning_fer fit --config configs/demo/resnet50.yaml
   python -m lightning_fer fit --config configs/demo/resnet50.yaml --model.lr=0.01 --trainer.max_epochs=3
   python -m lightning_fer test --config configs/demo/resnet50.yaml --ckpt_path runs/demo/resnet50/checkpoints/best.ckpt
   python -m lightning_fer fit --config configs/demo/resnet50.yaml --print_config
+  python -m lightning_fer cv --config configs/demo/cv.yaml
+  python -m lightning_fer test --config configs/demo/ensemble_hard.yaml
 
 'python -m lightning_fer SUBCOMMAND --help' lists every option.
 """
@@ -35,9 +38,6 @@ def _cli_class():
 
     from lightning_fer.data.datamodule import FERDataModule
 
-    def first(views):
-        return views[0] if views else "face"
-
     class FERCLI(LightningCLI):
         """LightningCLI with the data -> model links and a test run after ``fit``."""
 
@@ -47,7 +47,6 @@ def _cli_class():
                 help="after fit, test the best checkpoint and print the figures",
             )
             parser.link_arguments("data.init_args.image_size", "model.init_args.image_size")
-            parser.link_arguments("data.init_args.views", "model.init_args.region", compute_fn=first)
             parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
             parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
 
@@ -59,12 +58,37 @@ def _cli_class():
     return FERCLI, L.LightningModule, FERDataModule
 
 
-def main(args: list[str] | None = None):
-    """Run the CLI; ``args`` as on the command line (``None``: ``sys.argv[1:]``)."""
+def main(args: list[str] | None = None, run: bool = True):
+    """Run the CLI; ``args`` as on the command line (``None``: ``sys.argv[1:]``).
+
+    With ``run=False`` the configured objects are built and returned, not run (a leading
+    subcommand in ``args`` is dropped).
+    """
     argv = sys.argv[1:] if args is None else list(args)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)  # answered without importing torch or lightning
         return None
+    _setup_logging()
+    if argv[0] == "cv":
+        from lightning_fer.cv import main as cv_main
+
+        return cv_main(argv[1:])
+    if not run and argv[0] in ("fit", "validate", "test", "predict"):
+        argv = argv[1:]
+    FERCLI, base_model, base_data = _cli_class()
+    return FERCLI(
+        base_model,
+        base_data,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        parser_kwargs={"parser_mode": "omegaconf+"},
+        save_config_kwargs={"overwrite": True},
+        args=args if run else argv,
+        run=run,
+    )
+
+
+def _setup_logging() -> None:
     import logging
     import os
 
@@ -76,14 +100,3 @@ def main(args: list[str] | None = None):
         handler.setFormatter(logging.Formatter("[lightning_fer] %(message)s"))
         pkg_log.addHandler(handler)
         pkg_log.setLevel(logging.INFO)
-    FERCLI, base_model, base_data = _cli_class()
-    return FERCLI(
-        base_model,
-        base_data,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        parser_kwargs={"parser_mode": "omegaconf+"},
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        auto_configure_optimizers=False,
-    )

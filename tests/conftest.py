@@ -30,3 +30,42 @@ def synthetic_source(tmp_path_factory):
     return SyntheticSource(
         str(tmp_path_factory.mktemp("synthetic")), num_subjects=8, images_per_class=2, test_subjects=2, image_size=64
     )
+
+
+def tiny_args(root: str | Path, subjects: int = 17) -> list[str]:
+    """CLI overrides for a tiny demo set: `subjects` people (2 held out), one image per class,
+    80 px, so that fold 0 of 5 validates 3 people x 7 = 21 images (an odd count)."""
+    return [
+        "--data.init_args.source=lightning_fer.data.SyntheticSource",
+        f"--data.init_args.source.init_args.root={root}",
+        f"--data.init_args.source.init_args.num_subjects={subjects}",
+        "--data.init_args.source.init_args.images_per_class=1",
+        "--data.init_args.source.init_args.test_subjects=2",
+        "--data.init_args.source.init_args.image_size=80",
+        "--data.init_args.num_workers=0",
+        "--data.init_args.batch_size=4",
+        "--trainer.accelerator=cpu",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
+
+
+@pytest.fixture(scope="session")
+def trained_members(tmp_path_factory):
+    """Three demo backbones trained briefly through the real CLI on fold 0 of the tiny set."""
+    from lightning_fer.cli import main
+
+    work = tmp_path_factory.mktemp("members")
+    args = tiny_args(work / "synthetic")
+    old = os.getcwd()
+    os.chdir(work)
+    try:
+        ckpts = {}
+        for name in ("inception_v3", "resnet50", "sppnet"):
+            main(["fit", "--config", str(REPO / "configs" / "demo" / f"{name}.yaml"), *args,
+                  "--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--test_after_fit=false"])
+            ckpts[name] = work / "runs" / "demo" / name / "checkpoints" / "best.ckpt"
+            assert ckpts[name].is_file()
+    finally:
+        os.chdir(old)
+    return {"dir": work, "args": args, "ckpts": ckpts}

@@ -13,25 +13,14 @@ import pytest
 import torch
 import yaml
 
+from conftest import tiny_args
+
 from lightning_fer.cli import _cli_class, main
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "configs").glob("*/*.yaml"))
+CONFIGS = sorted(p for p in (REPO / "configs").glob("*/*.yaml") if not p.stem.startswith("cv"))
+CV_CONFIGS = sorted((REPO / "configs").glob("*/cv*.yaml"))
 DEMO = sorted((REPO / "configs" / "demo").glob("*.yaml"))
-# A tiny demo set: 17 subjects (2 held out), one image per class, so fold 0 of 5 validates
-# 3 subjects x 7 = 21 images: an odd count, to catch samples counted twice under DDP.
-TINY = [
-    "--data.init_args.source=lightning_fer.data.SyntheticSource",
-    "--data.init_args.source.init_args.num_subjects=17",
-    "--data.init_args.source.init_args.images_per_class=1",
-    "--data.init_args.source.init_args.test_subjects=2",
-    "--data.init_args.source.init_args.image_size=80",
-    "--data.init_args.num_workers=0",
-    "--data.init_args.batch_size=4",
-    "--trainer.accelerator=cpu",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
-]
 
 
 @pytest.fixture(autouse=True)
@@ -56,12 +45,27 @@ def _parse_only(args):
 def test_every_shipped_config_parses(config):
     cli = _parse_only(["--config", str(config)])
     cfg = cli.config
-    assert cfg.model.class_path == "lightning_fer.FERClassifier"
     assert cfg.data.class_path == "lightning_fer.FERDataModule"
-    assert cfg.model.init_args.backbone in {"resnet50", "inception_v3", "sppnet"}
     # Linked from the data at parse time.
     assert cfg.model.init_args.image_size == cfg.data.init_args.image_size
-    assert cfg.model.init_args.region == cfg.data.init_args.views[0]
+    if config.stem.startswith("ensemble_"):
+        assert cfg.model.class_path == "lightning_fer.EnsembleModule"
+        assert len(cfg.model.init_args.members) == 3
+        assert cfg.model.init_args.views == cfg.data.init_args.views
+    else:
+        assert cfg.model.class_path == "lightning_fer.FERClassifier"
+        assert cfg.model.init_args.backbone in {"resnet50", "inception_v3", "sppnet"}
+
+
+@pytest.mark.parametrize("config", CV_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_cv_configs_parse(config):
+    from lightning_fer.cv import parser
+
+    p = parser()
+    cfg = p.parse_args(["--config", str(config)])
+    assert len(cfg.members) == 3 and all((REPO / m).is_file() for m in cfg.members)
+    init = p.instantiate(cfg) if hasattr(p, "instantiate") else p.instantiate_classes(cfg)
+    assert init.strategies and all(callable(s) for s in init.strategies)
 
 
 def test_overrides_in_the_form_sweeps_pass():
@@ -69,7 +73,7 @@ def test_overrides_in_the_form_sweeps_pass():
                        "--data.image_size=72", "--data.views=[mouth]", "--trainer.max_epochs=3"])
     assert cli.config.model.init_args.lr == 0.05
     assert cli.config.data.init_args.image_size == cli.config.model.init_args.image_size == 72
-    assert cli.config.model.init_args.region == "mouth"
+    assert cli.config.data.init_args.views == ["mouth"]
     assert cli.config.trainer.max_epochs == 3
 
 
@@ -92,7 +96,7 @@ def _metrics(root: Path) -> dict[str, float]:
 
 @pytest.mark.parametrize("config", DEMO, ids=lambda p: p.stem)
 def test_demo_config_fit_validate_test_predict(config, tmp_path):
-    base = ["--config", str(config), *TINY]
+    base = ["--config", str(config), *tiny_args(tmp_path / 'synthetic')]
     main(["fit", *base, "--trainer.fast_dev_run=1"])
     main(["fit", *base, "--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--test_after_fit=false"])
     ckpt = tmp_path / "runs" / "demo" / config.stem / "checkpoints" / "best.ckpt"
@@ -113,14 +117,14 @@ def test_demo_config_fit_validate_test_predict(config, tmp_path):
 
 
 def test_bf16_mixed_trains_on_cpu(tmp_path):
-    cli = main(["fit", "--config", str(REPO / "configs/demo/sppnet.yaml"), *TINY,
+    cli = main(["fit", "--config", str(REPO / "configs/demo/sppnet.yaml"), *tiny_args(tmp_path / 'synthetic'),
                 "--trainer.precision=bf16-mixed", "--trainer.fast_dev_run=2", "--test_after_fit=false"])
     assert cli.trainer.precision == "bf16-mixed"
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss_epoch"])
 
 
 def test_region_expert_trains_on_the_mouth(tmp_path):
-    cli = main(["fit", "--config", str(REPO / "configs/demo/sppnet.yaml"), *TINY,
+    cli = main(["fit", "--config", str(REPO / "configs/demo/sppnet.yaml"), *tiny_args(tmp_path / 'synthetic'),
                 "--data.views=[mouth]", "--trainer.fast_dev_run=1"])
     assert cli.model.hparams.region == "mouth"
 
@@ -137,14 +141,14 @@ def test_ddp_validation_counts_each_sample_once(tmp_path):
     validation set of odd size."""
     env = dict(os.environ, PYTHONPATH=str(REPO), LIGHTNING_FER_HOME=str(tmp_path / "home"))
     cfg = str(REPO / "configs/demo/sppnet.yaml")
-    base = ["--config", cfg, *TINY]
+    base = ["--config", cfg, *tiny_args(tmp_path / 'synthetic')]
     _run(["fit", *base, "--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--test_after_fit=false"],
          tmp_path, env)
     ckpt = tmp_path / "runs/demo/sppnet/checkpoints/best.ckpt"
     from lightning_fer import FERDataModule
     from lightning_fer.data.synthetic import SyntheticSource
 
-    dm = FERDataModule(SyntheticSource(str(tmp_path / "home" / "synthetic"), num_subjects=17, images_per_class=1,
+    dm = FERDataModule(SyntheticSource(str(tmp_path / "synthetic"), num_subjects=17, images_per_class=1,
                                        test_subjects=2, image_size=80), num_workers=0)
     dm.setup()
     assert len(dm.datasets["val"]) % 2 == 1

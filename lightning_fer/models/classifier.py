@@ -50,7 +50,8 @@ class FERClassifier(L.LightningModule):
         num_classes: number of classes (linked from the data by the CLI).
         class_names: class names (linked from the data by the CLI), stored in checkpoints.
         image_size: input side (linked from the data): decides Inception V3's auxiliary head.
-        region: the region this classifier sees (linked from the data's first view).
+        region: the region this classifier sees; ``None``: the data module's first view (set
+            at setup, so ``--data.views=[mouth]`` makes a mouth expert).
         in_channels: 1 or 3 (3-channel batches are averaged to grey for 1).
         pretrained: torchvision weights name or a local weights file.
         lr: learning rate.
@@ -79,7 +80,7 @@ class FERClassifier(L.LightningModule):
         num_classes: int = 7,
         class_names: list[str] | None = None,
         image_size: int = 224,
-        region: str = "face",
+        region: str | None = None,
         in_channels: int = 3,
         pretrained: str | None = None,
         lr: float = 1e-3,
@@ -98,7 +99,7 @@ class FERClassifier(L.LightningModule):
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class_names for num_classes={num_classes}")
-        if region not in REGIONS:
+        if region is not None and region not in REGIONS:
             raise ValueError(f"region {region!r} is not one of {list(REGIONS)}")
         if isinstance(class_weights, list) and len(class_weights) != num_classes:
             raise ValueError(f"class_weights has {len(class_weights)} values for {num_classes} classes")
@@ -131,6 +132,15 @@ class FERClassifier(L.LightningModule):
     def setup(self, stage: str) -> None:
         cw = self.hparams.class_weights
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        views = list(getattr(dm, "views", None) or [])
+        if views:
+            if self.hparams.region is None:
+                self.hparams.region = views[0]
+            elif views[0] != self.hparams.region:
+                raise ValueError(
+                    f"this classifier sees {self.hparams.region!r}, but the data's first view is {views[0]!r}: "
+                    f"set data.views=[{self.hparams.region}]"
+                )
         if cw == "balanced" and stage == "fit":
             if dm is None or not hasattr(dm, "train_class_counts"):
                 raise ValueError("class_weights='balanced' needs an FERDataModule to count the training split")
@@ -146,6 +156,10 @@ class FERClassifier(L.LightningModule):
                 raise ValueError(f"the data's classes {names} differ from the model's {self.class_names}")
 
     # -- forward and steps ---------------------------------------------------------------
+    @property
+    def region(self) -> str:
+        return self.hparams.region or "face"
+
     def _input(self, batch: dict | torch.Tensor) -> torch.Tensor:
         x = batch["views"][:, 0] if isinstance(batch, dict) else batch
         if self.hparams.in_channels == 1 and x.shape[1] == 3:
@@ -233,7 +247,7 @@ class FERClassifier(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["lightning_fer"] = {
             "class_names": self.class_names,
-            "region": self.hparams.region,
+            "region": self.region,
             "backbone": {k: self.hparams[k] for k in ("backbone", "in_channels", "image_size", "spp_levels", "spp_trunk")},
             "data_fingerprint": self.data_fingerprint,
         }

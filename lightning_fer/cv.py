@@ -1,0 +1,281 @@
+"""Cross-validated training and evaluation in one command: ``python -m lightning_fer cv``.
+
+For every fold: train each member config (a FERClassifier config) on the other folds, then
+collect every member's predictions on every view for the held-out fold (out of fold) and for
+the test split. Learning strategies are fitted on the pooled out-of-fold predictions (each
+fold's members checked against the fold they were held out from); every member and every
+strategy is evaluated on the test split per fold; the paper's Table II (accuracy, balanced
+accuracy, macro precision / recall / F1, mean and standard deviation over folds) is written as
+Markdown and CSV, with confusion-matrix PNGs. A run that is interrupted resumes: finished
+members and collected predictions are kept, an unfinished member is trained again.
+
+    python -m lightning_fer cv --config configs/demo/cv.yaml
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from lightning_fer.ensemble.strategies import EnsembleStrategy
+
+log = logging.getLogger(__name__)
+
+METRICS = ("acc", "balanced_acc", "precision", "recall", "f1")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def scores(pred_scores: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
+    """The Table II figures for one set of predictions."""
+    from torchmetrics.functional.classification import (
+        multiclass_accuracy,
+        multiclass_f1_score,
+        multiclass_precision,
+        multiclass_recall,
+    )
+
+    k = num_classes
+    return {
+        "acc": float(multiclass_accuracy(pred_scores, labels, k, average="micro")),
+        "balanced_acc": float(multiclass_accuracy(pred_scores, labels, k, average="macro")),
+        "precision": float(multiclass_precision(pred_scores, labels, k, average="macro")),
+        "recall": float(multiclass_recall(pred_scores, labels, k, average="macro")),
+        "f1": float(multiclass_f1_score(pred_scores, labels, k, average="macro")),
+    }
+
+
+def _member_name(config: str) -> str:
+    return Path(config).stem
+
+
+def _trainer_override(out: Path, monitor: str) -> dict:
+    return {
+        "test_after_fit": False,
+        "trainer": {
+            "default_root_dir": str(out),
+            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                       "init_args": {"save_dir": str(out), "name": "logs"}},
+            "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                           "init_args": {"dirpath": str(out / "checkpoints"), "filename": "best",
+                                         "monitor": monitor, "mode": "max", "enable_version_counter": False}}],
+        },
+    }
+
+
+def run_cv(
+    members: list[str],
+    output_dir: str = "runs/cv",
+    members_dir: str | None = None,
+    folds: list[int] | None = None,
+    num_folds: int = 5,
+    views: list[str] = ["face"],  # noqa: B006
+    strategies: list[EnsembleStrategy] | None = None,
+    overrides: list[str] = [],  # noqa: B006
+    monitor: str = "val/acc",
+    image_size: int | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+) -> dict:
+    """Train, collect, fit and evaluate; returns the per-fold figures.
+
+    Args:
+        members: FERClassifier config files, one per member (e.g. ``configs/demo/resnet50.yaml``).
+        output_dir: where predictions, the table and the pictures go.
+        members_dir: where members are trained and looked for (default ``output_dir``), so that
+            several ensembles (face, regions) can share the members of one run.
+        folds: which folds to run (default: all ``num_folds``).
+        num_folds: number of folds (passed to every member's data module).
+        views: regions the ensembles look at (``[face]``, or the paper's five regions).
+        strategies: ensemble strategies (``class_path`` in YAML); default hard vote, soft vote
+            and stacking.
+        overrides: command-line overrides applied to every member's fit, e.g.
+            ``--trainer.max_epochs=5``.
+        monitor: metric whose best value picks each member's checkpoint.
+        image_size: size of the views collected for the ensembles (default: the largest member
+            size; each member gets its own size back by resizing).
+        batch_size: batch size when collecting predictions.
+        device: ``auto``, ``cpu`` or ``cuda``.
+    """
+    from lightning_fer.cli import main as cli_main
+    from lightning_fer.ensemble.module import EnsembleModule, check_held_out
+    from lightning_fer.ensemble.strategies import HardVote, SoftVote, Stacking
+    from lightning_fer.plots import plot_confusion
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mdir = Path(members_dir) if members_dir else out
+    folds = list(range(num_folds)) if folds is None else list(folds)
+    strategies = list(strategies) if strategies else [HardVote(), SoftVote(), Stacking()]
+    names = [_member_name(m) for m in members]
+    if len(set(names)) != len(names):
+        raise ValueError(f"member configs must have distinct file names, got {names}")
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    t_start = time.perf_counter()
+
+    # 1. Train every member on every fold (skipping what a previous run finished).
+    for k in folds:
+        for cfg, name in zip(members, names):
+            run_dir = mdir / f"fold{k}" / name
+            done = run_dir / "done.json"
+            if done.is_file():
+                log.info("fold %d, %s: already trained, kept", k, name)
+                continue
+            run_dir.mkdir(parents=True, exist_ok=True)
+            override = run_dir / "cv_override.yaml"
+            _atomic_write(override, yaml.safe_dump(_trainer_override(run_dir, monitor)))
+            t0 = time.perf_counter()
+            cli = cli_main(["fit", "--config", cfg, "--config", str(override), *overrides,
+                            f"--data.init_args.fold={k}", f"--data.init_args.num_folds={num_folds}"])
+            best = cli.trainer.checkpoint_callback.best_model_path
+            if not best or not Path(best).is_file():
+                raise RuntimeError(f"fold {k}, {name}: training wrote no checkpoint (is {monitor!r} logged?)")
+            score = cli.trainer.checkpoint_callback.best_model_score
+            _atomic_write(done, json.dumps({"checkpoint": best, "best": float(score) if score is not None else None,
+                                            "seconds": time.perf_counter() - t0}))
+
+    # 2. Collect out-of-fold and test predictions of every member on every view.
+    all_views = list(views) if "face" in views else ["face", *views]
+    sel = torch.tensor([all_views.index(v) for v in views])
+    collected = {}
+    for k in folds:
+        pred_file = out / f"fold{k}" / "predictions.pt"
+        pred_file.parent.mkdir(parents=True, exist_ok=True)
+        if pred_file.is_file():
+            collected[k] = torch.load(pred_file, map_location="cpu", weights_only=True)
+            continue
+        ckpts = [json.loads((mdir / f"fold{k}" / n / "done.json").read_text())["checkpoint"] for n in names]
+        ens = EnsembleModule(ckpts, HardVote(), views=all_views).to(dev)
+        size = image_size or max(int(m.hparams.image_size) for m in ens.members)
+        cli = cli_main(["fit", "--config", members[0], *overrides, f"--data.init_args.fold={k}",
+                        f"--data.init_args.num_folds={num_folds}", f"--data.init_args.views={json.dumps(all_views)}",
+                        f"--data.init_args.image_size={size}", f"--data.init_args.batch_size={batch_size}"], run=False)
+        dm = cli.datamodule
+        dm.prepare_data()
+        dm.setup("fit")
+        val_logits, val_labels, val_index = ens.collect(dm._loader("val", False))
+        test_logits, test_labels, test_index = ens.collect(dm._loader("test", False))
+        data_print = dm.fingerprint()
+        collected[k] = {
+            "val_logits": val_logits, "val_labels": val_labels, "val_index": val_index,
+            "test_logits": test_logits, "test_labels": test_labels, "test_index": test_index,
+            "mask": ens.mask.cpu(), "regions": [m.region for m in ens.members],
+            "class_names": list(ens.class_names),
+            "member_prints": [json.dumps(m.data_fingerprint, sort_keys=True) for m in ens.members],
+            "data_print": json.dumps(data_print, sort_keys=True),
+        }
+        _atomic_save(collected[k], pred_file)
+    class_names = collected[folds[0]]["class_names"]
+    c = len(class_names)
+
+    # 3. Fit the learning strategies on pooled out-of-fold predictions, each fold checked.
+    for s in strategies:
+        s.setup(len(members), len(views), c)
+        if s.requires_fit:
+            for k in folds:
+                prints = [json.loads(p) if p != "null" else None for p in collected[k]["member_prints"]]
+                check_held_out(prints, json.loads(collected[k]["data_print"]), [f"fold{k}/{n}" for n in names])
+            logits = torch.cat([collected[k]["val_logits"][:, :, sel] for k in folds])
+            labels = torch.cat([collected[k]["val_labels"] for k in folds])
+            s.fit(logits, labels, collected[folds[0]]["mask"][:, sel])
+
+    # 4. Evaluate every member and every strategy on the test split, per fold.
+    rows: dict[str, list[dict]] = {}
+    confusion: dict[str, torch.Tensor] = {}
+    from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+    def record(name: str, pred: torch.Tensor, labels: torch.Tensor) -> None:
+        rows.setdefault(name, []).append(scores(pred, labels, c))
+        cm = multiclass_confusion_matrix(pred, labels, c)
+        confusion[name] = confusion.get(name, torch.zeros_like(cm)) + cm
+
+    strategy_names = []
+    for s in strategies:
+        base = s.name
+        n = base
+        i = 2
+        while n in strategy_names:
+            n, i = f"{base} ({i})", i + 1
+        strategy_names.append(n)
+    for k in folds:
+        d = collected[k]
+        logits, labels, mask = d["test_logits"], d["test_labels"], d["mask"]
+        for i, name in enumerate(names):
+            region = d["regions"][i]
+            record(f"{name}" + (f" [{region}]" if region != "face" else ""), logits[:, i, all_views.index(region)], labels)
+        for s, sname in zip(strategies, strategy_names):
+            with torch.no_grad():
+                record(sname, s(logits[:, :, sel], mask[:, sel]), labels)
+
+    table = write_table(rows, out, f"{len(folds)} fold(s) {folds} of {num_folds}; views {views}; "
+                        f"{len(collected[folds[0]]['test_labels'])} test images")
+    pictures = [plot_confusion(cm, class_names, f"{name} (test, summed over folds)",
+                               out / f"confusion_{_slug(name)}.png") for name, cm in confusion.items()]
+    log.info("cv finished in %.0f s: %s", time.perf_counter() - t_start, out / "table2.md")
+    print(table)
+    return {"rows": rows, "table": out / "table2.md", "pictures": pictures}
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name).strip("_").lower()
+
+
+def write_table(rows: dict[str, list[dict]], out: Path, caption: str) -> str:
+    """Table II as Markdown and CSV (mean and sample standard deviation over folds)."""
+    import numpy as np
+
+    head = ["model", "folds"] + [f"{m} mean" for m in METRICS] + [f"{m} std" for m in METRICS]
+    csv_rows, md = [], []
+    md.append(f"Table II: test split, {caption}\n")
+    md.append("| model | accuracy | balanced acc. | macro precision | macro recall | macro F1 |")
+    md.append("|---|---|---|---|---|---|")
+    for name, per_fold in rows.items():
+        arr = np.array([[f[m] for m in METRICS] for f in per_fold]) * 100
+        mean = arr.mean(0)
+        std = arr.std(0, ddof=1) if len(arr) > 1 else np.zeros(len(METRICS))
+        md.append(f"| {name} | " + " | ".join(f"{a:.1f} ± {b:.1f}" for a, b in zip(mean, std)) + " |")
+        csv_rows.append([name, len(per_fold), *[f"{v:.4f}" for v in mean], *[f"{v:.4f}" for v in std]])
+    text = "\n".join(md) + "\n"
+    _atomic_write(out / "table2.md", text)
+    tmp = out / f".table2.csv.tmp{os.getpid()}"
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(head)
+        w.writerows(csv_rows)
+    os.replace(tmp, out / "table2.csv")
+    return text
+
+
+def parser():
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    p = ArgumentParser(prog="python -m lightning_fer cv", description=__doc__, parser_mode="omegaconf")
+    p.add_argument("--config", action=ActionConfigFile)
+    p.add_function_arguments(run_cv, fail_untyped=False)
+    return p
+
+
+def main(argv: list[str]) -> dict:
+    """Parse ``argv`` (``--config FILE`` and/or ``--key=value``) and run."""
+    p = parser()
+    cfg = p.parse_args(argv)
+    init = p.instantiate(cfg) if hasattr(p, "instantiate") else p.instantiate_classes(cfg)
+    kwargs = {k: v for k, v in init.items() if k != "config"}
+    return run_cv(**kwargs)

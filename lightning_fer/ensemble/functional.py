@@ -1,0 +1,89 @@
+"""Pure voting arithmetic, as scikit-learn's ``VotingClassifier`` does it.
+
+Predictions come as logits ``[..., E, C]``: E voters (member-view pairs), C classes. Weights
+``[E]`` scale each voter; a zero weight removes it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+TieBreak = Literal["probability", "lowest"]
+
+
+def _weights(weights: torch.Tensor | None, e: int, like: torch.Tensor) -> torch.Tensor:
+    if weights is None:
+        return torch.ones(e, dtype=like.dtype, device=like.device)
+    w = torch.as_tensor(weights, dtype=like.dtype, device=like.device)
+    if w.shape != (e,):
+        raise ValueError(f"weights must have shape ({e},) for {e} voters, got {tuple(w.shape)}")
+    if (w < 0).any():
+        raise ValueError("weights must be non-negative")
+    return w
+
+
+def hard_vote(logits: torch.Tensor, weights: torch.Tensor | None = None, tie_break: TieBreak = "probability") -> torch.Tensor:
+    """Weighted majority vote of the voters' predicted classes.
+
+    Args:
+        logits: ``[..., E, C]``.
+        weights: ``[E]`` vote weights (default 1 each).
+        tie_break: ``probability``: among the classes tied for most votes, the one with the
+            highest weighted sum of probabilities wins; ``lowest``: the lowest class index wins
+            (scikit-learn's ``VotingClassifier(voting="hard")``, ``np.argmax(np.bincount(...))``).
+
+    Returns:
+        ``[..., C]`` vote shares (summing to 1) whose argmax is the decision (a tie is broken by
+        adding 1e-6 to the winner).
+
+    Example:
+        >>> logits = torch.tensor([[[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]]])  # 3 voters, 2 classes
+        >>> hard_vote(logits)
+        tensor([[0.6667, 0.3333]])
+    """
+    e, c = logits.shape[-2:]
+    w = _weights(weights, e, logits.float())
+    votes = torch.nn.functional.one_hot(logits.argmax(-1), c).to(w.dtype)  # [..., E, C]
+    tally = (votes * w[:, None]).sum(-2)  # [..., C]
+    total = w.sum().clamp(min=torch.finfo(w.dtype).tiny)
+    shares = tally / total
+    top = tally.max(-1, keepdim=True).values
+    tied = torch.isclose(tally, top, rtol=0, atol=1e-6 * float(total))
+    if tie_break == "lowest":
+        winner = tied.float().argmax(-1)  # first True
+    elif tie_break == "probability":
+        prob = (logits.float().softmax(-1) * w[:, None]).sum(-2)
+        winner = torch.where(tied, prob, torch.full_like(prob, -1.0)).argmax(-1)
+    else:
+        raise ValueError(f"tie_break must be 'probability' or 'lowest', got {tie_break!r}")
+    bump = torch.nn.functional.one_hot(winner, c).to(shares.dtype) * 1e-6
+    return shares + bump
+
+
+def soft_vote(
+    logits: torch.Tensor, weights: torch.Tensor | None = None, temperature: torch.Tensor | float | None = None
+) -> torch.Tensor:
+    """Weighted mean of the voters' probabilities (``VotingClassifier(voting="soft")``).
+
+    Args:
+        logits: ``[..., E, C]``.
+        weights: ``[E]`` weights (default 1 each).
+        temperature: a scalar or ``[E]``: logits are divided by it before the softmax.
+
+    Returns:
+        ``[..., C]`` probabilities.
+
+    Example:
+        >>> soft_vote(torch.zeros(1, 2, 3))
+        tensor([[0.3333, 0.3333, 0.3333]])
+    """
+    e = logits.shape[-2]
+    x = logits.float()
+    if temperature is not None:
+        t = torch.as_tensor(temperature, dtype=x.dtype, device=x.device)
+        x = x / (t[:, None] if t.ndim == 1 else t)
+    w = _weights(weights, e, x)
+    probs = x.softmax(-1)
+    return (probs * w[:, None]).sum(-2) / w.sum().clamp(min=torch.finfo(w.dtype).tiny)

@@ -1,0 +1,277 @@
+"""Ensemble strategies: the small contract users subclass, and the built-in ones.
+
+A strategy turns member logits ``[B, M, V, C]`` (batch, members, views, classes) into class
+scores ``[B, C]``. A boolean ``mask`` ``[M, V]`` says which member-view pairs are real (a region
+expert sees only its region); masked pairs carry no information and get no vote. Strategies
+are ``nn.Module``s so that what they learn is saved in the ensemble's checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_fer.ensemble.functional import TieBreak, hard_vote, soft_vote
+
+
+class EnsembleStrategy(nn.Module):
+    """Base class of ensemble strategies.
+
+    Subclasses implement :meth:`combine`; strategies that learn set ``requires_fit = True``
+    and implement :meth:`fit`, which the ensemble calls with predictions on held-out data
+    (never on samples a member was trained on: the ensemble checks the members' data
+    fingerprints first).
+
+    Attributes:
+        requires_fit: the strategy must see held-out predictions before it can combine.
+        higher_is_better: scores are such that the argmax is the decision.
+
+    Example:
+        >>> class MaxConfidence(EnsembleStrategy):
+        ...     '''Follow the single most confident member-view.'''
+        ...     def combine(self, logits, mask=None):
+        ...         probs = self.flatten(logits.softmax(-1), mask)  # [B, E, C]
+        ...         best = probs.max(-1).values.argmax(-1)  # [B]
+        ...         return probs[torch.arange(len(probs)), best]
+        >>> MaxConfidence()(torch.randn(4, 3, 5, 7)).shape
+        torch.Size([4, 7])
+    """
+
+    requires_fit: ClassVar[bool] = False
+    higher_is_better: ClassVar[bool] = True
+
+    def setup(self, num_members: int, num_views: int, num_classes: int) -> None:
+        """Called once by the ensemble when its shape is known (build learnable parts here)."""
+
+    def combine(self, logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Combine ``logits`` ``[B, M, V, C]`` into scores ``[B, C]``; ``mask`` is ``[M, V]``."""
+        raise NotImplementedError
+
+    def fit(self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """Learn from held-out ``logits`` ``[N, M, V, C]`` and ``labels`` ``[N]``."""
+
+    @property
+    def name(self) -> str:
+        """A short label for tables."""
+        return type(self).__name__
+
+    @property
+    def is_fitted(self) -> bool:
+        return not self.requires_fit or bool(getattr(self, "_fitted", torch.tensor(False)))
+
+    def forward(self, logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if logits.ndim != 4:
+            raise ValueError(f"strategies take logits [batch, members, views, classes], got {tuple(logits.shape)}")
+        if not self.is_fitted:
+            raise RuntimeError(f"{type(self).__name__} must be fitted on held-out predictions before use")
+        return self.combine(logits, mask)
+
+    @staticmethod
+    def flatten(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, M, V, ...]`` -> ``[B, E, ...]``, keeping only the real member-view pairs."""
+        b, m, v = x.shape[:3]
+        flat = x.reshape(b, m * v, *x.shape[3:])
+        if mask is None:
+            return flat
+        return flat[:, mask.reshape(-1).to(flat.device)]
+
+    def _voter_weights(self, weights, m: int, v: int, mask: torch.Tensor | None, device) -> torch.Tensor | None:
+        """Weights per member (M values) or per member-view (M*V values), restricted to the mask."""
+        if weights is None:
+            return None
+        w = torch.as_tensor(weights, dtype=torch.float32, device=device)
+        if w.numel() == m:
+            w = w[:, None].expand(m, v)
+        elif w.numel() != m * v:
+            raise ValueError(f"weights: {w.numel()} values for {m} members x {v} views; give {m} or {m * v}")
+        w = w.reshape(-1)
+        return w if mask is None else w[mask.reshape(-1).to(device)]
+
+
+class HardVote(EnsembleStrategy):
+    """Majority vote of every member on every view: the paper's Eq. 8 with regions as views.
+
+    Args:
+        weights: vote weight per member (M values) or per member-view (M*V values).
+        tie_break: ``probability`` (the tied class with the highest summed probability) or
+            ``lowest`` (the lowest class index, as scikit-learn's ``VotingClassifier``).
+
+    Example:
+        >>> HardVote()(torch.randn(2, 3, 5, 7)).shape
+        torch.Size([2, 7])
+    """
+
+    def __init__(self, weights: list[float] | None = None, tie_break: TieBreak = "probability") -> None:
+        super().__init__()
+        self.weights = weights
+        self.tie_break = tie_break
+
+    def combine(self, logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        _, m, v, _ = logits.shape
+        w = self._voter_weights(self.weights, m, v, mask, logits.device)
+        return hard_vote(self.flatten(logits, mask), w, self.tie_break)
+
+
+class SoftVote(EnsembleStrategy):
+    """(Weighted) mean of probabilities, optionally after per-member temperature calibration
+    fitted on held-out data (Guo et al., 2017).
+
+    Args:
+        weights: weight per member (M values) or per member-view (M*V values).
+        calibrate: fit one temperature per member on held-out predictions first.
+        max_iter: LBFGS iterations of the calibration.
+
+    Example:
+        >>> SoftVote()(torch.randn(2, 3, 5, 7)).sum(-1)
+        tensor([1.0000, 1.0000])
+    """
+
+    def __init__(self, weights: list[float] | None = None, calibrate: bool = False, max_iter: int = 100) -> None:
+        super().__init__()
+        self.weights = weights
+        self.calibrate = calibrate
+        self.max_iter = max_iter
+        self.log_temperature = nn.Parameter(torch.zeros(0), requires_grad=False)
+        self.register_buffer("_fitted", torch.tensor(not calibrate))
+
+    @property
+    def requires_fit(self) -> bool:  # type: ignore[override]
+        return self.calibrate
+
+    def setup(self, num_members: int, num_views: int, num_classes: int) -> None:
+        self.log_temperature = nn.Parameter(torch.zeros(num_members), requires_grad=False)
+
+    @property
+    def name(self) -> str:
+        return "SoftVote (calibrated)" if self.calibrate else "SoftVote"
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        return self.log_temperature.exp()
+
+    def combine(self, logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, m, v, c = logits.shape
+        w = self._voter_weights(self.weights, m, v, mask, logits.device)
+        t = None
+        if self.calibrate and self.log_temperature.numel() == m:
+            t = self.flatten(self.temperature.to(logits.device)[None, :, None].expand(1, m, v), mask)[0]
+        return soft_vote(self.flatten(logits, mask), w, t)
+
+    def fit(self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        if not self.calibrate:
+            return
+        n, m, v, c = logits.shape
+        if self.log_temperature.numel() != m:
+            self.setup(m, v, c)
+        with torch.inference_mode(False), torch.enable_grad():
+            out = self._fit_temperatures(logits.detach().float().cpu().clone(), labels.cpu().clone(), mask)
+        with torch.no_grad():
+            self.log_temperature.copy_(out.to(self.log_temperature.device))
+            self._fitted.fill_(True)
+
+    def _fit_temperatures(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        n, m, v, c = x.shape
+        real = torch.ones(m, v, dtype=torch.bool) if mask is None else mask.cpu()
+        out = torch.zeros(m)
+        for i in range(m):
+            z = x[:, i][:, real[i]].reshape(-1, c)  # every view this member saw
+            yy = y[:, None].expand(n, int(real[i].sum())).reshape(-1)
+            log_t = torch.zeros(1, requires_grad=True)
+            opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=self.max_iter)
+
+            def closure():
+                opt.zero_grad()
+                loss = F.cross_entropy(z / log_t.exp(), yy)
+                loss.backward()
+                return loss
+
+            opt.step(closure)
+            out[i] = log_t.detach()[0]
+        return out
+
+
+class Stacking(EnsembleStrategy):
+    """A meta-learner on the members' out-of-fold predictions.
+
+    Features are every member-view's probabilities (or logits), flattened; the default
+    meta-learner is multinomial logistic regression (a linear layer trained by LBFGS with an L2
+    penalty). Any ``nn.Module`` mapping ``[N, features]`` to ``[N, C]`` can replace it. The
+    ensemble refuses to fit it on predictions for samples a member was trained on.
+
+    Args:
+        meta_learner: the model on the features (default: logistic regression).
+        features: ``probs`` or ``logits``.
+        l2: L2 penalty of the default meta-learner.
+        max_iter: training iterations (LBFGS for the default, Adam steps otherwise).
+
+    Example:
+        >>> s = Stacking(); s.setup(2, 1, 3)
+        >>> logits = torch.randn(60, 2, 1, 3); labels = logits[:, 0, 0].argmax(-1)
+        >>> s.fit(logits, labels); s(logits).shape
+        torch.Size([60, 3])
+    """
+
+    requires_fit: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        meta_learner: nn.Module | None = None,
+        features: Literal["probs", "logits"] = "probs",
+        l2: float = 1e-3,
+        max_iter: int = 200,
+    ) -> None:
+        super().__init__()
+        self.meta_learner = meta_learner
+        self.features = features
+        self.l2 = l2
+        self.max_iter = max_iter
+        self._default = meta_learner is None
+        self.register_buffer("_fitted", torch.tensor(False))
+
+    def setup(self, num_members: int, num_views: int, num_classes: int) -> None:
+        if self._default:
+            self.meta_learner = nn.Linear(num_members * num_views * num_classes, num_classes)
+
+    def _features(self, logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = logits.float()
+        x = x.softmax(-1) if self.features == "probs" else x
+        if mask is not None:  # keep positions fixed: zero the pairs that do not exist
+            x = x * mask.to(x.device)[None, :, :, None]
+        return x.reshape(len(x), -1)
+
+    def combine(self, logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.meta_learner is None:
+            raise RuntimeError("Stacking.setup() was not called")
+        return self.meta_learner(self._features(logits, mask)).softmax(-1)
+
+    def fit(self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        if self.meta_learner is None:
+            self.setup(*logits.shape[1:])
+        device = next(self.meta_learner.parameters()).device
+        params = [p for p in self.meta_learner.parameters()]
+        self.meta_learner.train()
+        # Fitting may be called from validate/test, which run under inference mode.
+        with torch.inference_mode(False), torch.enable_grad():
+            x = self._features(logits.detach().clone(), mask).to(device)
+            y = labels.clone().to(device)
+            if self._default:
+                opt = torch.optim.LBFGS(params, lr=1, max_iter=self.max_iter, line_search_fn="strong_wolfe")
+
+                def closure():
+                    opt.zero_grad()
+                    loss = F.cross_entropy(self.meta_learner(x), y) + self.l2 * self.meta_learner.weight.pow(2).sum()
+                    loss.backward()
+                    return loss
+
+                opt.step(closure)
+            else:
+                opt = torch.optim.Adam(params, lr=1e-2, weight_decay=self.l2)
+                for _ in range(self.max_iter):
+                    opt.zero_grad()
+                    F.cross_entropy(self.meta_learner(x), y).backward()
+                    opt.step()
+        self.meta_learner.eval()
+        self._fitted.fill_(True)
