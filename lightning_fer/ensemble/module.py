@@ -12,7 +12,8 @@ from torch import nn
 
 from lightning_fer.data.regions import REGIONS
 from lightning_fer.ensemble.strategies import EnsembleStrategy, HardVote
-from lightning_fer.models.classifier import FERClassifier, classification_metrics
+from lightning_fer.models.classifier import FERClassifier
+from lightning_fer.models.evaluation import EvaluationMixin
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def _load_member(path: Path) -> FERClassifier:
             hparams_mixin._given_hyperparameters.reset(token)
 
 
-class EnsembleModule(L.LightningModule):
+class EnsembleModule(EvaluationMixin, L.LightningModule):
     """Every member on every view, combined by a strategy.
 
     Members are ``FERClassifier`` checkpoints (or modules) of any mix of backbones; they are
@@ -160,13 +161,7 @@ class EnsembleModule(L.LightningModule):
         self.register_buffer("mask", mask, persistent=False)
         self.strategy = strategy if strategy is not None else HardVote()
         self.strategy.setup(len(self.members), len(self.views), len(self.class_names))
-        k = len(self.class_names)
-        self.val_metrics = classification_metrics(k).clone(prefix="val/")
-        self.test_metrics = classification_metrics(k).clone(prefix="test/")
-        from torchmetrics.classification import MulticlassConfusionMatrix
-
-        self.val_confusion = MulticlassConfusionMatrix(k)
-        self.test_confusion = MulticlassConfusionMatrix(k)
+        self.configure_metrics()
 
     # -- members ---------------------------------------------------------------------------
     def train(self, mode: bool = True):
@@ -241,29 +236,7 @@ class EnsembleModule(L.LightningModule):
 
     # -- steps -----------------------------------------------------------------------------
     def _eval_step(self, batch: dict, stage: str) -> None:
-        scores = self(batch["views"])
-        y = batch["label"]
-        metrics = getattr(self, f"{stage}_metrics")
-        metrics.update(scores, y)
-        getattr(self, f"{stage}_confusion").update(scores, y)
-        self.log_dict(metrics, batch_size=len(y))
-
-    def _eval_epoch_end(self, stage: str) -> None:
-        conf = getattr(self, f"{stage}_confusion")
-        self.last_confusion = {**getattr(self, "last_confusion", {}), stage: conf.compute().cpu()}
-        conf.reset()
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
+        self.update_metrics(self(batch["views"]), batch["label"], stage)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
         scores = self(batch["views"])

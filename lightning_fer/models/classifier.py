@@ -9,35 +9,15 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-    MulticlassPrecision,
-    MulticlassRecall,
-)
 
 from lightning_fer.data.regions import REGIONS
 from lightning_fer.models.backbones import create_backbone
+from lightning_fer.models.evaluation import EvaluationMixin, classification_metrics  # noqa: F401
 
 log = logging.getLogger(__name__)
 
 
-def classification_metrics(num_classes: int) -> MetricCollection:
-    """Accuracy, balanced accuracy, macro precision / recall / F1 and per-class F1."""
-    return MetricCollection(
-        {
-            "acc": MulticlassAccuracy(num_classes, average="micro"),
-            "balanced_acc": MulticlassAccuracy(num_classes, average="macro"),
-            "precision": MulticlassPrecision(num_classes, average="macro"),
-            "recall": MulticlassRecall(num_classes, average="macro"),
-            "f1": MulticlassF1Score(num_classes, average="macro"),
-        }
-    )
-
-
-class FERClassifier(L.LightningModule):
+class FERClassifier(EvaluationMixin, L.LightningModule):
     """A facial expression classifier on one backbone, trained on the face or on one region.
 
     Logs ``{stage}/loss``, ``{stage}/acc``, ``{stage}/balanced_acc``, ``{stage}/precision``,
@@ -120,15 +100,6 @@ class FERClassifier(L.LightningModule):
         if hp.channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
 
-    def configure_metrics(self) -> None:
-        k = self.hparams.num_classes
-        self.val_metrics = classification_metrics(k).clone(prefix="val/")
-        self.test_metrics = classification_metrics(k).clone(prefix="test/")
-        self.val_f1_per_class = MulticlassF1Score(k, average=None)
-        self.test_f1_per_class = MulticlassF1Score(k, average=None)
-        self.val_confusion = MulticlassConfusionMatrix(k)
-        self.test_confusion = MulticlassConfusionMatrix(k)
-
     def setup(self, stage: str) -> None:
         cw = self.hparams.class_weights
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -196,32 +167,7 @@ class FERClassifier(L.LightningModule):
         y = batch["label"]
         loss = self._loss(logits, y)
         self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=True, batch_size=len(y))
-        metrics = getattr(self, f"{stage}_metrics")
-        metrics.update(logits, y)
-        getattr(self, f"{stage}_f1_per_class").update(logits, y)
-        getattr(self, f"{stage}_confusion").update(logits, y)
-        self.log_dict(metrics, batch_size=len(y))
-
-    def _eval_epoch_end(self, stage: str) -> None:
-        per_class = getattr(self, f"{stage}_f1_per_class")
-        for name, value in zip(self.class_names, per_class.compute()):
-            self.log(f"{stage}/f1_{name}", value)
-        per_class.reset()
-        conf = getattr(self, f"{stage}_confusion")
-        self.last_confusion = {**getattr(self, "last_confusion", {}), stage: conf.compute().cpu()}
-        conf.reset()
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
+        self.update_metrics(logits, y, stage)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
         probs = self(self._input(batch)).float().softmax(1)

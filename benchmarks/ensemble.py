@@ -1,0 +1,75 @@
+"""Ensemble inference cost: an EnsembleModule of 3 backbones on 5 views against the sum of its
+members' own forward times on the same inputs, and against a naive loop member by member and
+view by view.
+
+    python benchmarks/ensemble.py [--batch 16] [--size 64] [--repeats 3]
+
+Members are untrained Inception V3, ResNet50 and SPP-net at the same input size (weights do not
+change the cost). Times are medians of ``--repeats`` runs under ``torch.inference_mode``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import machine, table  # noqa: E402
+from lightning_fer import EnsembleModule, FERClassifier  # noqa: E402
+from lightning_fer.ensemble import HardVote  # noqa: E402
+
+PARTS = ["left_eye", "right_eye", "nose", "mouth", "rest"]
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--size", type=int, default=80)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    members = [FERClassifier(b, image_size=args.size, class_names=None) for b in ("inception_v3", "resnet50", "sppnet")]
+    ens = EnsembleModule(members, HardVote(), views=PARTS).eval()
+    views = torch.randn(args.batch, len(PARTS), 3, args.size, args.size)
+    flat = views.reshape(-1, 3, args.size, args.size)
+    rows = []
+    with torch.inference_mode():
+        t_members = [median_time(lambda m=m: m(flat), args.repeats) for m in members]
+        t_sum = sum(t_members)
+        t_ens = median_time(lambda: ens(views), args.repeats)
+
+        def naive():
+            out = []
+            for m in members:
+                for v in range(len(PARTS)):
+                    out.append(m(views[:, v]))
+            return torch.stack(out)
+
+        t_naive = median_time(naive, args.repeats)
+    n = args.batch
+    for m, t in zip(("inception_v3", "resnet50", "sppnet"), t_members):
+        rows.append([f"member {m} alone, {n}x5 views in one batch", t * 1000, n / t, "-"])
+    rows.append(["sum of the members (baseline)", t_sum * 1000, n / t_sum, "1.00"])
+    rows.append(["EnsembleModule (3 members x 5 views, HardVote)", t_ens * 1000, n / t_ens, f"{t_ens / t_sum:.3f}"])
+    rows.append(["naive loop: member by member, view by view", t_naive * 1000, n / t_naive, f"{t_naive / t_sum:.3f}"])
+    print(f"Machine: {machine()}\nbatch {n} faces x 5 regions at {args.size} px, float32, median of {args.repeats}\n")
+    print(table(["what", "ms per batch", "faces/s", "time / sum of members"], rows))
+
+
+if __name__ == "__main__":
+    main()
