@@ -75,7 +75,8 @@ def _trainer_override(out: Path, monitor: str) -> dict:
                        "init_args": {"save_dir": str(out), "name": "logs"}},
             "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                            "init_args": {"dirpath": str(out / "checkpoints"), "filename": "best",
-                                         "monitor": monitor, "mode": "max", "enable_version_counter": False}}],
+                                         "monitor": monitor, "mode": "max", "enable_version_counter": False}},
+                          {"class_path": "lightning_fer.callbacks.FERPlots"}],
         },
     }
 

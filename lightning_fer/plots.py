@@ -1,4 +1,4 @@
-"""Pictures: confusion matrices (and, later, curves and bars) as PNG files."""
+"""Pictures as PNG files: confusion matrices, learning curves, per-class precision and recall."""
 
 from __future__ import annotations
 
@@ -9,12 +9,30 @@ from pathlib import Path
 import numpy as np
 
 
-def plot_confusion(matrix, class_names: Sequence[str], title: str, path: str | os.PathLike) -> Path:
-    """Row-normalised confusion matrix (true class per row) with counts, written atomically."""
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    """Write a figure atomically (temporary name, then rename) and close it."""
+    plt = _plt()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def plot_confusion(matrix, class_names: Sequence[str], title: str, path: str | os.PathLike) -> Path:
+    """Row-normalised confusion matrix (true class per row) with counts."""
+    plt = _plt()
 
     m = np.asarray(matrix, dtype=np.float64)
     norm = m / np.maximum(m.sum(1, keepdims=True), 1)
@@ -32,10 +50,57 @@ def plot_confusion(matrix, class_names: Sequence[str], title: str, path: str | o
                     color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return _save(fig, path)
+
+
+def per_class_precision_recall(matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall per class from a confusion matrix (rows: true class)."""
+    m = np.asarray(matrix, dtype=np.float64)
+    tp = np.diag(m)
+    precision = tp / np.maximum(m.sum(0), 1)
+    recall = tp / np.maximum(m.sum(1), 1)
+    return precision, recall
+
+
+def plot_precision_recall(matrix, class_names: Sequence[str], title: str, path: str | os.PathLike) -> Path:
+    """Bars of precision and recall per class (the paper's figures 4 and 5)."""
+    plt = _plt()
+    precision, recall = per_class_precision_recall(matrix)
+    k = len(class_names)
+    x = np.arange(k)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.8 * k, 3.6), dpi=110)
+    ax.bar(x - 0.2, precision, 0.4, label="precision")
+    ax.bar(x + 0.2, recall, 0.4, label="recall")
+    for xi, (p, r) in enumerate(zip(precision, recall)):
+        ax.text(xi - 0.2, p + 0.01, f"{p:.2f}", ha="center", fontsize=7)
+        ax.text(xi + 0.2, r + 0.01, f"{r:.2f}", ha="center", fontsize=7)
+    ax.set_xticks(x, class_names, rotation=30, ha="right")
+    ax.set_ylim(0, 1.08)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_learning_curves(history: dict[str, list[tuple[int, float]]], title: str, path: str | os.PathLike) -> Path:
+    """Loss and accuracy per epoch, train and val (the paper's figure 3).
+
+    Args:
+        history: metric name -> ``[(epoch, value), ...]``; uses ``train/loss_epoch`` or
+            ``train/loss``, ``val/loss``, ``train/acc`` and ``val/acc`` where present.
+    """
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=110)
+    for ax, what in zip(axes, ("loss", "acc")):
+        for stage in ("train", "val"):
+            series = history.get(f"{stage}/{what}_epoch") or history.get(f"{stage}/{what}")
+            if series:
+                ep, val = zip(*series)
+                ax.plot(ep, val, marker="o", label=stage)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy" if what == "acc" else "loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
