@@ -19,6 +19,7 @@ subcommands:
   test       evaluate a checkpoint on the test split
   predict    class probabilities for the test split
   cv         cross-validated training of several members, out-of-fold stacking, Table II
+  export     a member or an ensemble to TorchScript or ONNX, checked against eager outputs
 
 examples:
   python -m lightning_fer fit --config configs/demo/resnet50.yaml
@@ -50,6 +51,13 @@ def _cli_class():
             parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
             parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
 
+        def before_predict(self) -> None:
+            from lightning_fer.predict import FacePredictionWriter
+
+            out = getattr(self.datamodule, "predict_output", None)
+            if out and not any(isinstance(c, FacePredictionWriter) for c in self.trainer.callbacks):
+                self.trainer.callbacks.append(FacePredictionWriter(out, getattr(self.datamodule, "annotate_dir", None)))
+
         def after_fit(self) -> None:
             if self.config[self.subcommand].get("test_after_fit"):
                 ckpt = "best" if self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path else None
@@ -73,6 +81,10 @@ def main(args: list[str] | None = None, run: bool = True):
         from lightning_fer.cv import main as cv_main
 
         return cv_main(argv[1:])
+    if argv[0] == "export":
+        from lightning_fer.export import main as export_main
+
+        return export_main(argv[1:])
     if not run and argv[0] in ("fit", "validate", "test", "predict"):
         argv = argv[1:]
     FERCLI, base_model, base_data = _cli_class()

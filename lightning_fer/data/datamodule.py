@@ -146,6 +146,12 @@ class FERDataModule(L.LightningDataModule):
         augment: augment training images.
         detect_batch_size: MTCNN batch size in ``prepare_data()``.
         detect_device: device for MTCNN (default: CUDA when available).
+        predict_path: an image or a folder of photos: ``predict`` then finds every face in them
+            (MTCNN) instead of using the test split.
+        predict_output: where ``predict`` writes a row per face (``.csv`` or ``.json``; default
+            ``predictions.csv`` when ``predict_path`` is set).
+        annotate_dir: also write copies of the photos with boxes and labels there.
+        min_face_prob: MTCNN probability a face needs to count, in ``predict_path`` photos.
 
     Example:
         >>> import tempfile
@@ -179,6 +185,10 @@ class FERDataModule(L.LightningDataModule):
         augment: bool = True,
         detect_batch_size: int = 32,
         detect_device: str | None = None,
+        predict_path: str | None = None,
+        predict_output: str | None = None,
+        annotate_dir: str | None = None,
+        min_face_prob: float = 0.9,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["source"] if isinstance(source, FERSource) else None)
@@ -202,6 +212,11 @@ class FERDataModule(L.LightningDataModule):
         self.augment = augment
         self.detect_batch_size = detect_batch_size
         self.detect_device = detect_device
+        self.predict_path = predict_path
+        self.predict_output = predict_output or ("predictions.csv" if predict_path else None)
+        self.annotate_dir = annotate_dir
+        self.min_face_prob = min_face_prob
+        self.photo_scan = None
         self.records: list[Record] = []
         self._class_names: list[str] = []
         self.splits: dict[str, np.ndarray] = {}
@@ -280,6 +295,8 @@ class FERDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Check every image, find landmarks (cached), and write the folds file."""
+        if self.predict_path and self.trainer is not None and self.trainer.predicting:
+            return  # photos are scanned in setup("predict"); the training data need not be here
         records, entries = self._index()
         if self.fold is not None:
             keys, labels, groups = self._pool(records, entries)
@@ -291,7 +308,16 @@ class FERDataModule(L.LightningDataModule):
 
     # -- setup -------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
+        if stage == "predict" and self.predict_path:
+            from lightning_fer.predict import PhotoFacesDataset, scan_photos
+
+            if self.photo_scan is None:
+                self.photo_scan = scan_photos(self.predict_path, self.min_face_prob, self.detect_device)
+                self.datasets["predict"] = PhotoFacesDataset(
+                    self.photo_scan, FaceTransform(self.views, self.image_size, None)
+                )
+            return
+        if "train" in self.datasets:
             return
         records, entries = self._index()
         ok = np.array([entries[r.key].ok for r in records])
@@ -402,7 +428,7 @@ class FERDataModule(L.LightningDataModule):
         return self._loader("test", False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
+        return self._loader("predict" if self.predict_path else "test", False)
 
     def fingerprint(self) -> dict:
         """What an ensemble checks of its members' data: source, fold, seed, training indices."""

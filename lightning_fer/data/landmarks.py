@@ -175,6 +175,22 @@ class FaceDetector:
             post_process=False,
         )
 
+    def detect_all(self, image: np.ndarray, min_prob: float = 0.9) -> list[tuple[np.ndarray, np.ndarray, float]]:
+        """Every face in one image with probability at least ``min_prob``, most probable first:
+        ``[(points [5, 2], box (x0, y0, x1, y1), probability), ...]``."""
+        import torch
+
+        with torch.inference_mode():
+            boxes, probs, points = self.mtcnn.detect(image[None], landmarks=True)
+        if boxes[0] is None:
+            return []
+        faces = [
+            (np.asarray(pt, dtype=np.float32), np.asarray(b, dtype=np.float64), float(p))
+            for b, p, pt in zip(boxes[0], probs[0], points[0])
+            if p is not None and p >= min_prob
+        ]
+        return sorted(faces, key=lambda f: -f[2])
+
     def detect(
         self, images: list[np.ndarray], hints: list[Sequence[float] | None] | None = None
     ) -> list[tuple[np.ndarray, np.ndarray, float] | None]:

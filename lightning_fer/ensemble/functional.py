@@ -13,13 +13,18 @@ import torch
 TieBreak = Literal["probability", "lowest"]
 
 
+def exporting() -> bool:
+    """Inside tracing, compiling or exporting, where data-dependent checks cannot run."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
 def _weights(weights: torch.Tensor | None, e: int, like: torch.Tensor) -> torch.Tensor:
     if weights is None:
         return torch.ones(e, dtype=like.dtype, device=like.device)
     w = torch.as_tensor(weights, dtype=like.dtype, device=like.device)
     if w.shape != (e,):
         raise ValueError(f"weights must have shape ({e},) for {e} voters, got {tuple(w.shape)}")
-    if (w < 0).any():
+    if not exporting() and (w < 0).any():  # a data-dependent check: not in exported graphs
         raise ValueError("weights must be non-negative")
     return w
 
@@ -50,7 +55,7 @@ def hard_vote(logits: torch.Tensor, weights: torch.Tensor | None = None, tie_bre
     total = w.sum().clamp(min=torch.finfo(w.dtype).tiny)
     shares = tally / total
     top = tally.max(-1, keepdim=True).values
-    tied = torch.isclose(tally, top, rtol=0, atol=1e-6 * float(total))
+    tied = (top - tally) <= 1e-6 * total
     if tie_break == "lowest":
         winner = tied.float().argmax(-1)  # first True
     elif tie_break == "probability":

@@ -159,6 +159,7 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
                     )
                 mask[i] = torch.tensor([v == region for v in self.views])
         self.register_buffer("mask", mask, persistent=False)
+        self._seen = [[j for j in range(len(self.views)) if mask[i, j]] for i in range(len(self.members))]
         self.strategy = strategy if strategy is not None else HardVote()
         self.strategy.setup(len(self.members), len(self.views), len(self.class_names))
         self.configure_metrics()
@@ -171,18 +172,26 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
 
     def member_logits(self, views: torch.Tensor) -> torch.Tensor:
         """``views`` ``[B, V, 3, S, S]`` -> logits ``[B, M, V, C]`` (masked pairs are zeros)."""
-        b, v = views.shape[:2]
+        v = views.shape[1]
         if v != len(self.views):
             raise ValueError(f"batch has {v} views, the ensemble expects {len(self.views)} ({self.views})")
-        out = views.new_zeros(b, len(self.members), v, len(self.class_names), dtype=torch.float32)
+        per_member = []
         for i, model in enumerate(self.members):
-            idx = self.mask[i].nonzero().squeeze(1)
-            x = views[:, idx].reshape(b * len(idx), *views.shape[2:])  # every view in one batch
+            seen = self._seen[i]
+            # Static indexing only, so that traced and exported graphs keep their shapes.
+            x = views if len(seen) == v else torch.cat([views[:, j : j + 1] for j in seen], 1)
+            # Every view this member sees, in one batch; plain ints keep the sizes constant in
+            # traced and exported graphs (ONNX's adaptive pooling needs them).
+            x = x.reshape(-1, *(int(d) for d in views.shape[2:]))
             size = model.hparams.image_size
             if size and x.shape[-1] != size:  # each member sees views at the size it was trained on
                 x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-            out[:, i, idx] = model(model._input(x)).float().reshape(b, len(idx), -1)
-        return out
+            logits = model(model._input(x)).float().reshape(-1, len(seen), len(self.class_names))
+            cols = []
+            for j in range(v):
+                cols.append(logits[:, seen.index(j)] if j in seen else torch.zeros_like(logits[:, 0]))
+            per_member.append(torch.stack(cols, 1))
+        return torch.stack(per_member, 1)
 
     def forward(self, views: torch.Tensor) -> torch.Tensor:
         """Class scores ``[B, C]`` for ``views`` ``[B, V, 3, S, S]``."""

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_fer.ensemble.functional import TieBreak, hard_vote, soft_vote
+from lightning_fer.ensemble.functional import TieBreak, exporting, hard_vote, soft_vote
 
 
 class EnsembleStrategy(nn.Module):
@@ -65,7 +65,7 @@ class EnsembleStrategy(nn.Module):
     def forward(self, logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if logits.ndim != 4:
             raise ValueError(f"strategies take logits [batch, members, views, classes], got {tuple(logits.shape)}")
-        if not self.is_fitted:
+        if not exporting() and not self.is_fitted:
             raise RuntimeError(f"{type(self).__name__} must be fitted on held-out predictions before use")
         return self.combine(logits, mask)
 
@@ -240,7 +240,7 @@ class Stacking(EnsembleStrategy):
         x = x.softmax(-1) if self.features == "probs" else x
         if mask is not None:  # keep positions fixed: zero the pairs that do not exist
             x = x * mask.to(x.device)[None, :, :, None]
-        return x.reshape(len(x), -1)
+        return x.flatten(1)
 
     def combine(self, logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if self.meta_learner is None:
