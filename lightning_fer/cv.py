@@ -94,6 +94,7 @@ def run_cv(
     image_size: int | None = None,
     batch_size: int = 64,
     device: str = "auto",
+    wandb_project: str | None = None,
 ) -> dict:
     """Train, collect, fit and evaluate; returns the per-fold figures.
 
@@ -114,6 +115,8 @@ def run_cv(
             size; each member gets its own size back by resizing).
         batch_size: batch size when collecting predictions.
         device: ``auto``, ``cpu`` or ``cuda``.
+        wandb_project: also log Table II (a W&B table) and the confusion matrices (images) to
+            this W&B project (offline without credentials or with ``WANDB_MODE=offline``).
     """
     from lightning_fer.cli import main as cli_main
     from lightning_fer.ensemble.module import EnsembleModule, check_held_out
@@ -229,9 +232,34 @@ def run_cv(
                         f"{len(collected[folds[0]]['test_labels'])} test images")
     pictures = [plot_confusion(cm, class_names, f"{name} (test, summed over folds)",
                                out / f"confusion_{_slug(name)}.png") for name, cm in confusion.items()]
+    if wandb_project:
+        _log_to_wandb(wandb_project, out, rows, pictures, dict(members=members, folds=folds, views=list(views)))
     log.info("cv finished in %.0f s: %s", time.perf_counter() - t_start, out / "table2.md")
     print(table)
     return {"rows": rows, "table": out / "table2.md", "pictures": pictures}
+
+
+def _log_to_wandb(project: str, out: Path, rows: dict[str, list[dict]], pictures: list[Path], config: dict) -> None:
+    import numpy as np
+    import wandb
+
+    from lightning_fer.loggers import wandb_has_credentials
+
+    offline = os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun") or not wandb_has_credentials()
+    if offline:
+        log.warning("W&B: logging the cv run offline to %s", out)
+    run = wandb.init(project=project, dir=str(out), mode="offline" if offline else "online", job_type="cv", config=config)
+    columns = ["model", "folds"] + [f"{m}_mean" for m in METRICS] + [f"{m}_std" for m in METRICS]
+    data = []
+    for name, per_fold in rows.items():
+        arr = np.array([[f[m] for m in METRICS] for f in per_fold])
+        std = arr.std(0, ddof=1) if len(arr) > 1 else np.zeros(len(METRICS))
+        data.append([name, len(per_fold), *arr.mean(0).tolist(), *std.tolist()])
+    run.log({"table2": wandb.Table(columns=columns, data=data),
+             **{f"confusion/{p.stem.removeprefix('confusion_')}": wandb.Image(str(p)) for p in pictures}})
+    for row in data:
+        run.summary[f"{row[0]}/acc_mean"] = row[2]
+    run.finish()
 
 
 def _slug(name: str) -> str:

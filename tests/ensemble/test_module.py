@@ -119,8 +119,8 @@ def test_user_strategy_by_class_path_through_the_cli(trained_members, tmp_path, 
     monkeypatch.chdir(tmp_path)
     cfg = str(REPO / "configs" / "demo" / "ensemble_hard.yaml")
     cli = main(["test", "--config", cfg, *trained_members["args"], _members_arg(trained_members),
-                "--model.init_args.strategy=user_strategies.MaxConfidence",
-                "--model.init_args.strategy.init_args.floor=0.2"])
+                "--model.strategy=user_strategies.MaxConfidence",
+                "--model.strategy.floor=0.2"])
     assert type(cli.model.strategy).__name__ == "MaxConfidence" and cli.model.strategy.floor == 0.2
     assert "test/acc" in cli.trainer.callback_metrics
 
@@ -143,13 +143,22 @@ def test_ensemble_ddp_validation_matches_single_process(trained_members, tmp_pat
 
 def test_cv_writes_table_ii_and_resumes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
     members = [str(REPO / "configs" / "demo" / "sppnet.yaml"), str(REPO / "configs" / "demo" / "resnet50.yaml")]
     argv = ["--members", json.dumps(members), "--output_dir", "cv", "--folds", "[0, 1]", "--num_folds", "3",
             "--views", '["face", "mouth"]',
             "--overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8),
                                        "--trainer.max_epochs=1", "--trainer.limit_train_batches=2"])]
-    result = main(["cv", *argv])
+    result = main(["cv", *argv, "--wandb_project", "fer-cv-test"])
     out = tmp_path / "cv"
+    from lightning_fer.loggers import read_offline_run
+
+    (run_dir,) = sorted((out / "wandb").glob("offline-run-*"))
+    logged = read_offline_run(run_dir)
+    keys = set().union(*logged["history"])
+    assert "table2/_type" in keys and "confusion/stacking/_type" in keys
+    assert logged["summary"]["Stacking/acc_mean"] == pytest.approx(result["rows"]["Stacking"][0]["acc"] / 2
+                                                                   + result["rows"]["Stacking"][1]["acc"] / 2)
     table = (out / "table2.md").read_text()
     for row in ("sppnet", "resnet50", "HardVote", "SoftVote", "Stacking"):
         assert f"| {row}" in table
