@@ -127,9 +127,10 @@ class IndexReport:
 
     def __str__(self) -> str:
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.kinds.items()))
+        rate = f" ({self.images_per_second:.1f} images/s)" if self.computed else ""
         return (
-            f"{self.total} images: {self.from_cache} from cache, {self.computed} checked now "
-            f"({self.images_per_second:.1f} images/s); landmarks: {kinds or 'none'}; unusable: {self.bad}"
+            f"{self.total} images: {self.from_cache} from cache, {self.computed} checked now{rate}; "
+            f"landmarks: {kinds or 'none'}; unusable: {self.bad}"
         )
 
 
