@@ -20,6 +20,7 @@ import numpy as np
 
 from lightning_fer.data.classes import (
     AFFECTNET_NON_EXPRESSIONS,
+    ALIASES,
     BASIC7,
     BASIC8,
     canonical_label,
@@ -356,7 +357,7 @@ class FolderSource(FERSource):
             if canon is None:
                 raise DataFormatError(
                     f"{d}: folder name {d.name!r} is not an expression we know (known spellings: "
-                    f"{sorted(set(k for k in _alias_keys()))}); rename it or remove it from {folder}"
+                    f"{sorted(k for k in ALIASES if len(k) > 2)}); rename it or remove it from {folder}"
                 )
             if canon in found:
                 raise DataFormatError(f"{folder}: folders {found[canon].name!r} and {d.name!r} both mean {canon!r}")
@@ -410,12 +411,6 @@ class FolderSource(FERSource):
         report.kept = len(records)
         log.info("FolderSource %s: %s", self.root, report)
         return records, class_names, report
-
-
-def _alias_keys():
-    from lightning_fer.data.classes import ALIASES
-
-    return [k for k in ALIASES if len(k) > 2]
 
 
 # --------------------------------------------------------------------------------------------
