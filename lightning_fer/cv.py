@@ -260,6 +260,7 @@ def _log_to_wandb(project: str, out: Path, rows: dict[str, list[dict]], pictures
     for row in data:
         run.summary[f"{row[0]}/acc_mean"] = row[2]
     run.finish()
+    wandb.teardown()  # end the W&B session this run started, so later runs take fresh settings
 
 
 def _slug(name: str) -> str:

@@ -94,26 +94,43 @@ def _records(path: Path) -> Iterator[bytes]:
             pos += left - 7  # zero padding to the end of the block
 
 
-def read_offline_run(run_dir: str | os.PathLike) -> dict:
+def read_offline_run(run_dir: str | os.PathLike, timeout: float = 60.0) -> dict:
     """History rows, summary and config of a local (offline) W&B run folder.
+
+    W&B's service writes the run file in the background, also after ``finish()`` returns; this
+    waits (up to ``timeout`` seconds) until the file holds the run's exit record.
 
     Returns:
         ``{"history": [dict, ...], "summary": dict, "config": dict}``.
     """
+    import time
+
     from wandb.proto import wandb_internal_pb2 as pb
 
     run_dir = Path(run_dir)
-    files = sorted(run_dir.glob("run-*.wandb"))
-    if not files:
-        raise FileNotFoundError(f"{run_dir}: no run-*.wandb file")
+    deadline = time.monotonic() + timeout
+    while True:
+        files = sorted(run_dir.glob("run-*.wandb"))
+        records = []
+        if files:
+            for raw in _records(files[0]):
+                rec = pb.Record()
+                rec.ParseFromString(raw)
+                records.append(rec)
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            break
+        if time.monotonic() > deadline:
+            if not files:
+                raise FileNotFoundError(f"{run_dir}: no run-*.wandb file")
+            log.warning("%s: the run has no exit record yet; reading what is there", files[0])
+            break
+        time.sleep(0.5)
     history, summary, config = [], {}, {}
 
     def key(item) -> str:
         return item.key or "/".join(item.nested_key)
 
-    for raw in _records(files[0]):
-        rec = pb.Record()
-        rec.ParseFromString(raw)
+    for rec in records:
         kind = rec.WhichOneof("record_type")
         if kind == "history":
             history.append({key(i): json.loads(i.value_json) for i in rec.history.item})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,18 @@ os.environ.setdefault("WANDB_MODE", "offline")
 
 REPO = Path(__file__).resolve().parents[1]
 FER2013 = Path(os.environ.get("LIGHTNING_FER_FER2013", REPO.parent / "shared" / "data" / "fer2013"))
+
+
+@pytest.fixture(autouse=True)
+def _end_wandb_session():
+    """A W&B session outlives its run and keeps the settings of its first test: end it."""
+    yield
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.run.finish()
+        wandb.teardown()
 
 
 @pytest.fixture(scope="session")

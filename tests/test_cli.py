@@ -18,9 +18,11 @@ from conftest import tiny_args
 from lightning_fer.cli import _cli_class, main
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p for p in (REPO / "configs").glob("*/*.yaml") if not p.stem.startswith("cv"))
-CV_CONFIGS = sorted((REPO / "configs").glob("*/cv*.yaml"))
-DEMO = sorted((REPO / "configs" / "demo").glob("*.yaml"))
+# Complete experiment configs (sweeps/ and loggers/ are tested in their own files).
+EXPERIMENTS = [REPO / "configs" / d for d in ("demo", "fer2013", "affectnet")]
+CONFIGS = sorted(p for d in EXPERIMENTS for p in d.glob("*.yaml") if not p.stem.startswith("cv"))
+CV_CONFIGS = sorted(p for d in EXPERIMENTS for p in d.glob("cv*.yaml"))
+DEMO = [REPO / "configs" / "demo" / f"{b}.yaml" for b in ("inception_v3", "resnet50", "sppnet")]
 
 
 @pytest.fixture(autouse=True)

@@ -46,7 +46,10 @@ def test_offline_wandb_run_holds_the_metrics(tmp_path, monkeypatch):
     cli = main(["fit", "--config", str(REPO / "configs/demo/sppnet.yaml"), "--config",
                 str(REPO / "configs/loggers/wandb.yaml"), *tiny_args(tmp_path / "synthetic"),
                 "--trainer.max_epochs=2", "--trainer.limit_train_batches=3", "--model.lr=0.002"])
+    import wandb
+
     cli.trainer.logger.experiment.finish()
+    wandb.teardown()
     runs = sorted((tmp_path / "runs/wandb/wandb").glob("offline-run-*"))
     assert len(runs) == 1
     run = read_offline_run(runs[0])

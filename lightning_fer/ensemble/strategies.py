@@ -125,8 +125,9 @@ class SoftVote(EnsembleStrategy):
         max_iter: LBFGS iterations of the calibration.
 
     Example:
-        >>> SoftVote()(torch.randn(2, 3, 5, 7)).sum(-1)
-        tensor([1.0000, 1.0000])
+        >>> probs = SoftVote()(torch.randn(2, 3, 5, 7))
+        >>> probs.shape, bool(torch.allclose(probs.sum(-1), torch.ones(2)))
+        (torch.Size([2, 7]), True)
     """
 
     def __init__(self, weights: list[float] | None = None, calibrate: bool = False, max_iter: int = 100) -> None:
