@@ -82,3 +82,17 @@ def trained_members(tmp_path_factory):
     finally:
         os.chdir(old)
     return {"dir": work, "args": args, "ckpts": ckpts}
+
+
+def parse_only(args: list[str]):
+    """Parse (and validate) a CLI command's options without building or running anything."""
+    from lightning_fer.cli import _cli_class
+
+    FERCLI, model, data = _cli_class()
+
+    class ParseOnly(FERCLI):
+        def instantiate_classes(self):
+            pass
+
+    return ParseOnly(model, data, subclass_mode_model=True, subclass_mode_data=True,
+                     parser_kwargs={"parser_mode": "omegaconf+"}, args=args, run=False)

@@ -13,9 +13,9 @@ import pytest
 import torch
 import yaml
 
-from conftest import tiny_args
+from conftest import parse_only, tiny_args
 
-from lightning_fer.cli import _cli_class, main
+from lightning_fer.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 # Complete experiment configs (sweeps/ and loggers/ are tested in their own files).
@@ -31,21 +31,9 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("LIGHTNING_FER_HOME", str(tmp_path / "home"))
 
 
-def _parse_only(args):
-    FERCLI, model, data = _cli_class()
-
-    class ParseOnly(FERCLI):
-        def instantiate_classes(self):  # parse and validate; no data is read
-            pass
-
-    return ParseOnly(model, data, subclass_mode_model=True, subclass_mode_data=True,
-                     parser_kwargs={"parser_mode": "omegaconf+"}, args=args, run=False,
-                     auto_configure_optimizers=False)
-
-
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_shipped_config_parses(config):
-    cli = _parse_only(["--config", str(config)])
+    cli = parse_only(["--config", str(config)])
     cfg = cli.config
     assert cfg.data.class_path == "lightning_fer.FERDataModule"
     # Linked from the data at parse time.
@@ -71,7 +59,7 @@ def test_cv_configs_parse(config):
 
 
 def test_overrides_in_the_form_sweeps_pass():
-    cli = _parse_only(["--config", str(REPO / "configs/demo/resnet50.yaml"), "--model.lr=0.05",
+    cli = parse_only(["--config", str(REPO / "configs/demo/resnet50.yaml"), "--model.lr=0.05",
                        "--data.image_size=72", "--data.views=[mouth]", "--trainer.max_epochs=3"])
     assert cli.config.model.init_args.lr == 0.05
     assert cli.config.data.init_args.image_size == cli.config.model.init_args.image_size == 72

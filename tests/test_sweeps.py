@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, tiny_args
+from conftest import REPO, parse_only, tiny_args
 
 from lightning_fer.cli import main
 
@@ -46,19 +46,6 @@ def command_args(config: dict, params: dict) -> list[str]:
     return out
 
 
-def _parse_only(args: list[str]):
-    from lightning_fer.cli import _cli_class
-
-    FERCLI, model, data = _cli_class()
-
-    class ParseOnly(FERCLI):
-        def instantiate_classes(self):
-            pass
-
-    return ParseOnly(model, data, subclass_mode_model=True, subclass_mode_data=True,
-                     parser_kwargs={"parser_mode": "omegaconf+"}, args=args, run=False)
-
-
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
 def test_sweep_configurations_are_accepted_by_the_cli(path, monkeypatch):
     monkeypatch.chdir(REPO)  # the sweep commands name configs relative to the repository
@@ -68,7 +55,7 @@ def test_sweep_configurations_are_accepted_by_the_cli(path, monkeypatch):
     assert drawn
     for params in drawn:
         args = command_args(config, params)
-        cli = _parse_only(args[1:])  # drop the subcommand: parse its options
+        cli = parse_only(args[1:])  # drop the subcommand: parse its options
         for key, value in params.items():
             section, *rest = key.split(".")
             node = cli.config[section]
