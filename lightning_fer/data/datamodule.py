@@ -388,7 +388,7 @@ class FERDataModule(L.LightningDataModule):
         labels = self.datasets["train"].labels
         return np.bincount(labels, minlength=len(self.class_names))
 
-    def _loader(self, name: str, train: bool) -> DataLoader:
+    def _loader(self, name: str, train: bool, distributed: bool = True) -> DataLoader:
         ds = self.datasets[name]
         sampler = None
         if train and self.balanced_sampler:
@@ -397,7 +397,7 @@ class FERDataModule(L.LightningDataModule):
             sampler = WeightedRandomSampler(
                 weights, num_samples=len(ds), replacement=True, generator=torch.Generator().manual_seed(self.seed)
             )
-        elif not train and self._world_size() > 1:
+        elif not train and distributed and self._world_size() > 1:
             # Lightning's default DistributedSampler pads with repeated samples; evaluation must
             # count every sample once, so ranks get unequal shares instead.
             from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler

@@ -216,7 +216,8 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
             if split != "val":
                 raise DataLeakError(f"strategy_fit_split={split!r}: only the held-out 'val' split can be checked")
             check_held_out(prints, datamodule.fingerprint(), self.member_names)
-        loader = datamodule._loader(split, False)
+        # Every process fits on the whole split (not its shard), so all ranks hold one strategy.
+        loader = datamodule._loader(split, False, distributed=False)
         logits, labels, _ = self.collect(loader)
         self.strategy.fit(logits, labels, self.mask.cpu())
         log.info("fitted %s on %d held-out %s predictions", type(self.strategy).__name__, len(labels), split)
