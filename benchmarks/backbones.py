@@ -53,13 +53,13 @@ def measure(name: str, size: int, batch: int, steps: int) -> tuple[float, float]
     return train_ips, batch * steps / t.seconds
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[112, 224])
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--backbones", nargs="+", default=BACKBONES)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     print(f"Machine: {machine()}\nbatch {args.batch}, {args.steps} timed steps after one warm-up, float32\n")
     rows = []
     for size in args.sizes:

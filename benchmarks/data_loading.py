@@ -34,14 +34,14 @@ def subset_manifest(root: Path, limit: int, out: Path) -> Path:
     return out / "subset.csv"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default=str(Path(__file__).resolve().parents[2] / "shared/data/fer2013"))
     ap.add_argument("--limit", type=int, default=0, help="use every k-th image, N in all (0: all)")
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--batches", type=int, default=30, help="batches timed per loader setting")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     print(f"Machine: {machine()}\n")
     work = Path(tempfile.mkdtemp(prefix="fer-bench-"))
     try:

@@ -36,12 +36,12 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--size", type=int, default=80)
     ap.add_argument("--repeats", type=int, default=3)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.manual_seed(0)
     members = [FERClassifier(b, image_size=args.size, class_names=None) for b in ("inception_v3", "resnet50", "sppnet")]
     ens = EnsembleModule(members, HardVote(), views=PARTS).eval()

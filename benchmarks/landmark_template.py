@@ -19,12 +19,12 @@ from lightning_fer.data.io import load_image_checked
 from lightning_fer.data.landmarks import FaceDetector, LandmarkSettings
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", default=str(Path(__file__).resolve().parents[1].parent / "shared/data/fer2013"))
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     files = sorted(Path(args.root, "train").glob("*/*.jpg"))
     random.Random(args.seed).shuffle(files)
     files = files[: args.n]

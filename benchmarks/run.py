@@ -1,0 +1,60 @@
+"""Run the benchmarks one after another and print their tables.
+
+    python benchmarks/run.py            # the full set (about 10 minutes on 2 cores)
+    python benchmarks/run.py --quick    # small inputs, a minute or two: checks that they all run
+    python benchmarks/run.py --only ensemble backbones
+
+The data benchmark needs ../shared/data/fer2013 (or --fer2013 PATH) and is skipped without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from benchmarks import backbones, data_loading, ensemble  # noqa: E402
+
+DEFAULT_FER2013 = HERE.parents[1] / "shared" / "data" / "fer2013"
+
+
+def plans(quick: bool, fer2013: Path) -> dict[str, tuple]:
+    if quick:
+        return {
+            "backbones": (backbones.main, ["--sizes", "80", "--batch", "2", "--steps", "1"]),
+            "ensemble": (ensemble.main, ["--batch", "2", "--size", "80", "--repeats", "1"]),
+            "data": (data_loading.main, ["--root", str(fer2013), "--limit", "256", "--batch", "32", "--batches", "2"]),
+        }
+    return {
+        "backbones": (backbones.main, []),
+        "ensemble": (ensemble.main, []),
+        "data": (data_loading.main, ["--root", str(fer2013)]),
+    }
+
+
+def main(argv: list[str] | None = None) -> list[str]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small inputs: a smoke run, not figures to quote")
+    ap.add_argument("--only", nargs="+", choices=["backbones", "ensemble", "data"])
+    ap.add_argument("--fer2013", type=Path, default=DEFAULT_FER2013)
+    args = ap.parse_args(argv)
+    ran = []
+    for name, (fn, fn_args) in plans(args.quick, args.fer2013).items():
+        if args.only and name not in args.only:
+            continue
+        if name == "data" and not (args.fer2013 / "train").is_dir():
+            print(f"\n## {name}: skipped, FER2013 not found at {args.fer2013}\n")
+            continue
+        print(f"\n## {name}{' (quick)' if args.quick else ''}\n", flush=True)
+        fn(fn_args)
+        ran.append(name)
+    return ran
+
+
+if __name__ == "__main__":
+    main()
