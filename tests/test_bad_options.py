@@ -1,0 +1,43 @@
+"""Bad options and inputs of the newer entry points: a clear error that names the culprit."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import REPO
+
+from lightning_fer.cli import main
+from lightning_fer.cv import run_cv
+from lightning_fer.data.sources import FolderSource
+from lightning_fer.loggers import read_offline_run
+from lightning_fer.predict import FacePredictionWriter, list_photos
+
+
+def test_prediction_output_must_be_csv_or_json():
+    with pytest.raises(ValueError, match=r"'faces\.txt' must end in \.csv or \.json"):
+        FacePredictionWriter("faces.txt")
+
+
+def test_predict_path_must_exist(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither an image file nor a folder"):
+        list_photos(tmp_path / "nowhere")
+
+
+def test_export_needs_an_output():
+    with pytest.raises(SystemExit, match="give --output FILE"):
+        main(["export", "--config", str(REPO / "configs/demo/sppnet.yaml")])
+
+
+def test_cv_members_need_distinct_names(tmp_path):
+    cfg = str(REPO / "configs/demo/sppnet.yaml")
+    with pytest.raises(ValueError, match="distinct file names"):
+        run_cv([cfg, cfg], output_dir=str(tmp_path))
+
+
+def test_split_map_targets_are_checked(tmp_path):
+    with pytest.raises(ValueError, match=r"split_map\['val'\] = 'holdout'"):
+        FolderSource(tmp_path, split_map={"val": "holdout"})
+
+
+def test_offline_run_reader_names_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no run-\\*.wandb file"):
+        read_offline_run(tmp_path, timeout=0)
