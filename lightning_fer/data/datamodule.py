@@ -219,6 +219,7 @@ class FERDataModule(L.LightningDataModule):
         self.photo_scan = None
         self.records: list[Record] = []
         self._class_names: list[str] = []
+        self._source_loaded = None
         self.splits: dict[str, np.ndarray] = {}
         self.datasets: dict[str, FERDataset] = {}
         self.index_report = None
@@ -235,12 +236,18 @@ class FERDataModule(L.LightningDataModule):
         base = os.environ.get("LIGHTNING_FER_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "lightning_fer")
         return Path(base) / f"cache-{digest}"
 
+    def _load_source(self):
+        """The source's records, class names and report, read once per data module (the CLI's
+        links, ``prepare_data()`` and ``setup()`` all need them; AffectNet's CSVs are large)."""
+        if self._source_loaded is None:
+            self._source_loaded = self.source.load()
+            self.records, self._class_names, _ = self._source_loaded
+        return self._source_loaded
+
     @property
     def class_names(self) -> list[str]:
         """Class names in label order (reads the source on first use)."""
-        if not self._class_names:
-            self.records, self._class_names, _ = self.source.load()
-        return self._class_names
+        return self._load_source()[1]
 
     @property
     def num_classes(self) -> int:
@@ -254,8 +261,7 @@ class FERDataModule(L.LightningDataModule):
 
     # -- preparation -------------------------------------------------------------------------
     def _index(self) -> tuple[list[Record], dict[str, IndexEntry]]:
-        records, class_names, report = self.source.load()
-        self.records, self._class_names = records, class_names
+        records, _, _ = self._load_source()
         cache = self.cache_dir
         cache.mkdir(parents=True, exist_ok=True)
         index = LandmarkIndex(cache / source_cache_name(self.source.describe()), self.landmark_settings)
