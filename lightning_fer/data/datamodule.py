@@ -218,7 +218,6 @@ class FERDataModule(L.LightningDataModule):
         self.min_face_prob = min_face_prob
         self.photo_scan = None
         self.records: list[Record] = []
-        self._class_names: list[str] = []
         self._source_loaded = None
         self.splits: dict[str, np.ndarray] = {}
         self.datasets: dict[str, FERDataset] = {}
@@ -241,7 +240,7 @@ class FERDataModule(L.LightningDataModule):
         links, ``prepare_data()`` and ``setup()`` all need them; AffectNet's CSVs are large)."""
         if self._source_loaded is None:
             self._source_loaded = self.source.load()
-            self.records, self._class_names, _ = self._source_loaded
+            self.records = self._source_loaded[0]
         return self._source_loaded
 
     @property

@@ -12,7 +12,7 @@ from torch import nn
 
 from lightning_fer.data.regions import REGIONS
 from lightning_fer.models.backbones import create_backbone
-from lightning_fer.models.evaluation import EvaluationMixin, classification_metrics  # noqa: F401
+from lightning_fer.models.evaluation import EvaluationMixin
 
 log = logging.getLogger(__name__)
 
