@@ -14,6 +14,7 @@ members and collected predictions are kept, an unfinished member is trained agai
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
@@ -87,6 +88,7 @@ def run_cv(
     members_dir: str | None = None,
     folds: list[int] | None = None,
     num_folds: int = 5,
+    seeds: list[int] | None = None,
     views: list[str] = ["face"],  # noqa: B006
     strategies: list[EnsembleStrategy] | None = None,
     overrides: list[str] = [],  # noqa: B006
@@ -105,6 +107,9 @@ def run_cv(
             several ensembles (face, regions) can share the members of one run.
         folds: which folds to run (default: all ``num_folds``).
         num_folds: number of folds (passed to every member's data module).
+        seeds: train every member once per seed (``seed_everything``; the folds stay those
+            of the data's own seed), to see the spread that training randomness alone gives.
+            Default: one run with each config's own seed.
         views: regions the ensembles look at (``[face]``, or the paper's five regions).
         strategies: ensemble strategies (``class_path`` in YAML); default hard vote, soft vote
             and stacking.
@@ -134,23 +139,30 @@ def run_cv(
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     t_start = time.perf_counter()
 
+    # A run is one (fold, seed); without seeds it is named by its fold alone.
+    runs = [(k, s) for k in folds for s in (seeds if seeds else [None])]
+
+    def run_name(k: int, s: int | None) -> str:
+        return f"fold{k}" if s is None else f"fold{k}-seed{s}"
+
     # 1. Train every member on every fold (skipping what a previous run finished).
-    for k in folds:
+    for k, sd in runs:
+        seed_arg = [] if sd is None else [f"--seed_everything={sd}"]
         for cfg, name in zip(members, names):
-            run_dir = mdir / f"fold{k}" / name
+            run_dir = mdir / run_name(k, sd) / name
             done = run_dir / "done.json"
             if done.is_file():
-                log.info("fold %d, %s: already trained, kept", k, name)
+                log.info("%s, %s: already trained, kept", run_name(k, sd), name)
                 continue
             run_dir.mkdir(parents=True, exist_ok=True)
             override = run_dir / "cv_override.yaml"
             _atomic_write(override, yaml.safe_dump(_trainer_override(run_dir, monitor)))
             t0 = time.perf_counter()
-            cli = cli_main(["fit", "--config", cfg, "--config", str(override), *overrides,
+            cli = cli_main(["fit", "--config", cfg, "--config", str(override), *overrides, *seed_arg,
                             f"--data.init_args.fold={k}", f"--data.init_args.num_folds={num_folds}"])
             best = cli.trainer.checkpoint_callback.best_model_path
             if not best or not Path(best).is_file():
-                raise RuntimeError(f"fold {k}, {name}: training wrote no checkpoint (is {monitor!r} logged?)")
+                raise RuntimeError(f"{run_name(k, sd)}, {name}: training wrote no checkpoint (is {monitor!r} logged?)")
             score = cli.trainer.checkpoint_callback.best_model_score
             _atomic_write(done, json.dumps({"checkpoint": best, "best": float(score) if score is not None else None,
                                             "seconds": time.perf_counter() - t0}))
@@ -159,13 +171,14 @@ def run_cv(
     all_views = list(views) if "face" in views else ["face", *views]
     sel = torch.tensor([all_views.index(v) for v in views])
     collected = {}
-    for k in folds:
-        pred_file = out / f"fold{k}" / "predictions.pt"
+    for k, sd in runs:
+        rn = run_name(k, sd)
+        pred_file = out / rn / "predictions.pt"
         pred_file.parent.mkdir(parents=True, exist_ok=True)
         if pred_file.is_file():
-            collected[k] = torch.load(pred_file, map_location="cpu", weights_only=True)
+            collected[rn] = torch.load(pred_file, map_location="cpu", weights_only=True)
             continue
-        ckpts = [json.loads((mdir / f"fold{k}" / n / "done.json").read_text())["checkpoint"] for n in names]
+        ckpts = [json.loads((mdir / rn / n / "done.json").read_text())["checkpoint"] for n in names]
         ens = EnsembleModule(ckpts, HardVote(), views=all_views).to(dev)
         size = image_size or max(int(m.hparams.image_size) for m in ens.members)
         cli = cli_main(["fit", "--config", members[0], *overrides, f"--data.init_args.fold={k}",
@@ -177,7 +190,7 @@ def run_cv(
         val_logits, val_labels, val_index = ens.collect(dm._loader("val", False))
         test_logits, test_labels, test_index = ens.collect(dm._loader("test", False))
         data_print = dm.fingerprint()
-        collected[k] = {
+        collected[rn] = {
             "val_logits": val_logits, "val_labels": val_labels, "val_index": val_index,
             "test_logits": test_logits, "test_labels": test_labels, "test_index": test_index,
             "mask": ens.mask.cpu(), "regions": [m.region for m in ens.members],
@@ -185,20 +198,28 @@ def run_cv(
             "member_prints": [json.dumps(m.data_fingerprint, sort_keys=True) for m in ens.members],
             "data_print": json.dumps(data_print, sort_keys=True),
         }
-        _atomic_save(collected[k], pred_file)
-    class_names = collected[folds[0]]["class_names"]
+        _atomic_save(collected[rn], pred_file)
+    first = run_name(*runs[0])
+    class_names = collected[first]["class_names"]
     c = len(class_names)
 
-    # 3. Fit the learning strategies on pooled out-of-fold predictions, each fold checked.
-    for s in strategies:
-        s.setup(len(members), len(views), c)
-        if s.requires_fit:
-            for k in folds:
-                prints = [json.loads(p) if p != "null" else None for p in collected[k]["member_prints"]]
-                check_held_out(prints, json.loads(collected[k]["data_print"]), [f"fold{k}/{n}" for n in names])
-            logits = torch.cat([collected[k]["val_logits"][:, :, sel] for k in folds])
-            labels = torch.cat([collected[k]["val_labels"] for k in folds])
-            s.fit(logits, labels, collected[folds[0]]["mask"][:, sel])
+    # 3. Fit the learning strategies on pooled out-of-fold predictions, each fold checked; with
+    #    several seeds, one copy of each strategy per seed, fitted on that seed's members.
+    seed_keys = list(dict.fromkeys(sd for _, sd in runs))
+    fitted: dict[int | None, list[EnsembleStrategy]] = {}
+    for sd in seed_keys:
+        own = [k for k, s2 in runs if s2 == sd]
+        fitted[sd] = [copy.deepcopy(s) for s in strategies] if len(seed_keys) > 1 else strategies
+        for s in fitted[sd]:
+            s.setup(len(members), len(views), c)
+            if s.requires_fit:
+                for k in own:
+                    d = collected[run_name(k, sd)]
+                    prints = [json.loads(p) if p != "null" else None for p in d["member_prints"]]
+                    check_held_out(prints, json.loads(d["data_print"]), [f"{run_name(k, sd)}/{n}" for n in names])
+                logits = torch.cat([collected[run_name(k, sd)]["val_logits"][:, :, sel] for k in own])
+                labels = torch.cat([collected[run_name(k, sd)]["val_labels"] for k in own])
+                s.fit(logits, labels, collected[first]["mask"][:, sel])
 
     # 4. Evaluate every member and every strategy on the test split, per fold.
     rows: dict[str, list[dict]] = {}
@@ -218,22 +239,23 @@ def run_cv(
         while n in strategy_names:
             n, i = f"{base} ({i})", i + 1
         strategy_names.append(n)
-    for k in folds:
-        d = collected[k]
+    for k, sd in runs:
+        d = collected[run_name(k, sd)]
         logits, labels, mask = d["test_logits"], d["test_labels"], d["mask"]
         for i, name in enumerate(names):
             region = d["regions"][i]
             record(f"{name}" + (f" [{region}]" if region != "face" else ""), logits[:, i, all_views.index(region)], labels)
-        for s, sname in zip(strategies, strategy_names):
+        for s, sname in zip(fitted[sd], strategy_names):
             with torch.no_grad():
                 record(sname, s(logits[:, :, sel], mask[:, sel]), labels)
 
-    table = write_table(rows, out, f"{len(folds)} fold(s) {folds} of {num_folds}; views {views}; "
-                        f"{len(collected[folds[0]]['test_labels'])} test images")
-    pictures = [plot_confusion(cm, class_names, f"{name} (test, summed over folds)",
+    what = f"{len(folds)} fold(s) {folds} of {num_folds}" + (f" x seeds {list(seeds)}" if seeds else "")
+    table = write_table(rows, out, f"{what}; views {views}; {len(collected[first]['test_labels'])} test images")
+    pictures = [plot_confusion(cm, class_names, f"{name} (test, summed over runs)",
                                out / f"confusion_{_slug(name)}.png") for name, cm in confusion.items()]
     if wandb_project:
-        _log_to_wandb(wandb_project, out, rows, pictures, dict(members=members, folds=folds, views=list(views)))
+        _log_to_wandb(wandb_project, out, rows, pictures,
+                      dict(members=members, folds=folds, seeds=seeds, views=list(views)))
     log.info("cv finished in %.0f s: %s", time.perf_counter() - t_start, out / "table2.md")
     print(table)
     return {"rows": rows, "table": out / "table2.md", "pictures": pictures}
@@ -249,7 +271,7 @@ def _log_to_wandb(project: str, out: Path, rows: dict[str, list[dict]], pictures
     if offline:
         log.warning("W&B: logging the cv run offline to %s", out)
     run = wandb.init(project=project, dir=str(out), mode="offline" if offline else "online", job_type="cv", config=config)
-    columns = ["model", "folds"] + [f"{m}_mean" for m in METRICS] + [f"{m}_std" for m in METRICS]
+    columns = ["model", "runs"] + [f"{m}_mean" for m in METRICS] + [f"{m}_std" for m in METRICS]
     data = []
     for name, per_fold in rows.items():
         arr = np.array([[f[m] for m in METRICS] for f in per_fold])
@@ -268,10 +290,10 @@ def _slug(name: str) -> str:
 
 
 def write_table(rows: dict[str, list[dict]], out: Path, caption: str) -> str:
-    """Table II as Markdown and CSV (mean and sample standard deviation over folds)."""
+    """Table II as Markdown and CSV (mean and sample standard deviation over runs: folds x seeds)."""
     import numpy as np
 
-    head = ["model", "folds"] + [f"{m} mean" for m in METRICS] + [f"{m} std" for m in METRICS]
+    head = ["model", "runs"] + [f"{m} mean" for m in METRICS] + [f"{m} std" for m in METRICS]
     csv_rows, md = [], []
     md.append(f"Table II: test split, {caption}\n")
     md.append("| model | accuracy | balanced acc. | macro precision | macro recall | macro F1 |")

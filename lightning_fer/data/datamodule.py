@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from lightning_fer.data.duplicates import DuplicatePolicy, DuplicateReport, file_digests, resolve_duplicates
 from lightning_fer.data.folds import load_or_make_folds
 from lightning_fer.data.io import read_image
 from lightning_fer.data.landmarks import (
@@ -33,6 +34,15 @@ from lightning_fer.data.transforms import FaceTransform, check_views, train_augm
 log = logging.getLogger(__name__)
 
 SourceName = Literal["synthetic", "affectnet", "folder", "manifest"]
+
+
+def _writable(folder: Path) -> bool:
+    """Writable for this process, and not marked read-only (root may write anywhere; a folder
+    without any write bit, such as a shared read-only data set, is still left alone)."""
+    try:
+        return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
+    except OSError:
+        return False
 
 
 class BadImagesError(RuntimeError):
@@ -152,6 +162,12 @@ class FERDataModule(L.LightningDataModule):
             ``predictions.csv`` when ``predict_path`` is set).
         annotate_dir: also write copies of the photos with boxes and labels there.
         min_face_prob: MTCNN probability a face needs to count, in ``predict_path`` photos.
+        duplicates: ``keep`` byte-identical images as they are, or ``drop`` copies: one copy is
+            kept in the most protected split (test, then val, then train), groups with
+            conflicting labels are dropped whole; every decision is listed in
+            ``duplicates.csv`` in the cache folder (see :mod:`lightning_fer.data.duplicates`).
+        train_fraction: train on a stratified, seeded subset of this fraction of the training
+            split (validation and test splits stay whole), to fit a time budget.
 
     Example:
         >>> import tempfile
@@ -189,6 +205,8 @@ class FERDataModule(L.LightningDataModule):
         predict_output: str | None = None,
         annotate_dir: str | None = None,
         min_face_prob: float = 0.9,
+        duplicates: DuplicatePolicy = "keep",
+        train_fraction: float = 1.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["source"] if isinstance(source, FERSource) else None)
@@ -216,6 +234,14 @@ class FERDataModule(L.LightningDataModule):
         self.predict_output = predict_output or ("predictions.csv" if predict_path else None)
         self.annotate_dir = annotate_dir
         self.min_face_prob = min_face_prob
+        if duplicates not in ("keep", "drop"):
+            raise ValueError(f"duplicates must be 'keep' or 'drop', got {duplicates!r}")
+        if not 0.0 < train_fraction <= 1.0:
+            raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction}")
+        self.duplicates = duplicates
+        self.train_fraction = train_fraction
+        self.duplicate_report: DuplicateReport | None = None
+        self._drop: np.ndarray | None = None
         self.photo_scan = None
         self.records: list[Record] = []
         self._source_loaded = None
@@ -229,7 +255,7 @@ class FERDataModule(L.LightningDataModule):
         if self._cache_dir:
             return Path(self._cache_dir).expanduser()
         near = self.source.root / ".lightning_fer"
-        if near.is_dir() and os.access(near, os.W_OK) or os.access(self.source.root, os.W_OK):
+        if near.is_dir() and _writable(near) or _writable(self.source.root):
             return near
         digest = hashlib.sha1(str(self.source.root.resolve()).encode()).hexdigest()[:12]
         base = os.environ.get("LIGHTNING_FER_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "lightning_fer")
@@ -256,7 +282,8 @@ class FERDataModule(L.LightningDataModule):
         if self.folds_file:
             return Path(self.folds_file).expanduser()
         name = source_cache_name(self.source.describe()).replace("index-", "folds-").removesuffix(".json")
-        return self.cache_dir / f"{name}-k{self.num_folds}-s{self.seed}.json"
+        dedup = "-dedup" if self.duplicates == "drop" else ""
+        return self.cache_dir / f"{name}-k{self.num_folds}-s{self.seed}{dedup}.json"
 
     # -- preparation -------------------------------------------------------------------------
     def _index(self) -> tuple[list[Record], dict[str, IndexEntry]]:
@@ -298,6 +325,22 @@ class FERDataModule(L.LightningDataModule):
             "leaving out %d unreadable image(s) and %d without a face; list in %s", len(unreadable), len(no_face), listing
         )
 
+    def _usable(self, records: list[Record], entries: dict[str, IndexEntry]) -> np.ndarray:
+        """Records that can be used: readable, with landmarks, and not a dropped duplicate."""
+        ok = np.array([entries[r.key].ok for r in records], dtype=bool)
+        if self.duplicates == "keep":
+            return ok
+        if self._drop is None:
+            digests = file_digests([r.path for r, u in zip(records, ok) if u], max(2, self.num_workers))
+            it = iter(digests)
+            full = [next(it) if u else None for u in ok]
+            self._drop, self.duplicate_report = resolve_duplicates(
+                records, ok, full, self.class_names, self.cache_dir / "duplicates.csv"
+            )
+            log.warning("%s: %s; list in %s", self.source.describe(), self.duplicate_report,
+                        self.cache_dir / "duplicates.csv")
+        return ok & ~self._drop
+
     def prepare_data(self) -> None:
         """Check every image, find landmarks (cached), and write the folds file."""
         if self.predict_path and self.trainer is not None and self.trainer.predicting:
@@ -308,7 +351,8 @@ class FERDataModule(L.LightningDataModule):
             load_or_make_folds(self._folds_path(), keys, labels, groups, self.num_folds, self.seed)
 
     def _pool(self, records: list[Record], entries: dict[str, IndexEntry]):
-        pool = [r for r in records if r.split != "test" and entries[r.key].ok]
+        usable = self._usable(records, entries)
+        pool = [r for r, u in zip(records, usable) if u and r.split != "test"]
         return [r.key for r in pool], [r.label for r in pool], [r.subject for r in pool]
 
     # -- setup -------------------------------------------------------------------------------
@@ -325,7 +369,7 @@ class FERDataModule(L.LightningDataModule):
         if "train" in self.datasets:
             return
         records, entries = self._index()
-        ok = np.array([entries[r.key].ok for r in records])
+        ok = self._usable(records, entries)
         split = np.array([r.split or "" for r in records])
         idx = np.arange(len(records))
         test = idx[ok & (split == "test")]
@@ -347,6 +391,8 @@ class FERDataModule(L.LightningDataModule):
         if len(test) == 0:
             log.warning("no official test split: the test set is the validation set")
             test = val
+        if self.train_fraction < 1.0:
+            train = self._subset(train, np.array([records[i].label for i in train]))
         self.splits = {"train": train, "val": val, "test": test}
         points, boxes = self._geometry(records, entries)
         aug = train_augmentation() if self.augment else None
@@ -362,6 +408,20 @@ class FERDataModule(L.LightningDataModule):
             )
         counts = {k: len(v) for k, v in self.splits.items()}
         log.info("splits %s, classes %s", counts, self.class_names)
+
+    def _subset(self, train: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """A stratified, seeded ``train_fraction`` of the training indices (scikit-learn)."""
+        from sklearn.model_selection import train_test_split
+
+        n_classes = len(np.unique(labels))
+        if round(len(train) * self.train_fraction) < n_classes:
+            raise ValueError(
+                f"train_fraction={self.train_fraction} leaves fewer than {n_classes} training images "
+                f"(one per class) of {len(train)}; raise it"
+            )
+        kept, _ = train_test_split(train, train_size=self.train_fraction, stratify=labels, random_state=self.seed)
+        log.info("train_fraction=%s: training on %d of %d images (stratified)", self.train_fraction, len(kept), len(train))
+        return np.sort(kept)
 
     @staticmethod
     def _geometry(records: list[Record], entries: dict[str, IndexEntry]):

@@ -167,7 +167,7 @@ def test_cv_writes_table_ii_and_resumes(tmp_path, monkeypatch):
     for row in ("sppnet", "resnet50", "HardVote", "SoftVote", "Stacking"):
         assert f"| {row}" in table
     rows = list(csv.DictReader(open(out / "table2.csv")))
-    assert len(rows) == 5 and all(r["folds"] == "2" for r in rows)
+    assert len(rows) == 5 and all(r["runs"] == "2" for r in rows)
     assert all(0 <= float(r["acc mean"]) <= 100 for r in rows)
     pngs = sorted(out.glob("confusion_*.png"))
     assert len(pngs) == 5 and all(p.stat().st_size > 10_000 for p in pngs)
@@ -177,3 +177,27 @@ def test_cv_writes_table_ii_and_resumes(tmp_path, monkeypatch):
     assert len(stamps) == 6
     main(["cv", *argv])
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+
+
+def test_cv_seeds_train_each_member_once_per_seed(tmp_path, monkeypatch):
+    """``seeds``: one run per (fold, seed), the same folds, different weights; the table pools
+    the runs and a learning strategy is fitted per seed."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["cv", "--members", json.dumps([str(REPO / "configs" / "demo" / "sppnet.yaml")]), "--output_dir", "cv",
+            "--folds", "[0]", "--num_folds", "3", "--seeds", "[0, 1]", "--views", '["face"]',
+            "--overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8),
+                                       "--trainer.max_epochs=1", "--trainer.limit_train_batches=2"])]
+    result = main(argv)
+    out = tmp_path / "cv"
+    dones = sorted(out.rglob("done.json"))
+    assert [p.parent.parent.name for p in dones] == ["fold0-seed0", "fold0-seed1"]
+    states = [torch.load(json.loads(p.read_text())["checkpoint"], weights_only=True)["state_dict"] for p in dones]
+    assert any(not torch.equal(states[0][k], states[1][k]) for k in states[0] if k.endswith("weight"))
+    preds = [torch.load(out / run / "predictions.pt", weights_only=True) for run in ("fold0-seed0", "fold0-seed1")]
+    assert torch.equal(preds[0]["test_labels"], preds[1]["test_labels"])  # same test set, same order
+    assert preds[0]["data_print"] == preds[1]["data_print"]  # the same fold for both seeds
+    assert all(len(v) == 2 for v in result["rows"].values())
+    assert "x seeds [0, 1]" in (out / "table2.md").read_text()
+    rows = list(csv.DictReader(open(out / "table2.csv")))
+    assert {r["model"] for r in rows} == {"sppnet", "HardVote", "SoftVote", "Stacking"}
+    assert all(r["runs"] == "2" for r in rows)
