@@ -1,10 +1,13 @@
 """Run the benchmarks one after another and print their tables.
 
-    python benchmarks/run.py            # the full set (about 10 minutes on 2 cores)
-    python benchmarks/run.py --quick    # small inputs, a minute or two: checks that they all run
-    python benchmarks/run.py --only ensemble backbones
+    python benchmarks/run.py            # the full set (about 20 minutes on 2 cores)
+    python -m benchmarks                # the same
+    python benchmarks/run.py --quick    # small inputs, a few minutes: checks that they all run
+    python benchmarks/run.py --only ensemble training
 
 The data benchmark needs ../shared/data/fer2013 (or --fer2013 PATH) and is skipped without it.
+``benchmarks/gpu.py`` (one GPU) and ``benchmarks/fer2013.py`` (the Table II experiment, about an
+hour) are run on their own.
 """
 
 from __future__ import annotations
@@ -18,21 +21,29 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from benchmarks import backbones, data_loading, ensemble  # noqa: E402
+from benchmarks import backbones, data_loading, ensemble, options, training
 
 DEFAULT_FER2013 = HERE.parents[1] / "shared" / "data" / "fer2013"
+NAMES = ["backbones", "training", "ensemble", "options", "data"]
 
 
 def plans(quick: bool, fer2013: Path) -> dict[str, tuple]:
     if quick:
         return {
             "backbones": (backbones.main, ["--sizes", "80", "--batch", "2", "--steps", "1"]),
+            "training": (training.main, ["--backbones", "sppnet", "--size", "48", "--batch", "4", "--steps", "4",
+                                         "--warmup", "2", "--rounds", "1"]),
             "ensemble": (ensemble.main, ["--batch", "2", "--size", "80", "--repeats", "1"]),
-            "data": (data_loading.main, ["--root", str(fer2013), "--limit", "256", "--batch", "32", "--batches", "2"]),
+            "options": (options.main, ["--backbone", "sppnet", "--size", "32", "--batch", "10", "--repeats", "1",
+                                       "--no-compile"]),
+            "data": (data_loading.main, ["--root", str(fer2013), "--limit", "256", "--batch", "32", "--batches", "2",
+                                         "--landmark-images", "16"]),
         }
     return {
         "backbones": (backbones.main, []),
+        "training": (training.main, []),
         "ensemble": (ensemble.main, []),
+        "options": (options.main, []),
         "data": (data_loading.main, ["--root", str(fer2013)]),
     }
 
@@ -40,7 +51,7 @@ def plans(quick: bool, fer2013: Path) -> dict[str, tuple]:
 def main(argv: list[str] | None = None) -> list[str]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small inputs: a smoke run, not figures to quote")
-    ap.add_argument("--only", nargs="+", choices=["backbones", "ensemble", "data"])
+    ap.add_argument("--only", nargs="+", choices=NAMES)
     ap.add_argument("--fer2013", type=Path, default=DEFAULT_FER2013)
     args = ap.parse_args(argv)
     ran = []

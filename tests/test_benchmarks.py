@@ -1,11 +1,15 @@
-"""The benchmark suite's smallest case runs (no time is asserted)."""
+"""The benchmark suite's smallest cases run (no time is asserted), and the FER2013 report's
+reading follows its figures."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
+import pytest
 from conftest import FER2013, REPO
+
+sys.path.insert(0, str(REPO))
 
 
 def test_quick_benchmarks_run_and_print_tables():
@@ -13,9 +17,45 @@ def test_quick_benchmarks_run_and_print_tables():
                           capture_output=True, text=True, timeout=900, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    assert "## backbones (quick)" in out and "## ensemble (quick)" in out
+    for name in ("backbones", "training", "ensemble", "options"):
+        assert f"## {name} (quick)" in out
     assert "Machine:" in out and "| sum of the members (baseline) |" in out and "| resnet50 | 80 |" in out
+    assert "| sppnet | 48 | 4 |" in out  # the training-overhead row
+    assert "torchensemble VotingClassifier (soft)" in out and "matrix multiply" in out
+    assert "| inference: torch.no_grad, contiguous (baseline) |" in out and "| training step: channels_last |" in out
     if (FER2013 / "train").is_dir():
         assert "| decode only (OpenCV), 1 process |" in out
+        assert "torchvision ImageFolder + transforms (baseline), 0 workers" in out
+        assert "one image per MTCNN call (baseline)" in out and "cache hit" in out
     else:
         assert "## data: skipped" in out
+
+
+def test_gpu_script_runs_its_smoke_case_on_cpu(fer2013_root):
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--smoke", "--root", str(fer2013_root)],
+                          capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| ResNet50 training, synthetic tensors on the device (ceiling) |" in proc.stdout
+    assert "FER2013 PublicTest through the loader" in proc.stdout
+
+
+def _rows(accs):
+    return [{"acc": a / 100, "balanced_acc": 0, "precision": 0, "recall": 0, "f1": 0} for a in accs]
+
+
+@pytest.mark.parametrize(("ensemble", "verdict"), [
+    ([60.0, 61.0], "larger than every member's seed spread"),
+    ([50.5, 52.0], "not beyond the seed spread"),
+    ([40.0, 41.0], "does not beat the best member in either seed"),
+])
+def test_fer2013_reading_follows_the_figures(ensemble, verdict):
+    from benchmarks.fer2013 import reading
+
+    members = ["inception_v3", "resnet50", "sppnet"]
+    face = {"inception_v3": _rows([45.0, 47.0]), "resnet50": _rows([50.0, 51.0]), "sppnet": _rows([44.0, 44.5]),
+            "SoftVote": _rows(ensemble)}
+    regions = {**{m: face[m] for m in members}, "HardVote": _rows([30.0, 31.0])}
+    text = "\n".join(reading(face, regions, members))
+    assert "Best member: **resnet50**, accuracy 50.0, 51.0" in text
+    assert verdict in text
+    assert "region vote (HardVote over 3 members x 5 regions): 30.0, 31.0 %" in text
