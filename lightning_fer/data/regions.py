@@ -117,6 +117,7 @@ def region_boxes(
     width: float,
     height: float,
     face_box: np.ndarray | None = None,
+    names: tuple[str, ...] | None = None,
 ) -> dict[str, np.ndarray]:
     """Boxes of ``face`` and the four parts, clamped to a ``width`` x ``height`` image.
 
@@ -125,6 +126,7 @@ def region_boxes(
         width: image width.
         height: image height.
         face_box: ``(x0, y0, x1, y1)`` to use for ``face`` instead of one derived from the points.
+        names: only these boxes (default: all five); ``("face",)`` skips the parts' work.
 
     Returns:
         name -> ``(x0, y0, x1, y1)`` float32; every box contains the (in-image) points of its part.
@@ -139,6 +141,9 @@ def region_boxes(
     k = len(points)
     if k not in PART_POINTS:
         raise ValueError(f"expected 5 or 68 landmarks, got {k}")
+    if names == ("face",):
+        face = np.asarray(face_box, dtype=np.float32) if face_box is not None else face_box_from_points(points)
+        return {"face": _clamp(face, width, height)}
     p5 = five_points(points)
     le, re, nose, ml, mr = p5
     iod = max(float(np.linalg.norm(re - le)), 1.0)
@@ -159,7 +164,7 @@ def region_boxes(
     for part, idx in PART_POINTS[k].items():
         boxes[part] = _union(boxes[part], _bbox(points[idx], pad))
     boxes["face"] = np.asarray(face_box, dtype=np.float32) if face_box is not None else face_box_from_points(points)
-    return {name: _clamp(box, width, height) for name, box in boxes.items()}
+    return {name: _clamp(box, width, height) for name, box in boxes.items() if names is None or name in names}
 
 
 def mask_parts(image: np.ndarray, boxes: dict[str, np.ndarray], fill: tuple[int, int, int]) -> np.ndarray:

@@ -1,20 +1,40 @@
 """From a decoded image and its landmarks to normalised region views.
 
 The face is first cut out with a margin and brought to a working size (so that a 3000 px
-AffectNet photo costs as little as a 48 px FER2013 crop), then augmented with albumentations
-(geometry applied to the landmarks too), then cut into the requested regions, each resized to
-``image_size`` and normalised with ImageNet statistics.
+AffectNet photo costs as little as a 48 px FER2013 crop), then augmented (geometry applied to
+the landmarks too), then cut into the requested regions, each resized to ``image_size`` and
+normalised with ImageNet statistics.
+
+Two ways to augment:
+
+- :class:`AffineAugment` (the default): flip, rotation, scale and shift are drawn as one affine
+  matrix, composed with the cut of each view, and applied by a single ``cv2.warpAffine`` per
+  view straight from the decoded image; brightness, contrast and grey are applied to the small
+  views. Evaluation (no augmentation) takes the same path with the identity.
+- any albumentations pipeline with ``KeypointParams(format="xy")`` (e.g.
+  :func:`train_augmentation`, the same distribution as :class:`AffineAugment`): applied to the
+  face canvas, which is then cut into views. Flexible, and about 5x slower per item on small
+  faces (``benchmarks/data_loading.py``): albumentations' per-call overhead is ~10x the cost of
+  decoding a 48 px JPEG.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import albumentations as A
 import cv2
 import numpy as np
 
-from lightning_fer.data.regions import FLIP_PERMUTATION, REGIONS, face_box_from_points, mask_parts, region_boxes
+from lightning_fer.data.regions import (
+    FLIP_PERMUTATION,
+    PARTS,
+    REGIONS,
+    face_box_from_points,
+    mask_parts,
+    region_boxes,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -61,6 +81,68 @@ def train_augmentation(
     )
 
 
+class AffineAugment:
+    """The default training augmentation, drawn as parameters and applied as one warp per view.
+
+    The same distribution as :func:`train_augmentation` (albumentations): a horizontal flip with
+    probability ``hflip``; with probability ``p_affine`` an affine map about the centre with
+    scale, rotation (degrees) and shift (fraction of the side, per axis) drawn uniformly; with
+    probability ``p_brightness_contrast`` brightness ``+ b * 255`` and contrast ``* (1 + c)``,
+    ``b, c`` uniform in ``±brightness_contrast``; grey with probability ``grayscale``.
+
+    Example:
+        >>> aug = AffineAugment(hflip=1.0, p_affine=0.0)
+        >>> aug.set_random_seed(0)
+        >>> m, flipped, _ = aug.sample(100, 100)
+        >>> flipped, m[0].round(3).tolist()
+        (True, [-1.0, 0.0, 100.0])
+    """
+
+    def __init__(
+        self,
+        hflip: float = 0.5,
+        rotate: float = 10.0,
+        scale: tuple[float, float] = (0.9, 1.1),
+        translate: float = 0.05,
+        p_affine: float = 0.8,
+        brightness_contrast: float = 0.2,
+        p_brightness_contrast: float = 0.5,
+        grayscale: float = 0.1,
+    ) -> None:
+        self.hflip, self.rotate, self.scale, self.translate = hflip, rotate, tuple(scale), translate
+        self.p_affine, self.brightness_contrast = p_affine, brightness_contrast
+        self.p_brightness_contrast, self.grayscale = p_brightness_contrast, grayscale
+        self.rng = np.random.default_rng()
+
+    def set_random_seed(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self, width: float, height: float) -> tuple[np.ndarray, bool, tuple[float, float, bool] | None]:
+        """A 3x3 matrix on a ``width`` x ``height`` canvas, whether it mirrors, and the
+        photometric draw ``(contrast, brightness, grey)`` or ``None``."""
+        r = self.rng
+        m = np.eye(3)
+        flipped = bool(r.random() < self.hflip)
+        if flipped:
+            m = np.array([[-1.0, 0, width], [0, 1, 0], [0, 0, 1]])
+        if r.random() < self.p_affine:
+            s = r.uniform(*self.scale)
+            a = math.radians(r.uniform(-self.rotate, self.rotate))
+            tx, ty = r.uniform(-self.translate, self.translate, 2) * (width, height)
+            cx, cy = width / 2, height / 2
+            ca, sa = s * math.cos(a), s * math.sin(a)
+            # Rotate and scale about the centre (counter-clockwise on screen, as OpenCV), then shift.
+            aff = np.array([[ca, sa, cx - ca * cx - sa * cy + tx], [-sa, ca, cy + sa * cx - ca * cy + ty], [0, 0, 1]])
+            m = aff @ m
+        contrast, brightness = 1.0, 0.0
+        if r.random() < self.p_brightness_contrast:
+            bc = self.brightness_contrast
+            contrast, brightness = 1.0 + r.uniform(-bc, bc), r.uniform(-bc, bc) * 255.0
+        grey = bool(r.random() < self.grayscale)
+        photo = (contrast, brightness, grey) if (contrast, brightness, grey) != (1.0, 0.0, False) else None
+        return m, flipped, photo
+
+
 def _crop_resize(image: np.ndarray, box: Sequence[float], out_w: int, out_h: int) -> np.ndarray:
     """Crop ``box`` (x0, y0, x1, y1; may leave the image: padded with the mean) and resize."""
     h, w = image.shape[:2]
@@ -87,8 +169,9 @@ class FaceTransform:
     Args:
         views: regions to yield, from :data:`~lightning_fer.data.regions.REGIONS`.
         image_size: side of every view in pixels.
-        augment: an albumentations ``Compose`` with ``KeypointParams(format="xy")`` applied to
-            the face canvas, or ``None`` (evaluation).
+        augment: :class:`AffineAugment` (one warp per view), an albumentations ``Compose``
+            with ``KeypointParams(format="xy")`` applied to the face canvas, or ``None``
+            (evaluation, the warp path without augmentation).
         margin: context kept around the face box on each side, as a fraction of its side.
 
     Example:
@@ -118,6 +201,10 @@ class FaceTransform:
         self.face_px = self.image_size * (1 if self.views == ["face"] else 2)
         self._mean = np.array(IMAGENET_MEAN, np.float32) * 255
         self._inv_std = 1.0 / (np.array(IMAGENET_STD, np.float32) * 255)
+        # The same normalisation as x * scale + shift on channels-first arrays, and its range.
+        self._scale = self._inv_std.reshape(3, 1, 1)
+        self._shift = (-self._mean * self._inv_std).reshape(3, 1, 1)
+        self._lo, self._hi = self._shift, self._shift + 255 * self._scale
 
     def canvas(
         self, image: np.ndarray, points: np.ndarray, face_box: Sequence[float] | None
@@ -157,22 +244,92 @@ class FaceTransform:
         h, w = canvas.shape[:2]
         return canvas, pts, region_boxes(pts, w, h, fb)
 
+    def _needed(self) -> tuple[str, ...]:
+        """Region boxes the cuts need: parts only when a part or ``rest`` is asked for."""
+        return ("face",) if self._cuts == ["face"] else REGIONS[:5]
+
+    def warp(
+        self, image: np.ndarray, points: np.ndarray, face_box: Sequence[float] | None = None
+    ) -> tuple[np.ndarray, tuple[float, float, bool] | None]:
+        """The views as uint8 ``[V', S, S, 3]`` (face first when not asked for) by one
+        ``cv2.warpAffine`` per view, and the photometric draw still to apply."""
+        box = np.asarray(face_box if face_box is not None else face_box_from_points(points), np.float32)
+        side = float(max(box[2] - box[0], box[3] - box[1], 2.0))
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        full = side * (1 + 2 * self.margin)
+        if full > 2 * self.face_px:
+            # A big face: cut and shrink it with area interpolation first (a warp that
+            # shrinks more than 2x would alias); the canvas is then the warps' source.
+            image, points, fb = self.canvas(image, points, box)
+            size = float(image.shape[0])
+            to_canvas = np.eye(3)
+        else:
+            x0, y0 = cx - full / 2, cy - full / 2
+            size = full
+            to_canvas = np.array([[1.0, 0, -x0], [0, 1, -y0], [0, 0, 1]])
+            points = np.asarray(points, np.float32) - (x0, y0)
+            fb = (box.reshape(2, 2) - (x0, y0)).reshape(-1)
+        photo = None
+        if isinstance(self.augment, AffineAugment):
+            aug, flipped, photo = self.augment.sample(size, size)
+            corners = np.array([[fb[0], fb[1]], [fb[2], fb[1]], [fb[0], fb[3]], [fb[2], fb[3]]], np.float32)
+            pts_h = np.concatenate([points, corners]) @ aug[:2, :2].T + aug[:2, 2]
+            points, c = pts_h[: len(points)].astype(np.float32), pts_h[len(points) :]
+            if flipped:  # keep left_eye the image-left eye
+                points = points[FLIP_PERMUTATION[len(points)]]
+            fb = np.array([*c.min(0), *c.max(0)], np.float32)
+            to_canvas = aug @ to_canvas
+        boxes = region_boxes(points, size, size, fb, names=self._needed())
+        s = self.image_size
+        out = np.empty((len(self._cuts), s, s, 3), np.uint8)
+        for i, view in enumerate(self._cuts):
+            x0, y0, x1, y1 = boxes["face" if view == "rest" else view]
+            sx, sy = s / max(x1 - x0, 1e-3), s / max(y1 - y0, 1e-3)
+            m = np.array([[sx, 0, -x0 * sx], [0, sy, -y0 * sy], [0, 0, 1]]) @ to_canvas
+            cv2.warpAffine(image, m[:2], (s, s), dst=out[i], flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=MEAN_PIXEL)
+            if view == "rest":
+                for part in PARTS:  # the parts' boxes, mapped into this view, take the mean
+                    px0, py0, px1, py1 = boxes[part]
+                    a0, a1 = int(math.floor((px0 - x0) * sx)), int(math.ceil((px1 - x0) * sx))
+                    b0, b1 = int(math.floor((py0 - y0) * sy)), int(math.ceil((py1 - y0) * sy))
+                    out[i, max(b0, 0) : max(b1, 0), max(a0, 0) : max(a1, 0)] = MEAN_PIXEL
+        return out, photo
+
     def __call__(
         self, image: np.ndarray, points: np.ndarray, face_box: Sequence[float] | None = None
     ) -> dict[str, np.ndarray]:
         """Returns ``{"image": [3, S, S], "views": [V, 3, S, S]}``, float32, normalised."""
-        canvas, pts, boxes = self.geometry(image, points, face_box)
-        s = self.image_size
-        crops = []
-        for view in self._cuts:
-            if view == "rest":
-                crops.append(_crop_resize(mask_parts(canvas, boxes, MEAN_PIXEL), boxes["face"], s, s))
-            else:
-                crops.append(_crop_resize(canvas, boxes[view], s, s))
-        batch = np.stack(crops).astype(np.float32)
-        batch -= self._mean
-        batch *= self._inv_std
-        batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+        if self.augment is None or isinstance(self.augment, AffineAugment):
+            crops, photo = self.warp(image, points, face_box)
+            contrast, brightness = 1.0, 0.0
+            if photo is not None:
+                contrast, brightness, grey = photo
+                if grey:
+                    g = crops @ np.array([0.299, 0.587, 0.114], np.float32)
+                    crops[...] = np.clip(g + 0.5, 0, 255).astype(np.uint8)[..., None]
+            # Channels first on uint8 (cheap), then one multiply-add to normalised float32, with
+            # contrast and brightness folded in; clipping where brightness/contrast could leave
+            # the pixel range, as albumentations does.
+            planar = np.ascontiguousarray(crops.transpose(0, 3, 1, 2))
+            batch = np.empty(planar.shape, np.float32)
+            np.multiply(planar, self._scale * contrast, out=batch, casting="unsafe")
+            batch += self._shift + brightness * self._scale
+            if photo is not None and (contrast != 1.0 or brightness != 0.0):
+                np.clip(batch, self._lo, self._hi, out=batch)
+        else:
+            canvas, pts, boxes = self.geometry(image, points, face_box)
+            s = self.image_size
+            crops = []
+            for view in self._cuts:
+                if view == "rest":
+                    crops.append(_crop_resize(mask_parts(canvas, boxes, MEAN_PIXEL), boxes["face"], s, s))
+                else:
+                    crops.append(_crop_resize(canvas, boxes[view], s, s))
+            batch = np.stack(crops).astype(np.float32)
+            batch -= self._mean
+            batch *= self._inv_std
+            batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
         views = batch if len(self._cuts) == len(self.views) else batch[1:]
         return {"image": batch[self._face], "views": views}
 
