@@ -139,15 +139,18 @@ def main(argv: list[str] | None = None) -> None:
             per = ips / max(workers, 1)
             rows.append([f"torchvision ImageFolder + transforms (baseline), {workers} workers", workers, ips, per,
                          f"{per / floor:.3f}", "1.00"])
-        for views in (["face"], list(REGIONS)):
-            for workers in args.workers:
-                d = FERDataModule(source, landmarks="template", views=views, image_size=args.image_size,
-                                  batch_size=args.batch, num_workers=workers, cache_dir=str(work / "cache"))
-                d.setup("fit")
-                ips = time_loader(d.train_dataloader(), args.batches, args.batch)
-                per = ips / max(workers, 1)
-                label = f"FERDataModule, views={'face' if len(views) == 1 else 'all six'}, {workers} workers"
-                rows.append([label, workers, ips, per, f"{per / floor:.3f}", f"{ips / tv[workers]:.2f}"])
+        for augmentation in ("affine", "albumentations"):
+            for views in (["face"], list(REGIONS)):
+                for workers in args.workers:
+                    d = FERDataModule(source, landmarks="template", views=views, image_size=args.image_size,
+                                      batch_size=args.batch, num_workers=workers, cache_dir=str(work / "cache"),
+                                      augmentation=augmentation)
+                    d.setup("fit")
+                    ips = time_loader(d.train_dataloader(), args.batches, args.batch)
+                    per = ips / max(workers, 1)
+                    label = (f"FERDataModule ({augmentation}), views={'face' if len(views) == 1 else 'all six'}, "
+                             f"{workers} workers")
+                    rows.append([label, workers, ips, per, f"{per / floor:.3f}", f"{ips / tv[workers]:.2f}"])
         print(table([f"training loader ({args.image_size} px, augmentation on, batch {args.batch})", "workers",
                      "images/s", "images/s per process", "per process vs decode", "vs torchvision (same workers)"],
                     rows))

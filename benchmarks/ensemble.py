@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
             return torch.stack(out)
 
         t_naive = median_time(naive, args.repeats)
+        chunked = EnsembleModule(members, HardVote(), views=PARTS, member_batch=args.batch).eval()
+        t_chunk = median_time(lambda: chunked(views), args.repeats)
         soft = EnsembleModule(members, SoftVote(), views=PARTS).eval()
         t_soft = median_time(lambda: soft(views), args.repeats)
         te = torchensemble_voting(members, soft=True)
@@ -103,6 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     rows.append(["sum of the members (baseline)", t_sum * 1000, n / t_sum, "1.00"])
     rows.append(["EnsembleModule (3 members x 5 views, HardVote)", t_ens * 1000, n / t_ens, f"{t_ens / t_sum:.3f}"])
     rows.append(["naive loop: member by member, view by view", t_naive * 1000, n / t_naive, f"{t_naive / t_sum:.3f}"])
+    rows.append([f"EnsembleModule, HardVote, member_batch={n} (calls of {n} images)", t_chunk * 1000, n / t_chunk,
+                 f"{t_chunk / t_sum:.3f}"])
     rows.append(["EnsembleModule, SoftVote", t_soft * 1000, n / t_soft, f"{t_soft / t_sum:.3f}"])
     if t_te is not None:
         rows.append(["torchensemble VotingClassifier (soft), one call per view", t_te * 1000, n / t_te,

@@ -48,6 +48,7 @@ PROFILES: dict[str, list[str]] = {
         "--data.init_args.batch_size=256",
         "--data.init_args.num_workers=12",
         "--model.init_args.lr=0.002",
+        "--model.init_args.channels_last=true",
     ],
 }
 PUBLISHED = [

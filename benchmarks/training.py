@@ -87,9 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--backbones", nargs="+", default=["resnet50", "sppnet"])
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args(argv)
     import logging
 

@@ -69,9 +69,10 @@ def flip_points(points: np.ndarray, width: float) -> np.ndarray:
 
 
 def _clamp(box: np.ndarray, width: float, height: float) -> np.ndarray:
-    x0, y0, x1, y1 = box
-    x0, x1 = np.clip([x0, x1], 0, width)
-    y0, y1 = np.clip([y0, y1], 0, height)
+    # Plain floats: np.clip on two numbers costs ~10x more, and this runs per view per item.
+    x0, y0, x1, y1 = (float(v) for v in box)
+    x0, x1 = min(max(x0, 0.0), width), min(max(x1, 0.0), width)
+    y0, y1 = min(max(y0, 0.0), height), min(max(y1, 0.0), height)
     # Keep at least 2 px so that a crop never comes out empty, even for points off the image.
     if x1 - x0 < 2:
         c = min(max((x0 + x1) / 2, 1), width - 1)

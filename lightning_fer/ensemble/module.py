@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from lightning_fer.data.regions import REGIONS
+from lightning_fer.ensemble.functional import exporting
 from lightning_fer.ensemble.strategies import EnsembleStrategy, HardVote
 from lightning_fer.models.classifier import FERClassifier
 from lightning_fer.models.evaluation import EvaluationMixin
@@ -91,6 +92,10 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
         class_names: linked from the data by the CLI; checked against the members.
         image_size: linked from the data by the CLI.
         check_leaks: refuse to fit a learning strategy on data a member was trained on.
+        strategy_fit_split: the split learning strategies are fitted on.
+        member_batch: split each member's ``B x views`` images into calls of at most this many
+            (results unchanged). ``None``: one call per member. On CPU, calls of 16 ran faster
+            than one of 80 (``benchmarks/README.md``); GPUs want the one big call.
 
     Example:
         >>> from lightning_fer import FERClassifier
@@ -111,6 +116,7 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
         image_size: int | None = None,
         check_leaks: bool = True,
         strategy_fit_split: str = "val",
+        member_batch: int | None = None,
     ) -> None:
         super().__init__()
         if not members:
@@ -122,6 +128,9 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
         if unknown:
             raise ValueError(f"unknown view(s) {unknown}; choose from {list(REGIONS)}")
         self.views = list(views)
+        if member_batch is not None and member_batch < 1:
+            raise ValueError(f"member_batch must be a positive number of images or None, got {member_batch}")
+        self.member_batch = member_batch
         self.members = nn.ModuleList()
         self.member_names: list[str] = []
         for i, m in enumerate(members):
@@ -186,7 +195,11 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
             size = model.hparams.image_size
             if size and x.shape[-1] != size:  # each member sees views at the size it was trained on
                 x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-            logits = model(model._input(x)).float().reshape(-1, len(seen), len(self.class_names))
+            if self.member_batch and len(x) > self.member_batch and not exporting():
+                out = torch.cat([model(model._input(c)) for c in x.split(self.member_batch)])
+            else:
+                out = model(model._input(x))
+            logits = out.float().reshape(-1, len(seen), len(self.class_names))
             cols = []
             for j in range(v):
                 cols.append(logits[:, seen.index(j)] if j in seen else torch.zeros_like(logits[:, 0]))

@@ -201,3 +201,15 @@ def test_cv_seeds_train_each_member_once_per_seed(tmp_path, monkeypatch):
     rows = list(csv.DictReader(open(out / "table2.csv")))
     assert {r["model"] for r in rows} == {"sppnet", "HardVote", "SoftVote", "Stacking"}
     assert all(r["runs"] == "2" for r in rows)
+
+
+@pytest.mark.parametrize("member_batch", [1, 4, 7, 100])
+def test_member_batch_splits_calls_without_changing_results(member_batch):
+    torch.manual_seed(0)
+    members = [FERClassifier("resnet18", image_size=32), FERClassifier("sppnet", image_size=40)]
+    views = torch.randn(5, 3, 3, 32, 32)
+    whole = EnsembleModule(members, SoftVote(), views=["face", "mouth", "nose"])
+    split = EnsembleModule(members, SoftVote(), views=["face", "mouth", "nose"], member_batch=member_batch)
+    torch.testing.assert_close(split.member_logits(views), whole.member_logits(views), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="member_batch must be a positive"):
+        EnsembleModule(members, views=["face"], member_batch=0)
