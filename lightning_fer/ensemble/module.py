@@ -94,8 +94,8 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
         check_leaks: refuse to fit a learning strategy on data a member was trained on.
         strategy_fit_split: the split learning strategies are fitted on.
         member_batch: split each member's ``B x views`` images into calls of at most this many
-            (results unchanged). ``None``: one call per member. On CPU, calls of 16 ran faster
-            than one of 80 (``benchmarks/README.md``); GPUs want the one big call.
+            (results unchanged), to cap the memory of big batches of many views. ``None``: one
+            call per member, which was as fast or faster in ``benchmarks/ensemble.py``.
 
     Example:
         >>> from lightning_fer import FERClassifier
