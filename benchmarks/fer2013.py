@@ -168,7 +168,7 @@ def write_results(path: Path, args, data: dict, face: dict, regions: dict, secon
               "| model | accuracy | split |", "|---|---|---|",
               *[f"| {a} | {b} | {c} |" for a, b, c in PUBLISHED], "",
               "## Confusion matrices (test split, summed over seeds)", "",
-              *[f"![{p.stem}](fer2013/{p.name})" for p in pictures], ""]
+              *[f"![{p.stem}]({p.parent.name}/{p.name})" for p in pictures], ""]
     text = "\n".join(lines) + ("\n" + notes if notes else "")
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text)
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> Path:
     member_seconds = {m: [json.loads(p.read_text())["seconds"] for p in sorted(args.out.glob(f"cv/fold*/{m}/done.json"))]
                       for m in members}
     data = _data_summary(args.root, overrides)
-    pics_dir = results.parent / results.stem
+    pics_dir = results.parent / f"{results.stem}_figures"  # not ".../fer2013/*.png": that reads as data images
     pics_dir.mkdir(parents=True, exist_ok=True)
     pictures = []
     for src, prefix in ((face["pictures"], "faces"), (regions["pictures"], "regions")):
