@@ -160,7 +160,7 @@ def write_results(path: Path, args, data: dict, face: dict, regions: dict, secon
     lines += ["", "## Table II: whole faces", "", (args.out / "cv" / "table2.md").read_text().strip(), "",
               "## Table II: the paper's region vote", "",
               "Members trained on whole faces, each applied to the five landmark regions (left eye, right eye, nose, "
-              "mouth, rest of the face); rows `member [region]` are single members on one region.", "",
+              "mouth, rest of the face); the member rows are those members on whole faces, for reference.", "",
               (args.out / "cv_regions" / "table2.md").read_text().strip(), "",
               "Mean ± sample standard deviation over the two seeds (one run per seed).", "",
               "## Reading (computed from the figures)", "", *reading(face, regions, members), "",
