@@ -12,7 +12,6 @@ change the cost). Times are medians of ``--repeats`` runs under ``torch.inferenc
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -20,21 +19,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import machine, table
+from benchmarks.common import machine, median_time, table
 from lightning_fer import EnsembleModule, FERClassifier
 from lightning_fer.ensemble import HardVote, SoftVote
 
 PARTS = ["left_eye", "right_eye", "nose", "mouth", "rest"]
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def matmul_peak(n: int = 1024, repeats: int = 5) -> float:
