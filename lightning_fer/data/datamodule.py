@@ -19,6 +19,7 @@ from lightning_fer.data.duplicates import DuplicatePolicy, DuplicateReport, file
 from lightning_fer.data.folds import load_or_make_folds
 from lightning_fer.data.io import read_image
 from lightning_fer.data.landmarks import (
+    LOCATED_KINDS,
     IndexEntry,
     LandmarkIndex,
     LandmarkMode,
@@ -27,6 +28,7 @@ from lightning_fer.data.landmarks import (
     source_cache_name,
     template_points,
 )
+from lightning_fer.data.regions import PARTS, face_box_from_points, region_coverage
 from lightning_fer.data.sources import AffectNetSource, FERSource, FolderSource, ManifestSource, Record
 from lightning_fer.data.synthetic import SyntheticSource
 from lightning_fer.data.transforms import AffineAugment, FaceTransform, check_views, train_augmentation
@@ -34,6 +36,7 @@ from lightning_fer.data.transforms import AffineAugment, FaceTransform, check_vi
 log = logging.getLogger(__name__)
 
 SourceName = Literal["synthetic", "affectnet", "folder", "manifest"]
+FaceBox = Literal["auto", "image", "landmarks", "annotation"]
 
 
 def _writable(folder: Path) -> bool:
@@ -43,6 +46,17 @@ def _writable(folder: Path) -> bool:
         return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
     except OSError:
         return False
+
+
+def _write_csv(path: Path, header: list[str], rows) -> None:
+    """A CSV written to a temporary name, then renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    os.replace(tmp, path)
 
 
 class BadImagesError(RuntimeError):
@@ -71,8 +85,10 @@ def build_source(
 class FERDataset(Dataset):
     """Items of one split: decode, landmarks, augmentation, region views, normalisation.
 
-    Items are ``{"image": [3, S, S], "views": [V, 3, S, S], "label": int, "index": int}``;
-    ``index`` is the item's position in the data module's record list, stable across splits.
+    Items are ``{"image": [3, S, S], "views": [V, 3, S, S], "view_mask": [V], "label": int,
+    "index": int}``; ``index`` is the item's position in the data module's record list, stable
+    across splits; ``view_mask`` says which views could be located for this face (``False``: the
+    view is there, cut where the landmarks guessed, but carries no information).
     """
 
     def __init__(
@@ -83,13 +99,21 @@ class FERDataset(Dataset):
         boxes: np.ndarray,
         indices: np.ndarray,
         transform: FaceTransform,
+        view_mask: np.ndarray | None = None,
     ) -> None:
         self.paths = paths
         self.labels = labels
+        #: the source's own labels; ``labels`` may be remapped to a model's classes
+        #: (:meth:`FERDataModule.match_classes`), with -1 for classes the model does not know.
+        self.source_labels = labels.copy()
         self.points = points
         self.boxes = boxes
         self.indices = indices
         self.transform = transform
+        n, v = len(paths), len(transform.views)
+        self.view_mask = np.ones((n, v), bool) if view_mask is None else np.asarray(view_mask, bool)
+        if self.view_mask.shape != (n, v):
+            raise ValueError(f"view_mask has shape {self.view_mask.shape}, expected ({n}, {v})")
         self._seeded_pid: int | None = None
 
     def __len__(self) -> int:
@@ -111,6 +135,7 @@ class FERDataset(Dataset):
         return {
             "image": torch.from_numpy(out["image"]),
             "views": torch.from_numpy(out["views"]),
+            "view_mask": torch.from_numpy(self.view_mask[i]),
             "label": int(self.labels[i]),
             "index": int(self.indices[i]),
         }
@@ -146,7 +171,17 @@ class FERDataModule(L.LightningDataModule):
         seed: seed of the fold assignment and of the balanced sampler.
         folds_file: where the folds are saved (default: in the cache folder).
         landmarks: ``auto`` (annotation, else MTCNN), ``annotation``, ``mtcnn`` or ``template``.
-        no_face: where MTCNN finds no face: ``template``, ``skip`` or ``error``.
+        no_face: where MTCNN finds no face: ``template``, ``skip`` or ``error``. The template's
+            parts on such a face are a guess: its part views (and ``rest``) are marked missing
+            in the batch's ``view_mask``.
+        face_box: what the ``face`` view shows. ``auto``: the annotated box, else MTCNN's box,
+            else (template landmarks) the whole image. ``image``: the whole image, for data sets
+            of pre-cropped faces (FER2013, CK+48, RAF-DB aligned, AffectNet's crops), where
+            MTCNN's box is larger than the crop and shrinks the face inside padding; the parts
+            still come from the landmarks. ``landmarks``: MTCNN's box, or one derived from the
+            landmarks. ``annotation``: the annotated box (an error lists records without one).
+        min_view_inside: a part whose box (as the landmarks place it) lies less than this share
+            inside the image is marked missing for that face.
         skip_bad_images: leave unreadable images out (counted, listed in ``skipped.csv``)
             instead of failing before training.
         cache_dir: folder for the landmark cache, folds and lists (default: ``.lightning_fer``
@@ -164,7 +199,7 @@ class FERDataModule(L.LightningDataModule):
         predict_path: an image or a folder of photos: ``predict`` then finds every face in them
             (MTCNN) instead of using the test split.
         predict_output: where ``predict`` writes a row per face (``.csv`` or ``.json``; default
-            ``predictions.csv`` when ``predict_path`` is set).
+            ``runs/predict/predictions.csv`` when ``predict_path`` is set).
         annotate_dir: also write copies of the photos with boxes and labels there.
         min_face_prob: MTCNN probability a face needs to count, in ``predict_path`` photos.
         duplicates: ``keep`` byte-identical images as they are, or ``drop`` copies: one copy is
@@ -173,6 +208,11 @@ class FERDataModule(L.LightningDataModule):
             ``duplicates.csv`` in the cache folder (see :mod:`lightning_fer.data.duplicates`).
         train_fraction: train on a stratified, seeded subset of this fraction of the training
             split (validation and test splits stay whole), to fit a time budget.
+        eval_split: ``official``: validate on the validation split (a fold, or ``val``) and test
+            on ``test``. ``all``: validate, test and predict on every usable image of the
+            source, whatever its splits (a manifest without a split column, another data set
+            tested with a model trained elsewhere); folds and ``train_fraction`` are not used,
+            and ``fit`` is refused.
 
     Example:
         >>> import tempfile
@@ -200,6 +240,8 @@ class FERDataModule(L.LightningDataModule):
         folds_file: str | None = None,
         landmarks: LandmarkMode = "auto",
         no_face: NoFacePolicy = "template",
+        face_box: FaceBox = "auto",
+        min_view_inside: float = 0.5,
         skip_bad_images: bool = False,
         cache_dir: str | None = None,
         balanced_sampler: bool = False,
@@ -213,6 +255,7 @@ class FERDataModule(L.LightningDataModule):
         min_face_prob: float = 0.9,
         duplicates: DuplicatePolicy = "keep",
         train_fraction: float = 1.0,
+        eval_split: Literal["official", "all"] = "official",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["source"] if isinstance(source, FERSource) else None)
@@ -230,6 +273,12 @@ class FERDataModule(L.LightningDataModule):
         self.seed = seed
         self.folds_file = folds_file
         self.landmark_settings = LandmarkSettings(mode=landmarks, no_face=no_face)
+        if face_box not in ("auto", "image", "landmarks", "annotation"):
+            raise ValueError(f"face_box must be 'auto', 'image', 'landmarks' or 'annotation', got {face_box!r}")
+        if not 0.0 <= min_view_inside <= 1.0:
+            raise ValueError(f"min_view_inside must be in [0, 1], got {min_view_inside}")
+        self.face_box = face_box
+        self.min_view_inside = min_view_inside
         self.skip_bad_images = skip_bad_images
         self._cache_dir = cache_dir
         self.balanced_sampler = balanced_sampler
@@ -240,7 +289,7 @@ class FERDataModule(L.LightningDataModule):
         self.detect_batch_size = detect_batch_size
         self.detect_device = detect_device
         self.predict_path = predict_path
-        self.predict_output = predict_output or ("predictions.csv" if predict_path else None)
+        self.predict_output = predict_output or ("runs/predict/predictions.csv" if predict_path else None)
         self.annotate_dir = annotate_dir
         self.min_face_prob = min_face_prob
         if duplicates not in ("keep", "drop"):
@@ -249,6 +298,10 @@ class FERDataModule(L.LightningDataModule):
             raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction}")
         self.duplicates = duplicates
         self.train_fraction = train_fraction
+        if eval_split not in ("official", "all"):
+            raise ValueError(f"eval_split must be 'official' or 'all', got {eval_split!r}")
+        self.eval_split = eval_split
+        self.class_match: dict[str, dict] = {}
         self.duplicate_report: DuplicateReport | None = None
         self._drop: np.ndarray | None = None
         self.photo_scan = None
@@ -313,13 +366,7 @@ class FERDataModule(L.LightningDataModule):
     def _check_bad(self, records: list[Record], entries: dict[str, IndexEntry]) -> None:
         bad = [(r, entries[r.key].reason) for r in records if not entries[r.key].ok]
         listing = self.cache_dir / "skipped.csv"
-        tmp = listing.with_name(f"skipped.csv.tmp{os.getpid()}")
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["path", "reason", "where"])
-            for r, why in bad:
-                w.writerow([r.path, why, r.where])
-        os.replace(tmp, listing)
+        _write_csv(listing, ["path", "reason", "where"], [(r.path, why, r.where) for r, why in bad])
         if not bad:
             return
         no_face = [b for b in bad if entries[b[0].key].kind == "no_face"]
@@ -355,7 +402,7 @@ class FERDataModule(L.LightningDataModule):
         if self.predict_path and self.trainer is not None and self.trainer.predicting:
             return  # photos are scanned in setup("predict"); the training data need not be here
         records, entries = self._index()
-        if self.fold is not None:
+        if self.fold is not None and self.eval_split == "official":
             keys, labels, groups = self._pool(records, entries)
             load_or_make_folds(self._folds_path(), keys, labels, groups, self.num_folds, self.seed)
 
@@ -382,7 +429,16 @@ class FERDataModule(L.LightningDataModule):
         split = np.array([r.split or "" for r in records])
         idx = np.arange(len(records))
         test = idx[ok & (split == "test")]
-        if self.fold is not None:
+        if self.eval_split == "all":
+            if stage == "fit":
+                raise ValueError(
+                    "data.eval_split='all' evaluates on every image of the source: use validate, test or predict "
+                    "(with --ckpt_path), or set eval_split to 'official' to train"
+                )
+            train, val = idx[:0], idx[ok]
+            test = val
+            log.info("eval_split=all: evaluating on all %d usable images of %s", len(val), self.source.describe())
+        elif self.fold is not None:
             pool = idx[ok & (split != "test")]
             if np.any(ok & (split == "val")):
                 log.info("fold=%s: the official val split joins the fold pool", self.fold)
@@ -400,10 +456,11 @@ class FERDataModule(L.LightningDataModule):
         if len(test) == 0:
             log.warning("no official test split: the test set is the validation set")
             test = val
-        if self.train_fraction < 1.0:
+        if self.train_fraction < 1.0 and len(train):
             train = self._subset(train, np.array([records[i].label for i in train]))
         self.splits = {"train": train, "val": val, "test": test}
         points, boxes = self._geometry(records, entries)
+        masks = self._view_masks(records, entries, points)
         aug = None
         if self.augment:
             aug = AffineAugment() if self.augmentation == "affine" else train_augmentation()
@@ -416,9 +473,15 @@ class FERDataModule(L.LightningDataModule):
                 boxes[ids] if len(ids) else np.zeros((0, 4), np.float32),
                 ids,
                 tf,
+                masks[ids],
             )
         counts = {k: len(v) for k, v in self.splits.items()}
         log.info("splits %s, classes %s", counts, self.class_names)
+        if not masks.all():
+            used = np.concatenate(list(self.splits.values()))
+            real = masks[used].mean(0)
+            log.info("views located (share of faces in the splits): %s",
+                     ", ".join(f"{v} {100 * r:.1f}%" for v, r in zip(self.views, real)))
 
     def _subset(self, train: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """A stratified, seeded ``train_fraction`` of the training indices (scikit-learn)."""
@@ -434,10 +497,12 @@ class FERDataModule(L.LightningDataModule):
         log.info("train_fraction=%s: training on %d of %d images (stratified)", self.train_fraction, len(kept), len(train))
         return np.sort(kept)
 
-    @staticmethod
-    def _geometry(records: list[Record], entries: dict[str, IndexEntry]):
+    def _geometry(self, records: list[Record], entries: dict[str, IndexEntry]):
+        """Landmarks ``[K, 2]`` and the face box ``(x0, y0, x1, y1)`` (NaN: derived from the
+        landmarks by the transform) of every record, as ``face_box`` says."""
         points: list[np.ndarray] = []
         boxes = np.full((len(records), 4), np.nan, np.float32)
+        unboxed = []
         for i, r in enumerate(records):
             e = entries[r.key]
             if not e.ok:
@@ -449,14 +514,97 @@ class FERDataModule(L.LightningDataModule):
                 points.append(e.points)
             else:  # pragma: no cover - every ok entry has points or an annotation
                 points.append(template_points(e.width, e.height))
+            annotated = None
             if r.box is not None:
                 x, y, w, h = r.box
-                boxes[i] = (x, y, x + w, y + h)
+                annotated = (x, y, x + w, y + h)
+            if self.face_box == "image":
+                boxes[i] = (0, 0, e.width, e.height)
+            elif self.face_box == "annotation":
+                if annotated is None:
+                    unboxed.append(r)
+                else:
+                    boxes[i] = annotated
+            elif self.face_box == "landmarks":
+                boxes[i] = e.box if e.kind == "mtcnn" and e.box is not None else face_box_from_points(points[-1])
+            elif annotated is not None:
+                boxes[i] = annotated
             elif e.kind == "mtcnn" and e.box is not None:
                 boxes[i] = e.box
             elif e.kind in ("template", "template_fallback"):
                 boxes[i] = (0, 0, e.width, e.height)  # pre-aligned crops: the face is the image
+        if unboxed:
+            names = "\n  ".join(r.where or r.path for r in unboxed[:20])
+            raise ValueError(
+                f"face_box='annotation', but {len(unboxed)} record(s) have no annotated face box, e.g.\n  {names}\n"
+                "give face_x, face_y, face_width, face_height for them, or set data.face_box to auto or image"
+            )
         return points, boxes
+
+    def _view_masks(self, records: list[Record], entries: dict[str, IndexEntry], points: list[np.ndarray]) -> np.ndarray:
+        """``[N, V]``: which of ``views`` can be located on each record's face.
+
+        ``face`` always can (it is a box or the image). A part can where the landmarks locate the
+        parts (:data:`~lightning_fer.data.landmarks.LOCATED_KINDS`) and at least
+        ``min_view_inside`` of its box lies inside the image; ``rest`` (the face with the parts
+        masked) where the landmarks locate the parts.
+        """
+        masks = np.ones((len(records), len(self.views)), bool)
+        parts = [v for v in self.views if v in PARTS]
+        if parts == [] and "rest" not in self.views:
+            return masks
+        col = {v: j for j, v in enumerate(self.views)}
+        for i, r in enumerate(records):
+            e = entries[r.key]
+            if not e.ok:
+                continue
+            located = e.kind in LOCATED_KINDS
+            if "rest" in col:
+                masks[i, col["rest"]] = located
+            if not parts:
+                continue
+            if not located:
+                masks[i, [col[v] for v in parts]] = False
+                continue
+            inside = region_coverage(points[i], e.width, e.height, tuple(parts))
+            for v in parts:
+                masks[i, col[v]] = inside[v] >= self.min_view_inside
+        return masks
+
+    def match_classes(self, model_classes: list[str]) -> dict[str, dict]:
+        """Relabel the evaluation splits for a model whose classes are ``model_classes``.
+
+        Classes are matched by name. Images of classes the model does not know get label -1,
+        which every metric of the library ignores; they are counted, logged and listed in
+        ``unmatched-<split>.csv`` in the cache folder. Classes the model knows and the data
+        lacks are logged. Returns, per split, ``{"unknown": {class: count}, "missing":
+        [class, ...], "kept": n, "listing": path}`` (empty where the classes agree).
+        """
+        data_classes = list(self.class_names)
+        model_classes = list(model_classes)
+        self.class_match = {}
+        if data_classes == model_classes:
+            return self.class_match
+        lookup = np.array([model_classes.index(n) if n in model_classes else -1 for n in data_classes], np.int64)
+        for name, ds in self.datasets.items():
+            if name == "train" or not isinstance(ds, FERDataset):
+                continue
+            ds.labels = lookup[ds.source_labels] if len(ds.source_labels) else ds.source_labels.copy()
+            unknown = Counter(data_classes[k] for k in ds.source_labels[ds.labels < 0].tolist())
+            present = {data_classes[k] for k in set(ds.source_labels.tolist())}
+            listing = self.cache_dir / f"unmatched-{name}.csv"
+            rows = [(ds.paths[i], data_classes[ds.source_labels[i]]) for i in np.flatnonzero(ds.labels < 0)]
+            _write_csv(listing, ["path", "class"], rows)
+            info = {"unknown": dict(unknown), "missing": [c for c in model_classes if c not in present],
+                    "kept": int((ds.labels >= 0).sum()), "listing": str(listing)}
+            self.class_match[name] = info
+            log.warning(
+                "%s split: the model knows %s; %d image(s) of classes it does not know are left out of the figures "
+                "(%s; listed in %s); classes the data lacks: %s", name, model_classes, sum(unknown.values()),
+                ", ".join(f"{k} {v}" for k, v in sorted(unknown.items())) or "none", listing,
+                ", ".join(info["missing"]) or "none",
+            )
+        return self.class_match
 
     # -- loaders -----------------------------------------------------------------------------
     def train_class_counts(self) -> np.ndarray:

@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 
 from lightning_fer.data.sources import Record
+from lightning_fer.progress import Progress
 
 DuplicatePolicy = Literal["keep", "drop"]
 #: Which copy of a duplicated image is kept: the one in the first split of this order.
@@ -39,8 +40,12 @@ def file_digest(path: str) -> str:
 
 def file_digests(paths: list[str], num_workers: int = 4) -> list[str]:
     """MD5 of every file, read by a few threads (reading small files is I/O bound)."""
-    with ThreadPoolExecutor(max(1, num_workers)) as pool:
-        return list(pool.map(file_digest, paths, chunksize=256))
+    out: list[str] = []
+    with ThreadPoolExecutor(max(1, num_workers)) as pool, Progress(len(paths), "hashing for duplicates") as bar:
+        for start in range(0, len(paths), 1024):
+            out.extend(pool.map(file_digest, paths[start : start + 1024], chunksize=64))
+            bar.update(len(out) - bar.done)
+    return out
 
 
 @dataclass

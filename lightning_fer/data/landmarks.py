@@ -26,6 +26,7 @@ import numpy as np
 
 from lightning_fer.data.io import ImageReadError, load_image_checked
 from lightning_fer.data.sources import Record
+from lightning_fer.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,11 @@ TEMPLATE_5 = np.array(
 )
 
 LandmarkMode = Literal["auto", "annotation", "mtcnn", "template"]
+#: Landmark kinds that locate the parts: annotated points, MTCNN's points on a face it found, and
+#: the template where the user chose it for aligned crops (``landmarks: template``). The
+#: template put on a face MTCNN did not find (``template_fallback``) is a guess: its parts are
+#: marked missing (see :class:`~lightning_fer.data.datamodule.FERDataModule`).
+LOCATED_KINDS: frozenset[str] = frozenset({"annotation", "mtcnn", "template"})
 NoFacePolicy = Literal["template", "skip", "error"]
 
 
@@ -125,12 +131,20 @@ class IndexReport:
     def images_per_second(self) -> float:
         return self.computed / self.seconds if self.seconds > 0 else float("nan")
 
+    @property
+    def located(self) -> int:
+        """Faces whose parts are located (annotation, MTCNN, or the chosen template)."""
+        return sum(v for k, v in self.kinds.items() if k in LOCATED_KINDS)
+
     def __str__(self) -> str:
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.kinds.items()))
         rate = f" ({self.images_per_second:.1f} images/s)" if self.computed else ""
+        usable = self.total - self.bad
+        share = f" ({100 * self.located / usable:.1f}%)" if usable else ""
         return (
             f"{self.total} images: {self.from_cache} from cache, {self.computed} checked now{rate}; "
-            f"landmarks: {kinds or 'none'}; unusable: {self.bad}"
+            f"landmarks: {kinds or 'none'}; parts located on {self.located} of {usable} usable faces{share}; "
+            f"unusable: {self.bad}"
         )
 
 
@@ -327,7 +341,8 @@ class LandmarkIndex:
         if todo:
             self.journal_file.parent.mkdir(parents=True, exist_ok=True)
             fresh = not self.journal_file.is_file()
-            with open(self.journal_file, "a", encoding="utf-8") as journal:
+            log.info("finding landmarks on %d image(s) (%d from cache)", len(todo), report.from_cache)
+            with open(self.journal_file, "a", encoding="utf-8") as journal, Progress(len(todo), "landmarks") as bar:
                 if fresh:
                     journal.write(json.dumps(self._header()) + "\n")
                 with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
@@ -343,6 +358,7 @@ class LandmarkIndex:
                         journal.flush()
                         os.fsync(journal.fileno())
                         report.computed += len(chunk)
+                        bar.update(len(chunk))
                         if on_chunk is not None:
                             on_chunk(report.computed)
         if todo or stale or not self.cache_file.is_file():

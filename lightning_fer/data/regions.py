@@ -119,6 +119,7 @@ def region_boxes(
     height: float,
     face_box: np.ndarray | None = None,
     names: tuple[str, ...] | None = None,
+    clamp: bool = True,
 ) -> dict[str, np.ndarray]:
     """Boxes of ``face`` and the four parts, clamped to a ``width`` x ``height`` image.
 
@@ -128,6 +129,8 @@ def region_boxes(
         height: image height.
         face_box: ``(x0, y0, x1, y1)`` to use for ``face`` instead of one derived from the points.
         names: only these boxes (default: all five); ``("face",)`` skips the parts' work.
+        clamp: clamp the boxes to the image (``False``: as the landmarks place them, which
+            :func:`region_coverage` needs).
 
     Returns:
         name -> ``(x0, y0, x1, y1)`` float32; every box contains the (in-image) points of its part.
@@ -144,7 +147,7 @@ def region_boxes(
         raise ValueError(f"expected 5 or 68 landmarks, got {k}")
     if names == ("face",):
         face = np.asarray(face_box, dtype=np.float32) if face_box is not None else face_box_from_points(points)
-        return {"face": _clamp(face, width, height)}
+        return {"face": _clamp(face, width, height) if clamp else face}
     p5 = five_points(points)
     le, re, nose, ml, mr = p5
     iod = max(float(np.linalg.norm(re - le)), 1.0)
@@ -165,7 +168,33 @@ def region_boxes(
     for part, idx in PART_POINTS[k].items():
         boxes[part] = _union(boxes[part], _bbox(points[idx], pad))
     boxes["face"] = np.asarray(face_box, dtype=np.float32) if face_box is not None else face_box_from_points(points)
-    return {name: _clamp(box, width, height) for name, box in boxes.items() if names is None or name in names}
+    return {
+        name: _clamp(box, width, height) if clamp else box
+        for name, box in boxes.items()
+        if names is None or name in names
+    }
+
+
+def region_coverage(
+    points: np.ndarray, width: float, height: float, names: tuple[str, ...] = PARTS
+) -> dict[str, float]:
+    """The share of each region's box (as the landmarks place it) that lies inside the image.
+
+    A part whose box is mostly outside a tightly cropped image cannot be cut: its view would be
+    padding. The data module marks such views missing (``data.min_view_inside``).
+
+    Example:
+        >>> pts = np.array([[30, 40], [70, 40], [50, 60], [35, 80], [65, 80]], dtype=np.float32)
+        >>> region_coverage(pts, 100, 100)["mouth"], region_coverage(pts, 100, 84)["mouth"]
+        (1.0, 0.625)
+    """
+    boxes = region_boxes(points, width, height, names=tuple(names), clamp=False)
+    out = {}
+    for name, (x0, y0, x1, y1) in boxes.items():
+        area = max(float(x1 - x0), 1e-6) * max(float(y1 - y0), 1e-6)
+        inside = max(min(x1, width) - max(x0, 0.0), 0.0) * max(min(y1, height) - max(y0, 0.0), 0.0)
+        out[name] = float(inside / area)
+    return out
 
 
 def mask_parts(image: np.ndarray, boxes: dict[str, np.ndarray], fill: tuple[int, int, int]) -> np.ndarray:

@@ -143,6 +143,10 @@ class AffineAugment:
         return m, flipped, photo
 
 
+_TO_CONTINUOUS = np.array([[1.0, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+_TO_INDEX = np.array([[1.0, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
+
+
 def _crop_resize(image: np.ndarray, box: Sequence[float], out_w: int, out_h: int) -> np.ndarray:
     """Crop ``box`` (x0, y0, x1, y1; may leave the image: padded with the mean) and resize."""
     h, w = image.shape[:2]
@@ -286,6 +290,9 @@ class FaceTransform:
             x0, y0, x1, y1 = boxes["face" if view == "rest" else view]
             sx, sy = s / max(x1 - x0, 1e-3), s / max(y1 - y0, 1e-3)
             m = np.array([[sx, 0, -x0 * sx], [0, sy, -y0 * sy], [0, 0, 1]]) @ to_canvas
+            # Boxes and points are continuous coordinates (pixel i spans [i, i+1)); warpAffine
+            # maps pixel indices: shift by half a pixel on both sides, as cv2.resize does.
+            m = _TO_INDEX @ m @ _TO_CONTINUOUS
             cv2.warpAffine(image, m[:2], (s, s), dst=out[i], flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=MEAN_PIXEL)
             if view == "rest":

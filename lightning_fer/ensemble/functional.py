@@ -92,3 +92,55 @@ def soft_vote(
     w = _weights(weights, e, x)
     probs = x.softmax(-1)
     return (probs * w[:, None]).sum(-2) / w.sum().clamp(min=torch.finfo(w.dtype).tiny)
+
+
+def missing_views(
+    logits: torch.Tensor,
+    mask: torch.Tensor,
+    view_mask: torch.Tensor | None,
+    face_logits: torch.Tensor | None = None,
+    face_members: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample voters: the ensemble's ``[M, V]`` mask and the views located on each face.
+
+    Args:
+        logits: ``[B, M, V, C]`` member logits.
+        mask: ``[M, V]`` which member-views the ensemble uses (an expert sees its region).
+        view_mask: ``[B, V]`` which views could be located on each face (``None``: all).
+        face_logits: ``[B, M, C]`` the members' logits on the whole face, used where a sample
+            has no real member-view left.
+        face_members: ``[M]`` which members were trained on whole faces.
+
+    Returns:
+        ``(logits, mask)`` with ``mask`` ``[B, M, V]``. A sample with no real member-view falls
+        back to the face: its face-trained members vote with their face logits in every view
+        they see; without face logits or face-trained members it keeps the ensemble's mask (the
+        views as the landmarks guessed them: nothing better is known).
+
+    Example:
+        >>> logits = torch.zeros(2, 2, 2, 3)
+        >>> static = torch.tensor([[True, True], [False, True]])  # member 1: an expert on view 1
+        >>> _, m = missing_views(logits, static, torch.tensor([[True, False], [True, True]]))
+        >>> m[0].tolist(), m[1].tolist()
+        ([[True, False], [False, False]], [[True, True], [False, True]])
+    """
+    b, m, v, _ = logits.shape
+    static = mask.to(torch.bool).to(logits.device)
+    if view_mask is None:
+        return logits, static[None].expand(b, m, v)
+    real = static[None] & view_mask.to(torch.bool).to(logits.device)[:, None, :]
+    none = ~real.flatten(1).any(1)
+    if not bool(none.any()):
+        return logits, real
+    real = real.clone()
+    fm = face_members.to(torch.bool).to(logits.device) if face_members is not None else None
+    if face_logits is not None and fm is not None and bool(fm.any()):
+        logits = logits.clone()
+        rows = none.nonzero().squeeze(1)
+        sub = logits[rows]
+        sub[:, fm] = face_logits[rows][:, fm, None, :].to(sub.dtype).expand(-1, -1, v, -1)
+        logits[rows] = sub
+        real[rows] = static & fm[:, None]
+    else:
+        real[none] = static
+    return logits, real

@@ -144,29 +144,48 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         out = self.backbone(x)
         return out[0] if isinstance(out, tuple) else out
 
-    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(
-            logits.float(), y, weight=self.loss_weights.to(logits.device), label_smoothing=self.hparams.label_smoothing
-        )
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-entropy over the samples whose view is real (``real`` ``[B]``; ``None``: all).
+        Samples whose view could not be located add nothing, and a batch without any gives a
+        zero loss that still takes part in the step (so that DDP processes stay in step)."""
+        w = self.loss_weights.to(logits.device)
+        if real is None or bool(real.all()):
+            return F.cross_entropy(logits.float(), y, weight=w, label_smoothing=self.hparams.label_smoothing)
+        per = F.cross_entropy(logits.float(), y, weight=w, label_smoothing=self.hparams.label_smoothing, reduction="none")
+        keep = real.to(per.dtype)
+        # As the weighted mean cross_entropy computes: divided by the summed class weights.
+        return (per * keep).sum() / (w[y] * keep).sum().clamp(min=1e-12)
+
+    @staticmethod
+    def _real(batch: dict | torch.Tensor) -> torch.Tensor | None:
+        """Which samples' view (the first of the batch's views) could be located."""
+        mask = batch.get("view_mask") if isinstance(batch, dict) else None
+        return None if mask is None else mask[:, 0].bool()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.backbone(self._input(batch))
-        y = batch["label"]
+        y, real = batch["label"], self._real(batch)
         if isinstance(out, tuple):  # Inception V3: main + aux_weight * auxiliary
             logits, aux = out
-            loss = self._loss(logits, y) + self.hparams.aux_weight * self._loss(aux, y)
+            loss = self._loss(logits, y, real) + self.hparams.aux_weight * self._loss(aux, y, real)
         else:
-            logits, loss = out, self._loss(out, y)
-        acc = (logits.argmax(1) == y).float().mean()
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
-        self.log("train/acc", acc, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(y))
+            logits, loss = out, self._loss(out, y, real)
+        hit = logits.argmax(1) == y
+        n = len(y) if real is None else int(real.sum())
+        acc = (hit if real is None else hit[real]).float().mean() if n else torch.zeros((), device=y.device)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=max(n, 1))
+        self.log("train/acc", acc, prog_bar=True, on_step=False, on_epoch=True, batch_size=max(n, 1))
         return loss
 
     def _eval_step(self, batch: dict, stage: str) -> None:
         logits = self(self._input(batch))
-        y = batch["label"]
-        loss = self._loss(logits, y)
-        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=True, batch_size=len(y))
+        y, real = batch["label"], self._real(batch)
+        known = y >= 0  # -1: a class this model does not know (another data set's)
+        keep = known if real is None else known & real  # a region expert is scored where its region is
+        if not bool(keep.all()):
+            logits, y = logits[keep], y[keep]
+        loss = self._loss(logits, y) if len(y) else logits.new_zeros(())
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=True, batch_size=max(len(y), 1))
         self.update_metrics(logits, y, stage)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
@@ -199,5 +218,21 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Restoring into a model built for other classes (``test`` on another data set, whose
+        classes the CLI linked in): the model takes the checkpoint's classes, and the data is
+        matched to them by name when evaluation starts."""
         meta = checkpoint.get("lightning_fer") or {}
         self.data_fingerprint = meta.get("data_fingerprint")
+        names = meta.get("class_names")
+        if names and list(names) != self.class_names:
+            log.info("checkpoint classes %s replace %s", list(names), self.class_names)
+            self.hparams.num_classes = len(names)
+            self.hparams.class_names = list(names)
+            self.class_names = list(names)
+            pretrained, self.hparams.pretrained = self.hparams.pretrained, None  # the weights come from the checkpoint
+            device = next(self.parameters()).device
+            self.configure_model_()
+            self.hparams.pretrained = pretrained
+            self.configure_metrics()
+            self.loss_weights = torch.ones(len(names))
+            self.to(device)
