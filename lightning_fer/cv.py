@@ -124,6 +124,7 @@ def run_cv(
             this W&B project (offline without credentials or with ``WANDB_MODE=offline``).
     """
     from lightning_fer.cli import main as cli_main
+    from lightning_fer.ensemble.functional import missing_views
     from lightning_fer.ensemble.module import EnsembleModule, check_held_out
     from lightning_fer.ensemble.strategies import HardVote, SoftVote, Stacking
     from lightning_fer.plots import plot_confusion
@@ -187,12 +188,13 @@ def run_cv(
         dm = cli.datamodule
         dm.prepare_data()
         dm.setup("fit")
-        val_logits, val_labels, val_index = ens.collect(dm._loader("val", False))
-        test_logits, test_labels, test_index = ens.collect(dm._loader("test", False))
+        val_logits, val_labels, val_index, val_located = ens.collect(dm._loader("val", False))
+        test_logits, test_labels, test_index, test_located = ens.collect(dm._loader("test", False))
         data_print = dm.fingerprint()
         collected[rn] = {
-            "val_logits": val_logits, "val_labels": val_labels, "val_index": val_index,
+            "val_logits": val_logits, "val_labels": val_labels, "val_index": val_index, "val_view_mask": val_located,
             "test_logits": test_logits, "test_labels": test_labels, "test_index": test_index,
+            "test_view_mask": test_located,
             "mask": ens.mask.cpu(), "regions": [m.region for m in ens.members],
             "class_names": list(ens.class_names),
             "member_prints": [json.dumps(m.data_fingerprint, sort_keys=True) for m in ens.members],
@@ -202,6 +204,16 @@ def run_cv(
     first = run_name(*runs[0])
     class_names = collected[first]["class_names"]
     c = len(class_names)
+    face = all_views.index("face")
+
+    def voters(d: dict, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the strategies see of one run's split: the chosen views' logits and, per sample,
+        the real member-views (parts not located on a face get no vote; the face fallback)."""
+        logits = d[f"{split}_logits"]
+        located = d.get(f"{split}_view_mask")  # absent in predictions collected by older versions
+        face_members = torch.tensor([r == "face" for r in d["regions"]])
+        return missing_views(logits[:, :, sel], d["mask"][:, sel], None if located is None else located[:, sel],
+                             logits[:, :, face], face_members)
 
     # 3. Fit the learning strategies on pooled out-of-fold predictions, each fold checked; with
     #    several seeds, one copy of each strategy per seed, fitted on that seed's members.
@@ -217,9 +229,9 @@ def run_cv(
                     d = collected[run_name(k, sd)]
                     prints = [json.loads(p) if p != "null" else None for p in d["member_prints"]]
                     check_held_out(prints, json.loads(d["data_print"]), [f"{run_name(k, sd)}/{n}" for n in names])
-                logits = torch.cat([collected[run_name(k, sd)]["val_logits"][:, :, sel] for k in own])
+                pairs = [voters(collected[run_name(k, sd)], "val") for k in own]
                 labels = torch.cat([collected[run_name(k, sd)]["val_labels"] for k in own])
-                s.fit(logits, labels, collected[first]["mask"][:, sel])
+                s.fit(torch.cat([z for z, _ in pairs]), labels, torch.cat([m for _, m in pairs]))
 
     # 4. Evaluate every member and every strategy on the test split, per fold.
     rows: dict[str, list[dict]] = {}
@@ -241,13 +253,14 @@ def run_cv(
         strategy_names.append(n)
     for k, sd in runs:
         d = collected[run_name(k, sd)]
-        logits, labels, mask = d["test_logits"], d["test_labels"], d["mask"]
+        logits, labels = d["test_logits"], d["test_labels"]
         for i, name in enumerate(names):
             region = d["regions"][i]
             record(f"{name}" + (f" [{region}]" if region != "face" else ""), logits[:, i, all_views.index(region)], labels)
+        test_logits, test_mask = voters(d, "test")
         for s, sname in zip(fitted[sd], strategy_names):
             with torch.no_grad():
-                record(sname, s(logits[:, :, sel], mask[:, sel]), labels)
+                record(sname, s(test_logits, test_mask), labels)
 
     what = f"{len(folds)} fold(s) {folds} of {num_folds}" + (f" x seeds {list(seeds)}" if seeds else "")
     table = write_table(rows, out, f"{what}; views {views}; {len(collected[first]['test_labels'])} test images")

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from lightning_fer.data.regions import REGIONS
-from lightning_fer.ensemble.functional import exporting
-from lightning_fer.ensemble.strategies import EnsembleStrategy, HardVote
+from lightning_fer.ensemble.functional import exporting, missing_views
+from lightning_fer.ensemble.strategies import EnsembleStrategy, HardVote, strategy_from_spec
 from lightning_fer.models.classifier import FERClassifier
 from lightning_fer.models.evaluation import EvaluationMixin
 
@@ -21,6 +21,28 @@ log = logging.getLogger(__name__)
 
 class DataLeakError(ValueError):
     """A learning strategy would be fitted on samples a member was trained on."""
+
+
+class MemberNotFoundError(FileNotFoundError):
+    """A member checkpoint of an ensemble does not exist; the message says what makes it."""
+
+
+def _maker_of(path: Path) -> str:
+    """The command that writes a member checkpoint at ``path``: the ``cv`` config whose output
+    folder holds it, else ``fit`` with the member's config."""
+    repo_configs = Path(__file__).resolve().parents[2] / "configs"
+    text = str(path)
+    for cfg in sorted(Path("configs").glob("*/cv*.yaml")) or sorted(repo_configs.glob("*/cv*.yaml")):
+        import yaml
+
+        try:
+            data = yaml.safe_load(cfg.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        where = data.get("members_dir") or data.get("output_dir")
+        if where and text.startswith(str(where).rstrip("/") + "/"):
+            return f"python -m lightning_fer cv --config {cfg}"
+    return "python -m lightning_fer fit --config <the member's config> (its ModelCheckpoint dirpath)"
 
 
 def check_held_out(member_prints: Sequence[dict | None], data_print: dict, names: Sequence[str]) -> None:
@@ -76,6 +98,11 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
     on one region (a region expert) is bound to that region; a member trained on ``face`` sees
     every view in ``views``, so that full-face models voting over all regions and region experts
     can be mixed. Each member runs once per batch on all its views together.
+
+    Views that could not be located on a face (the batch's ``view_mask``, e.g. the parts of a
+    face MTCNN did not find) get no vote for that sample, with every strategy; a sample left
+    with no vote falls back to its whole face (the batch's ``image``), judged by the members
+    trained on faces (:func:`~lightning_fer.ensemble.functional.missing_views`).
 
     Strategies that learn are fitted on the data module's validation split (the held-out fold)
     at the start of validate, test or predict, after the members' data fingerprints are checked;
@@ -137,7 +164,9 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
             if isinstance(m, (str, Path)):
                 path = Path(m).expanduser()
                 if not path.is_file():
-                    raise FileNotFoundError(f"ensemble member {i}: checkpoint {path} does not exist")
+                    raise MemberNotFoundError(
+                        f"ensemble member {i}: checkpoint {path} does not exist; make it with: {_maker_of(path)}"
+                    )
                 model = _load_member(path)
                 self.member_names.append(f"{model.hparams.backbone}[{model.region}]@{path.name}")
             elif isinstance(m, FERClassifier):
@@ -154,9 +183,10 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
             raise ValueError(f"ensemble members disagree on class names:\n  {listing}")
         self.class_names = names[0]
         if class_names is not None and list(class_names) != self.class_names:
-            raise ValueError(f"the data's classes {list(class_names)} differ from the members' {self.class_names}")
-        if num_classes is not None and num_classes != len(self.class_names):
-            raise ValueError(f"the data has {num_classes} classes, the members {len(self.class_names)}")
+            # Another data set: its images are matched to the members' classes by name when
+            # evaluation starts (FERDataModule.match_classes), and the differences reported.
+            log.info("the data's classes %s differ from the members' %s: matched by name", list(class_names),
+                     self.class_names)
         # Which views each member sees: [M, V].
         mask = torch.ones(len(self.members), len(self.views), dtype=torch.bool)
         for i, model in enumerate(self.members):
@@ -169,6 +199,9 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
                 mask[i] = torch.tensor([v == region for v in self.views])
         self.register_buffer("mask", mask, persistent=False)
         self._seen = [[j for j in range(len(self.views)) if mask[i, j]] for i in range(len(self.members))]
+        self.register_buffer(
+            "face_members", torch.tensor([m.region == "face" for m in self.members]), persistent=False
+        )
         self.strategy = strategy if strategy is not None else HardVote()
         self.strategy.setup(len(self.members), len(self.views), len(self.class_names))
         self.configure_metrics()
@@ -192,34 +225,74 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
             # Every view this member sees, in one batch; plain ints keep the sizes constant in
             # traced and exported graphs (ONNX's adaptive pooling needs them).
             x = x.reshape(-1, *(int(d) for d in views.shape[2:]))
-            size = model.hparams.image_size
-            if size and x.shape[-1] != size:  # each member sees views at the size it was trained on
-                x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-            if self.member_batch and len(x) > self.member_batch and not exporting():
-                out = torch.cat([model(model._input(c)) for c in x.split(self.member_batch)])
-            else:
-                out = model(model._input(x))
-            logits = out.float().reshape(-1, len(seen), len(self.class_names))
+            logits = self._run_member(model, x).reshape(-1, len(seen), len(self.class_names))
             cols = []
             for j in range(v):
                 cols.append(logits[:, seen.index(j)] if j in seen else torch.zeros_like(logits[:, 0]))
             per_member.append(torch.stack(cols, 1))
         return torch.stack(per_member, 1)
 
-    def forward(self, views: torch.Tensor) -> torch.Tensor:
-        """Class scores ``[B, C]`` for ``views`` ``[B, V, 3, S, S]``."""
-        return self.strategy(self.member_logits(views), self.mask)
+    def _run_member(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """One member's float logits ``[N, C]`` on images ``[N, 3, S, S]``, at its own size."""
+        size = model.hparams.image_size
+        if size and x.shape[-1] != size:  # each member sees views at the size it was trained on
+            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        if self.member_batch and len(x) > self.member_batch and not exporting():
+            out = torch.cat([model(model._input(c)) for c in x.split(self.member_batch)])
+        else:
+            out = model(model._input(x))
+        return out.float()
+
+    def voters(
+        self, views: torch.Tensor, view_mask: torch.Tensor | None = None, face: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Member logits ``[B, M, V, C]`` and the mask of real member-views: ``[M, V]`` without a
+        ``view_mask``, else ``[B, M, V]``, with the face fallback applied where a sample has no
+        real view (``face`` ``[B, 3, S, S]``: the whole faces; where the face is among the views
+        it is taken from there)."""
+        logits = self.member_logits(views)
+        if view_mask is None or exporting():
+            return logits, self.mask
+        real = self.mask[None] & view_mask.bool().to(logits.device)[:, None, :]
+        none = ~real.flatten(1).any(1)
+        face_logits = None
+        if bool(none.any()) and bool(self.face_members.any()):
+            if "face" in self.views:
+                face_logits = logits[:, :, self.views.index("face")]
+            elif face is not None:
+                face_logits = torch.zeros_like(logits[:, :, 0])
+                rows = none.nonzero().squeeze(1)
+                for i, model in enumerate(self.members):
+                    if self.face_members[i]:
+                        face_logits[rows, i] = self._run_member(model, face[rows].to(logits.device))
+        return missing_views(logits, self.mask, view_mask, face_logits, self.face_members)
+
+    def forward(
+        self, views: torch.Tensor, view_mask: torch.Tensor | None = None, face: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Class scores ``[B, C]`` for ``views`` ``[B, V, 3, S, S]``; ``view_mask`` ``[B, V]``
+        and ``face`` ``[B, 3, S, S]`` as in :meth:`voters` (an exported graph takes views only)."""
+        return self.strategy(*self.voters(views, view_mask, face))
 
     # -- learning strategies ---------------------------------------------------------------
     @torch.no_grad()
-    def collect(self, loader) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Member logits ``[N, M, V, C]``, labels and indices over a loader."""
-        logits, labels, index = [], [], []
+    def collect(self, loader) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Over a loader: member logits ``[N, M, V, C]``, labels ``[N]``, indices ``[N]`` and
+        the views located on each face ``[N, V]`` (all ``True`` where the batches carry none).
+
+        The logits are the members' raw answers on every view; :meth:`voters` (or
+        :func:`~lightning_fer.ensemble.functional.missing_views`) turns them and the view mask
+        into what the strategy sees.
+        """
+        logits, labels, index, located = [], [], [], []
         for batch in loader:
-            logits.append(self.member_logits(batch["views"].to(self.device)).cpu())
+            views = batch["views"].to(self.device)
+            logits.append(self.member_logits(views).cpu())
             labels.append(batch["label"])
             index.append(batch["index"])
-        return torch.cat(logits), torch.cat(labels), torch.cat(index)
+            vm = batch.get("view_mask")
+            located.append(torch.ones(views.shape[:2], dtype=torch.bool) if vm is None else vm.bool().cpu())
+        return torch.cat(logits), torch.cat(labels), torch.cat(index), torch.cat(located)
 
     def fit_strategy(self, datamodule) -> None:
         """Fit a learning strategy on the data module's held-out split, after the leak check."""
@@ -231,9 +304,17 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
             check_held_out(prints, datamodule.fingerprint(), self.member_names)
         # Every process fits on the whole split (not its shard), so all ranks hold one strategy.
         loader = datamodule._loader(split, False, distributed=False)
-        logits, labels, _ = self.collect(loader)
-        self.strategy.fit(logits, labels, self.mask.cpu())
-        log.info("fitted %s on %d held-out %s predictions", type(self.strategy).__name__, len(labels), split)
+        logits, labels, mask = [], [], []
+        with torch.no_grad():
+            for batch in loader:
+                z, m = self.voters(batch["views"].to(self.device), batch.get("view_mask"), batch.get("image"))
+                logits.append(z.cpu())
+                mask.append(self.strategy.sample_mask(m, *z.shape[:3], "cpu"))
+                labels.append(batch["label"])
+        labels_ = torch.cat(labels)
+        known = labels_ >= 0  # images of classes the members do not know teach nothing
+        self.strategy.fit(torch.cat(logits)[known], labels_[known], torch.cat(mask)[known])
+        log.info("fitted %s on %d held-out %s predictions", type(self.strategy).__name__, sum(map(len, labels)), split)
 
     def _ensure_fitted(self) -> None:
         if self.strategy.is_fitted:
@@ -249,20 +330,41 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
             raise ValueError(f"the data yields views {dm.views}, the ensemble expects {self.views}: set data.views")
 
     def on_validation_start(self) -> None:
+        self._match_data_classes()
         self._ensure_fitted()
 
     def on_test_start(self) -> None:
+        self._match_data_classes()
         self._ensure_fitted()
 
     def on_predict_start(self) -> None:
+        self._match_data_classes()
+        self._warn_if_demo_model()
         self._ensure_fitted()
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["lightning_fer"] = {"strategy": self.strategy.spec(), "views": self.views}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Make the checkpoint's strategy again (its learnt state follows in the state dict), so
+        that ``EnsembleModule.load_from_checkpoint(path)`` is the fitted ensemble that was saved."""
+        spec = (checkpoint.get("lightning_fer") or {}).get("strategy")
+        if not spec:
+            return
+        current = self.strategy.spec()
+        if current["class_path"] == spec["class_path"] and current["init_args"] == spec["init_args"]:
+            return
+        log.info("ensemble checkpoint: strategy %s (was %s)", spec["class_path"], current["class_path"])
+        self.strategy = strategy_from_spec(spec)
+        self.strategy.setup(len(self.members), len(self.views), len(self.class_names))
 
     # -- steps -----------------------------------------------------------------------------
     def _eval_step(self, batch: dict, stage: str) -> None:
-        self.update_metrics(self(batch["views"]), batch["label"], stage)
+        self.update_metrics(self(batch["views"], batch.get("view_mask"), batch.get("image")), batch["label"], stage)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
-        scores = self(batch["views"])
+        scores = self(batch["views"], batch.get("view_mask"), batch.get("image"))
         return {"probs": scores, "index": batch["index"], "label": batch["label"]}
 
     def training_step(self, batch, batch_idx):  # pragma: no cover - nothing to train by gradient

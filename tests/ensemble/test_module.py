@@ -125,14 +125,20 @@ def test_user_strategy_by_class_path_through_the_cli(trained_members, tmp_path, 
     assert "test/acc" in cli.trainer.callback_metrics
 
 
-@pytest.mark.parametrize("name", ["soft", "stacking"])
+@pytest.mark.parametrize("name", ["soft", "stacking", "regions"])
 def test_ensemble_ddp_validation_matches_single_process(trained_members, tmp_path, name):
     """Two CPU processes give the single-process figures; a learning strategy is fitted on the
     whole held-out split in every process, not on each process's shard. One thread per process in
-    both runs: Lightning gives each DDP process one, and the fit's floating-point sums must match."""
+    both runs: Lightning gives each DDP process one, and the fit's floating-point sums must match.
+    ``regions``: the paper's five regions with stacking, on faces a third of which have their parts
+    missing (tests/user_sources.py): the per-sample view masks survive DDP."""
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'tests'}", OMP_NUM_THREADS="1")
     cfg = str(REPO / "configs" / "demo" / f"ensemble_{name}.yaml")
-    base = ["--config", cfg, *trained_members["args"], _members_arg(trained_members)]
+    args = trained_members["args"]
+    if name == "regions":
+        args = ["--data.init_args.source=user_sources.ShiftedLandmarks" if a.startswith("--data.init_args.source=")
+                else a for a in args] + ["--model.init_args.strategy=lightning_fer.ensemble.Stacking"]
+    base = ["--config", cfg, *args, _members_arg(trained_members)]
     figures = {}
     for label, extra in (("single", []), ("ddp", ["--trainer.devices=2", "--trainer.strategy=ddp"])):
         proc = subprocess.run([sys.executable, "-m", "lightning_fer", "validate", *base,
