@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-USAGE = """usage: python -m lightning_fer [-h] {fit,validate,test,predict} --config FILE [--section.key=value ...]
+USAGE = """usage: python -m lightning_fer [-h] {fit,validate,test,predict,cv,export} --config FILE [--section.key=value ...]
 
 Facial expression recognition with PyTorch Lightning and pluggable ensembles.
 
@@ -17,7 +17,7 @@ subcommands:
   fit        train a model (a FERClassifier on one backbone, or an ensemble)
   validate   evaluate a checkpoint on the validation split
   test       evaluate a checkpoint on the test split
-  predict    class probabilities for the test split
+  predict    class probabilities for the test split, or for every face in photos (--data.predict_path)
   cv         cross-validated training of several members, out-of-fold stacking, Table II
   export     a member or an ensemble to TorchScript or ONNX, checked against eager outputs
 
@@ -87,17 +87,43 @@ def main(args: list[str] | None = None, run: bool = True):
         return export_main(argv[1:])
     if not run and argv[0] in ("fit", "validate", "test", "predict"):
         argv = argv[1:]
+    import warnings
+
+    from lightning_fer.ensemble.module import MemberNotFoundError
+
     FERCLI, base_model, base_data = _cli_class()
-    return FERCLI(
-        base_model,
-        base_data,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        parser_kwargs={"parser_mode": "omegaconf+"},
-        save_config_kwargs={"overwrite": True},
-        args=args if run else argv,
-        run=run,
-    )
+    with warnings.catch_warnings():
+        # cv and export run the CLI from Python on purpose: LightningCLI's advice against that
+        # is about user scripts, and would be printed on every call the library makes.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        try:
+            return FERCLI(
+                base_model,
+                base_data,
+                subclass_mode_model=True,
+                subclass_mode_data=True,
+                parser_kwargs={"parser_mode": "omegaconf+"},
+                save_config_kwargs={"overwrite": True},
+                args=args if run else argv,
+                run=run,
+            )
+        except Exception as err:  # jsonargparse wraps errors raised while it builds the objects
+            missing = _cause(err, MemberNotFoundError)
+            if missing is None or args is not None:  # called from Python: the caller handles it
+                raise
+            print(f"error: {missing}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+
+def _cause(err: BaseException | None, kind: type) -> BaseException | None:
+    """The first exception of ``kind`` in ``err``'s chain of causes."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kind):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _setup_logging() -> None:

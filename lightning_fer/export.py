@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -83,40 +85,58 @@ def export(
     x = example if example is not None else example_input(module)
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}{out.suffix}")
-    with torch.no_grad(), _scripting(module):
-        expected = graph(x)
-        if format == "torchscript":
-            traced = torch.jit.trace(graph, x, check_trace=False)
-            traced.save(str(tmp))
-            got = torch.jit.load(str(tmp))(x)
-            # A second batch size must work too (nothing was baked in by tracing).
-            x2 = torch.cat([x, x[:1]])
-            diff2 = (torch.jit.load(str(tmp))(x2) - graph(x2)).abs().max().item()
-        elif format == "onnx":
-            try:
-                import onnxruntime as ort
-            except ImportError as err:
-                raise ImportError("ONNX export needs the onnx extra: pip install -e '.[onnx]'") from err
-            # torch.export-based exporter: the TorchScript-based one loses the spatial sizes that
-            # SPP-net's adaptive pooling needs once an ensemble batches its views.
-            torch.onnx.export(
-                graph, (x,), str(tmp), input_names=["input"], output_names=["output"],
-                dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}}, opset_version=18, dynamo=True,
-            )
-            sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-            got = torch.from_numpy(sess.run(None, {"input": x.numpy()})[0])
-            x2 = torch.cat([x, x[:1]])
-            diff2 = float((torch.from_numpy(sess.run(None, {"input": x2.numpy()})[0]) - graph(x2)).abs().max())
-        else:
-            raise ValueError(f"format must be 'torchscript' or 'onnx', got {format!r}")
-    diff = max(float((got - expected).abs().max()), diff2)
-    if diff > atol:
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"exported {format} model differs from the eager one by {diff:.2e} (> {atol})")
-    os.replace(tmp, out)
-    log.info("exported %s to %s (max |difference| from eager: %.2e)", type(module).__name__, out, diff)
+    if format not in ("torchscript", "onnx"):
+        raise ValueError(f"format must be 'torchscript' or 'onnx', got {format!r}")
+    # Written in a hidden folder beside the output under the output's own name (an ONNX file's
+    # external data is named after the file it belongs to), checked there, then renamed into
+    # place; the folder goes whatever happens.
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = work / out.name
+    try:
+        with torch.no_grad(), _scripting(module):
+            expected = graph(x)
+            x2 = torch.cat([x, x[:1]])  # a second batch size must work too (nothing baked in)
+            if format == "torchscript":
+                traced = torch.jit.trace(graph, x, check_trace=False)
+                traced.save(str(tmp))
+                loaded = torch.jit.load(str(tmp))
+                got, got2 = loaded(x), loaded(x2)
+            else:
+                got, got2 = _export_onnx(graph, x, x2, tmp, module)
+            diff = max(float((got - expected).abs().max()), float((got2 - graph(x2)).abs().max()))
+        if diff > atol:
+            raise RuntimeError(f"exported {format} model differs from the eager one by {diff:.2e} (> {atol})")
+        side = sorted(work.iterdir())
+        for f in side:  # the external data (if any) first, so the model never points at nothing
+            if f != tmp:
+                os.replace(f, out.parent / f.name)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log.info("exported %s to %s (%s; max |difference| from eager: %.2e)", type(module).__name__, out, format, diff)
     return out, diff
+
+
+#: Protocol buffers cap one file at 2 GB: below this, ONNX weights stay inside the model file.
+ONNX_INLINE_LIMIT = 1_900_000_000
+
+
+def _export_onnx(graph: nn.Module, x: torch.Tensor, x2: torch.Tensor, path: Path, module: nn.Module):
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise ImportError("ONNX export needs the onnx extra: pip install -e '.[onnx]'") from err
+    size = sum(t.numel() * t.element_size() for t in module.state_dict().values())
+    # torch.export-based exporter: the TorchScript-based one loses the spatial sizes that
+    # SPP-net's adaptive pooling needs once an ensemble batches its views.
+    torch.onnx.export(
+        graph, (x,), str(path), input_names=["input"], output_names=["output"],
+        dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}}, opset_version=18, dynamo=True,
+        external_data=size >= ONNX_INLINE_LIMIT,
+    )
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    run = lambda t: torch.from_numpy(sess.run(None, {"input": t.numpy()})[0])  # noqa: E731
+    return run(x), run(x2)
 
 
 def main(argv: list[str]) -> tuple[Path, float]:
@@ -133,14 +153,15 @@ def main(argv: list[str]) -> tuple[Path, float]:
             opts[key] = a.split("=", 1)[1] if "=" in a else next(it)
         else:
             rest.append(a)
-    if not opts["--output"]:
-        raise SystemExit("export: give --output FILE (.pt for torchscript, .onnx for onnx)")
+    if opts["--format"] not in ("torchscript", "onnx"):
+        raise SystemExit(f"export: --format must be torchscript or onnx, got {opts['--format']!r}")
     cli = cli_main(rest, run=False)
     model = cli.model
+    if not opts["--output"]:  # under runs/, never beside the code
+        name = getattr(model.hparams, "backbone", None) or type(model).__name__.lower()
+        opts["--output"] = f"runs/export/{name}.{'pt' if opts['--format'] == 'torchscript' else 'onnx'}"
     if opts["--ckpt_path"]:
         ckpt = torch.load(opts["--ckpt_path"], map_location="cpu", weights_only=True)
         model.load_state_dict(ckpt["state_dict"])
     size = getattr(cli.datamodule, "image_size", None)
-    path, diff = export(model, opts["--output"], opts["--format"], example_input(model, image_size=size))  # type: ignore[arg-type]
-    print(f"exported {type(model).__name__} to {path} ({opts['--format']}); max |difference| from eager: {diff:.2e}")
-    return path, diff
+    return export(model, opts["--output"], opts["--format"], example_input(model, image_size=size))  # type: ignore[arg-type]

@@ -97,7 +97,7 @@ class FacePredictionWriter(BasePredictionWriter):
         annotate_dir: where to write annotated photos (``None``: none).
     """
 
-    def __init__(self, output: str = "predictions.csv", annotate_dir: str | None = None) -> None:
+    def __init__(self, output: str = "runs/predict/predictions.csv", annotate_dir: str | None = None) -> None:
         super().__init__(write_interval="epoch")
         if not output.endswith((".csv", ".json")):
             raise ValueError(f"predict output {output!r} must end in .csv or .json")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from conftest import REPO
 
@@ -22,9 +24,13 @@ def test_predict_path_must_exist(tmp_path):
         list_photos(tmp_path / "nowhere")
 
 
-def test_export_needs_an_output():
-    with pytest.raises(SystemExit, match="give --output FILE"):
-        main(["export", "--config", str(REPO / "configs/demo/sppnet.yaml")])
+def test_export_output_defaults_under_runs_and_format_is_checked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="--format must be torchscript or onnx, got 'tflite'"):
+        main(["export", "--config", str(REPO / "configs/demo/sppnet.yaml"), "--format=tflite"])
+    path, _ = main(["export", "--config", str(REPO / "configs/demo/sppnet.yaml"), "--data.init_args.num_workers=0"])
+    assert path == Path("runs/export/sppnet.pt") and path.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # nothing beside it
 
 
 def test_cv_members_need_distinct_names(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 
 import cv2
 import numpy as np
@@ -33,13 +34,15 @@ def photos(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json"])
-def test_predict_on_photos_through_the_cli(trained_members, photos, tmp_path, monkeypatch, fmt):
+def test_predict_on_photos_through_the_cli(trained_members, photos, tmp_path, monkeypatch, caplog, fmt):
     monkeypatch.chdir(tmp_path)
     ckpt = trained_members["ckpts"]["sppnet"]
     out = tmp_path / f"faces.{fmt}"
-    main(["predict", "--config", str(REPO / "configs/demo/sppnet.yaml"), *trained_members["args"],
-          f"--ckpt_path={ckpt}", f"--data.predict_path={photos}", f"--data.predict_output={out}",
-          f"--data.annotate_dir={tmp_path / 'annotated'}"])
+    with caplog.at_level(logging.WARNING, logger="lightning_fer"):
+        main(["predict", "--config", str(REPO / "configs/demo/sppnet.yaml"), *trained_members["args"],
+              f"--ckpt_path={ckpt}", f"--data.predict_path={photos}", f"--data.predict_output={out}",
+              f"--data.annotate_dir={tmp_path / 'annotated'}"])
+    assert "trained on the synthetic demo faces only" in caplog.text
     rows = json.loads(out.read_text()) if fmt == "json" else list(csv.DictReader(open(out)))
     by_file: dict[str, list] = {}
     for r in rows:
@@ -88,3 +91,32 @@ def test_export_subcommand(trained_members, tmp_path, monkeypatch):
     x = torch.randn(2, 3, 48, 48)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), ref(x), atol=1e-4, rtol=1e-4)
+
+
+def test_onnx_files_are_self_contained_and_leave_nothing_behind(tmp_path):
+    """An exported member and an exported ensemble, each copied alone into an empty folder, run
+    in onnxruntime and match eager; repeated exports leave only the files asked for."""
+    import shutil
+
+    import onnxruntime as ort
+
+    out = tmp_path / "export"
+    members = _members()
+    ens = EnsembleModule(members, SoftVote(), views=["face", "mouth"]).eval()
+    for _ in range(2):  # a second export over the first: still nothing else in the folder
+        export(members[0], out / "member.onnx", "onnx")
+        export(ens, out / "ensemble.onnx", "onnx")
+    assert sorted(p.name for p in out.iterdir()) == ["ensemble.onnx", "member.onnx"]
+    for name, module, x in (("member.onnx", members[0], torch.randn(3, 3, 64, 64)),
+                            ("ensemble.onnx", ens, torch.randn(3, 2, 3, 64, 64))):
+        alone = tmp_path / f"alone_{name}"
+        alone.mkdir()
+        shutil.copy(out / name, alone / name)
+        sess = ort.InferenceSession(str(alone / name), providers=["CPUExecutionProvider"])
+        got = torch.from_numpy(sess.run(None, {"input": x.numpy()})[0])
+        with torch.no_grad():
+            torch.testing.assert_close(got, module.eval()(x), atol=1e-4, rtol=1e-4)
+    # A failed check removes what it wrote.
+    with pytest.raises(RuntimeError, match="differs from the eager one"):
+        export(members[0], out / "strict.onnx", "onnx", atol=-1.0)
+    assert sorted(p.name for p in out.iterdir()) == ["ensemble.onnx", "member.onnx"]
