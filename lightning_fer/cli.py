@@ -131,6 +131,11 @@ def _setup_logging() -> None:
     import os
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    import warnings
+
+    # Lightning 2.6 on torch >= 2.10 warns about its own use of torch's pytree API, once per
+    # data loader; nothing a user of this CLI can act on.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     # Our reports (images checked, landmark kinds, splits, skipped files) at INFO, as Lightning's.
     pkg_log = logging.getLogger("lightning_fer")
     if not pkg_log.handlers:

@@ -305,6 +305,7 @@ class FERDataModule(L.LightningDataModule):
         self.duplicate_report: DuplicateReport | None = None
         self._drop: np.ndarray | None = None
         self.photo_scan = None
+        self._indexed: tuple[list[Record], dict[str, IndexEntry]] | None = None
         self.records: list[Record] = []
         self._source_loaded = None
         self.splits: dict[str, np.ndarray] = {}
@@ -349,6 +350,10 @@ class FERDataModule(L.LightningDataModule):
 
     # -- preparation -------------------------------------------------------------------------
     def _index(self) -> tuple[list[Record], dict[str, IndexEntry]]:
+        """Every record's index entry, from the cache (built where needed); read once per data
+        module, as ``prepare_data()`` and each ``setup()`` need it and its report is said once."""
+        if self._indexed is not None:
+            return self._indexed
         records, _, _ = self._load_source()
         cache = self.cache_dir
         cache.mkdir(parents=True, exist_ok=True)
@@ -361,6 +366,7 @@ class FERDataModule(L.LightningDataModule):
         )
         log.info("%s: %s", self.source.describe(), self.index_report)
         self._check_bad(records, entries)
+        self._indexed = (records, entries)
         return records, entries
 
     def _check_bad(self, records: list[Record], entries: dict[str, IndexEntry]) -> None:
