@@ -108,3 +108,16 @@ def test_cross_dataset_script_writes_the_table(trained_members, tmp_path, monkey
     (row,) = [line for line in text.splitlines() if line.startswith("| demo |")]
     assert f"({len(rows) - contempt} images; {contempt} of unknown classes left out)" in row
     assert "demo on other: the data has no neutral, fear, disgust" in text
+
+
+def test_cross_dataset_script_names_a_missing_checkpoint(tmp_path):
+    import yaml
+
+    from benchmarks.cross_dataset import main as cross
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"models": {"m": {"config": "configs/demo/sppnet.yaml", "ckpt": str(tmp_path / "no.ckpt")}},
+                                    "datasets": {"d": []}}))
+    with pytest.raises(SystemExit, match=r"model 'm': checkpoint .*no\.ckpt does not exist; train it first"):
+        cross(["--spec", str(spec), "--out", str(tmp_path / "out.md")])
+    assert not (tmp_path / "out.md").exists()

@@ -30,11 +30,11 @@ class MemberNotFoundError(FileNotFoundError):
 def _maker_of(path: Path) -> str:
     """The command that writes a member checkpoint at ``path``: the ``cv`` config whose output
     folder holds it, else ``fit`` with the member's config."""
+    import yaml
+
     repo_configs = Path(__file__).resolve().parents[2] / "configs"
     text = str(path)
     for cfg in sorted(Path("configs").glob("*/cv*.yaml")) or sorted(repo_configs.glob("*/cv*.yaml")):
-        import yaml
-
         try:
             data = yaml.safe_load(cfg.read_text()) or {}
         except (OSError, yaml.YAMLError):

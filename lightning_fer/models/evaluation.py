@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
@@ -12,6 +14,8 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+
+log = logging.getLogger(__name__)
 
 #: The label of an image whose class the model does not know (another data set's class):
 #: every metric ignores it.
@@ -88,9 +92,7 @@ class EvaluationMixin:
         members = getattr(self, "members", None) or [self]
         prints = [getattr(m, "data_fingerprint", None) or {} for m in members]
         if any(str(fp.get("source", "")).startswith("SyntheticSource(") for fp in prints):
-            import logging
-
-            logging.getLogger("lightning_fer").warning(
+            log.warning(
                 "this model was trained on the synthetic demo faces only, never on a real face: its labels for "
                 "photos say little. Train on real faces first (e.g. configs/fer2013/resnet18.yaml)"
             )

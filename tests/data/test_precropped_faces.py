@@ -81,3 +81,8 @@ def test_parts_mostly_outside_the_image_are_missing(tmp_path):
             assert shifted or row.all()
     masks = np.concatenate([ds.view_mask for ds in dm.datasets.values()])
     assert 0 < (~masks).sum() < masks.size
+
+
+def test_min_view_inside_must_be_a_share(tmp_path):
+    with pytest.raises(ValueError, match=r"min_view_inside must be in \[0, 1\], got 1.5"):
+        FERDataModule("folder", str(tmp_path), min_view_inside=1.5)

@@ -82,3 +82,17 @@ def test_learning_user_strategy_through_cv(tmp_path, monkeypatch):
     expected = float((test == saved["test_labels"]).float().mean())
     assert result["rows"]["BestMember"][0]["acc"] == pytest.approx(expected)
     assert "MaxConfidence" in result["rows"]
+
+
+def test_a_checkpoint_strategy_that_cannot_be_made_again_is_named():
+    from lightning_fer.ensemble.strategies import strategy_from_spec
+
+    with pytest.raises(ImportError, match="nowhere.Gone cannot be imported.*PYTHONPATH"):
+        strategy_from_spec({"class_path": "nowhere.Gone", "init_args": {}})
+    with pytest.raises(TypeError, match="torch.nn.Linear is not an EnsembleStrategy"):
+        strategy_from_spec({"class_path": "torch.nn.Linear", "init_args": {}})
+    with pytest.raises(ValueError, match=r"made with \['meta_learner'\] \(modules\).*pass strategy="):
+        strategy_from_spec({"class_path": "lightning_fer.ensemble.Stacking", "init_args": {}, "unsaved": ["meta_learner"]})
+    from lightning_fer.ensemble import Stacking
+
+    assert Stacking(meta_learner=torch.nn.Linear(3, 2)).spec()["unsaved"] == ["meta_learner"]
