@@ -58,8 +58,8 @@ def landmark_rows(root: Path, n: int, work: Path) -> list[list]:
             dm._index()
         times[batch] = t.seconds
     base = times[1]
-    rows.append([f"prepare_data(), cold, one image per MTCNN call (baseline)", n, base, n / base, "1.00"])
-    rows.append([f"prepare_data(), cold, batched MTCNN (32 per call)", n, times[32], n / times[32],
+    rows.append(["prepare_data(), cold, one image per MTCNN call (baseline)", n, base, n / base, "1.00"])
+    rows.append(["prepare_data(), cold, batched MTCNN (32 per call)", n, times[32], n / times[32],
                  f"{base / times[32]:.2f}"])
     with Timer() as hit:
         FERDataModule(source, landmarks="mtcnn", num_workers=2, cache_dir=str(work / "lm32"), fold=None)._index()

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lightning_fer.data.detection import FaceDetector, LandmarkSettings
 from lightning_fer.data.io import load_image_checked
-from lightning_fer.data.landmarks import FaceDetector, LandmarkSettings
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,8 +1,9 @@
-"""The command line: ``python -m lightning_fer {fit,validate,test,predict} --config FILE``.
+"""The command line: ``python -m lightning_fer {fit,validate,test,predict,cv,export} --config FILE``.
 
-A LightningCLI in subclass mode for model and data, with omegaconf interpolation resolved after
-command-line overrides (``omegaconf+``). The class lives here, not in ``__main__``, because
-``ddp_spawn`` pickles it.
+``fit``/``validate``/``test``/``predict`` run the ``FERCLI`` of :mod:`lightning_fer.build` (a
+LightningCLI in subclass mode for model and data, omegaconf interpolation resolved after
+command-line overrides); ``cv`` and ``export`` parse their own options and build through
+:func:`lightning_fer.build.build`. This module imports those three; none imports it back.
 """
 
 from __future__ import annotations
@@ -33,39 +34,6 @@ examples:
 """
 
 
-def _cli_class():
-    import lightning as L
-    from lightning.pytorch.cli import LightningCLI
-
-    from lightning_fer.data.datamodule import FERDataModule
-
-    class FERCLI(LightningCLI):
-        """LightningCLI with the data -> model links and a test run after ``fit``."""
-
-        def add_arguments_to_parser(self, parser) -> None:
-            parser.add_argument(
-                "--test_after_fit", type=bool, default=False,
-                help="after fit, test the best checkpoint and print the figures",
-            )
-            parser.link_arguments("data.init_args.image_size", "model.init_args.image_size")
-            parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
-            parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
-
-        def before_predict(self) -> None:
-            from lightning_fer.predict import FacePredictionWriter
-
-            out = getattr(self.datamodule, "predict_output", None)
-            if out and not any(isinstance(c, FacePredictionWriter) for c in self.trainer.callbacks):
-                self.trainer.callbacks.append(FacePredictionWriter(out, getattr(self.datamodule, "annotate_dir", None)))
-
-        def after_fit(self) -> None:
-            if self.config[self.subcommand].get("test_after_fit"):
-                ckpt = "best" if self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path else None
-                self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
-
-    return FERCLI, L.LightningModule, FERDataModule
-
-
 def main(args: list[str] | None = None, run: bool = True):
     """Run the CLI; ``args`` as on the command line (``None``: ``sys.argv[1:]``).
 
@@ -87,32 +55,17 @@ def main(args: list[str] | None = None, run: bool = True):
         return export_main(argv[1:])
     if not run and argv[0] in ("fit", "validate", "test", "predict"):
         argv = argv[1:]
-    import warnings
-
+    from lightning_fer.build import make_cli
     from lightning_fer.ensemble.module import MemberNotFoundError
 
-    FERCLI, base_model, base_data = _cli_class()
-    with warnings.catch_warnings():
-        # cv and export run the CLI from Python on purpose: LightningCLI's advice against that
-        # is about user scripts, and would be printed on every call the library makes.
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        try:
-            return FERCLI(
-                base_model,
-                base_data,
-                subclass_mode_model=True,
-                subclass_mode_data=True,
-                parser_kwargs={"parser_mode": "omegaconf+"},
-                save_config_kwargs={"overwrite": True},
-                args=args if run else argv,
-                run=run,
-            )
-        except Exception as err:  # jsonargparse wraps errors raised while it builds the objects
-            missing = _cause(err, MemberNotFoundError)
-            if missing is None or args is not None:  # called from Python: the caller handles it
-                raise
-            print(f"error: {missing}", file=sys.stderr)
-            raise SystemExit(2) from None
+    try:
+        return make_cli(args if run else argv, run=run)
+    except Exception as err:  # jsonargparse wraps errors raised while it builds the objects
+        missing = _cause(err, MemberNotFoundError)
+        if missing is None or args is not None:  # called from Python: the caller handles it
+            raise
+        print(f"error: {missing}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _cause(err: BaseException | None, kind: type) -> BaseException | None:

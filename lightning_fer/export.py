@@ -36,33 +36,32 @@ class _Graph(nn.Module):
         return self.module(x)
 
 
-class _scripting:
-    """Lightning's own exporters set ``_jit_is_scripting`` so that tracing does not trip over the
-    ``trainer`` property of a module that is not attached to one; members are LightningModules too."""
+def plain(module: nn.Module) -> nn.Module:
+    """What is exported: the plain network inside a LightningModule of the library (an
+    ``EnsembleModule``'s :class:`~lightning_fer.ensemble.EnsembleNet`, a ``FERClassifier``'s
+    :class:`~lightning_fer.ensemble.MemberNet`), or ``module`` itself."""
+    from lightning_fer.ensemble.members import MemberNet
+    from lightning_fer.ensemble.module import EnsembleModule
+    from lightning_fer.models.classifier import FERClassifier
 
-    def __init__(self, module: nn.Module) -> None:
-        import lightning as L
-
-        self.modules = [m for m in module.modules() if isinstance(m, L.LightningModule)]
-
-    def __enter__(self):
-        for m in self.modules:
-            m._jit_is_scripting = True
-
-    def __exit__(self, *exc):
-        for m in self.modules:
-            m._jit_is_scripting = False
+    if isinstance(module, EnsembleModule):
+        return module.ensemble
+    if isinstance(module, FERClassifier):
+        return MemberNet.from_classifier(module)
+    return module
 
 
 def example_input(module: nn.Module, batch: int = 2, image_size: int | None = None) -> torch.Tensor:
-    """A random input of the right shape for a member or an ensemble."""
-    from lightning_fer.ensemble.module import EnsembleModule
+    """A random input of the right shape for a member (``[B, C, S, S]``) or an ensemble
+    (``[B, V, 3, S, S]``), at the size it was built for unless ``image_size`` says otherwise."""
+    from lightning_fer.ensemble.net import EnsembleNet
 
-    if isinstance(module, EnsembleModule):
-        size = image_size or max(int(m.hparams.image_size) for m in module.members)
-        return torch.randn(batch, len(module.views), 3, size, size)
-    size = image_size or int(module.hparams.image_size)
-    return torch.randn(batch, int(module.hparams.in_channels), size, size)
+    net = plain(module)
+    if isinstance(net, EnsembleNet):
+        size = image_size or net.image_size
+        return torch.randn(batch, len(net.views), 3, size, size)
+    size = image_size or int(net.image_size)
+    return torch.randn(batch, int(getattr(net, "in_channels", 3)), size, size)
 
 
 def export(
@@ -80,7 +79,7 @@ def export(
     Raises:
         RuntimeError: the exported model disagrees with the eager one by more than ``atol``.
     """
-    module = module.eval().cpu()
+    module = plain(module).eval().cpu()
     graph = _Graph(module).eval()
     x = example if example is not None else example_input(module)
     out = Path(output)
@@ -93,7 +92,7 @@ def export(
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     tmp = work / out.name
     try:
-        with torch.no_grad(), _scripting(module):
+        with torch.no_grad():
             expected = graph(x)
             x2 = torch.cat([x, x[:1]])  # a second batch size must work too (nothing baked in)
             if format == "torchscript":
@@ -140,28 +139,25 @@ def _export_onnx(graph: nn.Module, x: torch.Tensor, x2: torch.Tensor, path: Path
 
 
 def main(argv: list[str]) -> tuple[Path, float]:
-    """``export`` subcommand: the usual ``--config``/overrides, ``--ckpt_path``, ``--format``,
-    ``--output``."""
-    from lightning_fer.cli import main as cli_main
+    """``export`` subcommand: ``--config FILE`` (repeatable), ``--ckpt_path``, ``--format``,
+    ``--output``; any other ``--key=value`` overrides the config as on ``fit``."""
+    import argparse
 
-    opts = {"--format": "torchscript", "--output": None, "--ckpt_path": None}
-    rest: list[str] = []
-    it = iter(argv)
-    for a in it:
-        key = a.split("=", 1)[0]
-        if key in opts:
-            opts[key] = a.split("=", 1)[1] if "=" in a else next(it)
-        else:
-            rest.append(a)
-    if opts["--format"] not in ("torchscript", "onnx"):
-        raise SystemExit(f"export: --format must be torchscript or onnx, got {opts['--format']!r}")
-    cli = cli_main(rest, run=False)
-    model = cli.model
-    if not opts["--output"]:  # under runs/, never beside the code
-        name = getattr(model.hparams, "backbone", None) or type(model).__name__.lower()
-        opts["--output"] = f"runs/export/{name}.{'pt' if opts['--format'] == 'torchscript' else 'onnx'}"
-    if opts["--ckpt_path"]:
-        ckpt = torch.load(opts["--ckpt_path"], map_location="cpu", weights_only=True)
-        model.load_state_dict(ckpt["state_dict"])
-    size = getattr(cli.datamodule, "image_size", None)
-    return export(model, opts["--output"], opts["--format"], example_input(model, image_size=size))  # type: ignore[arg-type]
+    from lightning_fer.build import build
+
+    p = argparse.ArgumentParser(prog="python -m lightning_fer export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", action="append", default=[], help="config file (repeatable), as for fit")
+    p.add_argument("--ckpt_path", default=None, help="weights to export (a Lightning checkpoint)")
+    p.add_argument("--format", default="torchscript", help="torchscript or onnx")
+    p.add_argument("--output", default=None, help="default: runs/export/<backbone>.<pt|onnx>")
+    opts, rest = p.parse_known_args(argv)
+    if opts.format not in ("torchscript", "onnx"):
+        raise SystemExit(f"export: --format must be torchscript or onnx, got {opts.format!r}")
+    built = build(opts.config, rest)
+    model = built.model
+    output = opts.output or f"runs/export/{getattr(model.hparams, 'backbone', None) or type(model).__name__.lower()}." + (
+        "pt" if opts.format == "torchscript" else "onnx")  # under runs/, never beside the code
+    if opts.ckpt_path:
+        model.load_state_dict(torch.load(opts.ckpt_path, map_location="cpu", weights_only=True)["state_dict"])
+    return export(model, output, opts.format, example_input(model, image_size=built.datamodule.image_size))

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lightning_fer.files import atomic_path
+
 
 def _plt():
     import matplotlib
@@ -20,14 +22,12 @@ def _plt():
 
 def _save(fig, path: str | os.PathLike) -> Path:
     """Write a figure atomically (temporary name, then rename) and close it."""
-    plt = _plt()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp)
+    finally:
+        _plt().close(fig)
+    return Path(path)
 
 
 def plot_confusion(matrix, class_names: Sequence[str], title: str, path: str | os.PathLike) -> Path:
@@ -55,11 +55,17 @@ def plot_confusion(matrix, class_names: Sequence[str], title: str, path: str | o
 
 def per_class_precision_recall(matrix) -> tuple[np.ndarray, np.ndarray]:
     """Precision and recall per class from a confusion matrix (rows: true class)."""
-    m = np.asarray(matrix, dtype=np.float64)
-    tp = np.diag(m)
-    precision = tp / np.maximum(m.sum(0), 1)
-    recall = tp / np.maximum(m.sum(1), 1)
-    return precision, recall
+    import torch
+    from torchmetrics.functional.classification import multiclass_precision, multiclass_recall
+
+    m = torch.as_tensor(np.asarray(matrix), dtype=torch.long)
+    k = len(m)
+    # The (true, predicted) pairs the matrix counts, as torchmetrics takes them.
+    target = torch.arange(k).repeat_interleave(m.sum(1))
+    preds = torch.arange(k).repeat(k).repeat_interleave(m.flatten())
+    precision = multiclass_precision(preds, target, k, average=None, zero_division=0)
+    recall = multiclass_recall(preds, target, k, average=None, zero_division=0)
+    return precision.double().numpy(), recall.double().numpy()
 
 
 def plot_precision_recall(matrix, class_names: Sequence[str], title: str, path: str | os.PathLike) -> Path:

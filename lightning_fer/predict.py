@@ -1,90 +1,20 @@
-"""Prediction on photos: every face found by MTCNN, its region views, a row per face."""
+"""Writing predictions: a row per face (photos or a split) to CSV or JSON, and annotated photos."""
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
-from torch.utils.data import Dataset
 
-from lightning_fer.data.io import ImageReadError, load_image_checked, read_image
-from lightning_fer.data.sources import IMAGE_EXTENSIONS
-from lightning_fer.data.transforms import FaceTransform
+from lightning_fer.data.io import read_image
+from lightning_fer.data.photos import DEFAULT_OUTPUT, PhotoOptions, PhotoScan
+from lightning_fer.files import atomic_path, write_csv, write_text
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Face:
-    """One face found in a photo."""
-
-    file: str
-    face: int
-    box: tuple[float, float, float, float]  # x0, y0, x1, y1
-    points: np.ndarray  # [5, 2]
-    prob: float
-
-
-@dataclass
-class PhotoScan:
-    """The faces found under a path, and what could not be used (reported, never dropped)."""
-
-    faces: list[Face] = field(default_factory=list)
-    problems: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
-
-
-def list_photos(path: str | os.PathLike) -> list[Path]:
-    """An image file, or every image file under a folder (sorted)."""
-    p = Path(path).expanduser()
-    if p.is_file():
-        return [p]
-    if p.is_dir():
-        return sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
-    raise FileNotFoundError(f"predict_path {p} is neither an image file nor a folder")
-
-
-def scan_photos(path: str | os.PathLike, min_prob: float = 0.9, device: str | None = None) -> PhotoScan:
-    """Find every face in every photo under ``path`` with MTCNN."""
-    from lightning_fer.data.landmarks import FaceDetector, LandmarkSettings
-
-    detector = FaceDetector(LandmarkSettings(), device)
-    scan = PhotoScan()
-    for f in list_photos(path):
-        try:
-            image = load_image_checked(str(f))
-        except ImageReadError as err:
-            scan.problems.append((str(f), str(err).split(": ", 1)[-1]))
-            continue
-        faces = detector.detect_all(image, min_prob)
-        if not faces:
-            scan.problems.append((str(f), f"no face found (MTCNN, probability >= {min_prob})"))
-        for i, (pts, box, prob) in enumerate(faces):
-            scan.faces.append(Face(str(f), i, tuple(float(v) for v in box), pts, prob))
-    log.info("%d face(s) in %s; %d file(s) without a usable face", len(scan.faces), path, len(scan.problems))
-    return scan
-
-
-class PhotoFacesDataset(Dataset):
-    """Items ``{"image", "views", "label" (-1), "index"}`` for the faces of a :class:`PhotoScan`."""
-
-    def __init__(self, scan: PhotoScan, transform: FaceTransform) -> None:
-        self.scan = scan
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.scan.faces)
-
-    def __getitem__(self, i: int) -> dict:
-        face = self.scan.faces[i]
-        out = self.transform(read_image(face.file), face.points, face.box)
-        return {"image": torch.from_numpy(out["image"]), "views": torch.from_numpy(out["views"]), "label": -1, "index": i}
 
 
 class FacePredictionWriter(BasePredictionWriter):
@@ -97,12 +27,18 @@ class FacePredictionWriter(BasePredictionWriter):
         annotate_dir: where to write annotated photos (``None``: none).
     """
 
-    def __init__(self, output: str = "runs/predict/predictions.csv", annotate_dir: str | None = None) -> None:
+    def __init__(self, output: str = DEFAULT_OUTPUT, annotate_dir: str | None = None) -> None:
         super().__init__(write_interval="epoch")
         if not output.endswith((".csv", ".json")):
             raise ValueError(f"predict output {output!r} must end in .csv or .json")
         self.output = output
         self.annotate_dir = annotate_dir
+
+    @classmethod
+    def for_datamodule(cls, datamodule) -> FacePredictionWriter | None:
+        """The writer a data module's photo options ask for (``None``: not predicting on photos)."""
+        photos: PhotoOptions | None = getattr(datamodule, "photos", None)
+        return cls(photos.output, photos.annotate_dir) if photos is not None else None
 
     def rows(self, trainer, predictions) -> list[dict]:
         dm = trainer.datamodule
@@ -132,20 +68,14 @@ class FacePredictionWriter(BasePredictionWriter):
         out = Path(self.output)
         if trainer.world_size > 1:
             out = out.with_name(f"{out.stem}.rank{trainer.global_rank}{out.suffix}")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
         if out.suffix == ".json":
-            tmp.write_text(json.dumps(rows, indent=1))
+            write_text(out, json.dumps(rows, indent=1))
         else:
             cols: list[str] = []
             for r in rows:
                 cols += [k for k in r if k not in cols]
-            with open(tmp, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=cols)
-                w.writeheader()
-                for r in rows:
-                    w.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()})
-        os.replace(tmp, out)
+            cell = lambda v: json.dumps(v) if isinstance(v, list) else ("" if v is None else v)  # noqa: E731
+            write_csv(out, cols, ([cell(r.get(k)) for k in cols] for r in rows))
         log.info("wrote %d row(s) to %s", len(rows), out)
         if self.annotate_dir:
             annotate(rows, Path(self.annotate_dir))
@@ -171,8 +101,7 @@ def annotate(rows: list[dict], folder: Path) -> list[Path]:
             cv2.putText(img, f"{r['label']} {p:.2f}", (x0, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX,
                         0.5 * scale, (0, 200, 0), max(1, int(scale)), cv2.LINE_AA)
         out = folder / f"{Path(file).stem}_annotated.jpg"
-        tmp = folder / f".{out.stem}.tmp{os.getpid()}.jpg"
-        cv2.imwrite(str(tmp), img)
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            cv2.imwrite(str(tmp), img)
         written.append(out)
     return written

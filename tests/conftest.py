@@ -38,7 +38,7 @@ def fer2013_root() -> Path:
 @pytest.fixture(scope="session")
 def synthetic_source(tmp_path_factory):
     """A small synthetic demo set: 8 subjects x 7 expressions x 2 images, 64 px, 2 test subjects."""
-    from lightning_fer.data.synthetic import SyntheticSource
+    from lightning_fer.data.sources import SyntheticSource
 
     return SyntheticSource(
         str(tmp_path_factory.mktemp("synthetic")), num_subjects=8, images_per_class=2, test_subjects=2, image_size=64
@@ -86,13 +86,14 @@ def trained_members(tmp_path_factory):
 
 def parse_only(args: list[str]):
     """Parse (and validate) a CLI command's options without building or running anything."""
-    from lightning_fer.cli import _cli_class
+    import lightning as L
 
-    FERCLI, model, data = _cli_class()
+    from lightning_fer.build import FERCLI
+    from lightning_fer.data import FERDataModule
 
     class ParseOnly(FERCLI):
         def instantiate_classes(self):
             pass
 
-    return ParseOnly(model, data, subclass_mode_model=True, subclass_mode_data=True,
+    return ParseOnly(L.LightningModule, FERDataModule, subclass_mode_model=True, subclass_mode_data=True,
                      parser_kwargs={"parser_mode": "omegaconf+"}, args=args, run=False)

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import parse_only, tiny_args
 
 from lightning_fer.cli import main
@@ -136,7 +135,7 @@ def test_ddp_validation_counts_each_sample_once(tmp_path):
          tmp_path, env)
     ckpt = tmp_path / "runs/demo/sppnet/checkpoints/best.ckpt"
     from lightning_fer import FERDataModule
-    from lightning_fer.data.synthetic import SyntheticSource
+    from lightning_fer.data.sources import SyntheticSource
 
     dm = FERDataModule(SyntheticSource(str(tmp_path / "synthetic"), num_subjects=17, images_per_class=1,
                                        test_subjects=2, image_size=80), num_workers=0)

@@ -5,7 +5,7 @@ members trained on the demo faces pass the ensemble's leak check on it."""
 
 from __future__ import annotations
 
-from lightning_fer.data.synthetic import SyntheticSource
+from lightning_fer.data.sources import SyntheticSource
 
 
 class ShiftedLandmarks(SyntheticSource):

@@ -1,7 +1,8 @@
 """Data: sources, landmarks, regions, folds, transforms and the FERDataModule."""
 
 from lightning_fer.data.classes import BASIC7, BASIC8
-from lightning_fer.data.datamodule import BadImagesError, FERDataModule, FERDataset
+from lightning_fer.data.datamodule import FERDataModule
+from lightning_fer.data.dataset import BadImagesError, FERDataset
 from lightning_fer.data.regions import REGIONS, region_boxes
 from lightning_fer.data.sources import (
     AffectNetSource,
@@ -10,8 +11,8 @@ from lightning_fer.data.sources import (
     FolderSource,
     ManifestSource,
     Record,
+    SyntheticSource,
 )
-from lightning_fer.data.synthetic import SyntheticSource
 
 __all__ = [
     "BASIC7",

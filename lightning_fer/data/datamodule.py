@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
 import os
@@ -13,30 +12,22 @@ from typing import Literal
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, WeightedRandomSampler
 
+from lightning_fer.data.augment import AffineAugment, train_augmentation
+from lightning_fer.data.dataset import BadImagesError, FERDataset, SourceName, build_source, match_classes
+from lightning_fer.data.detection import LandmarkMode, LandmarkSettings, NoFacePolicy
 from lightning_fer.data.duplicates import DuplicatePolicy, DuplicateReport, file_digests, resolve_duplicates
 from lightning_fer.data.folds import load_or_make_folds
-from lightning_fer.data.io import read_image
-from lightning_fer.data.landmarks import (
-    LOCATED_KINDS,
-    IndexEntry,
-    LandmarkIndex,
-    LandmarkMode,
-    LandmarkSettings,
-    NoFacePolicy,
-    source_cache_name,
-    template_points,
-)
-from lightning_fer.data.regions import PARTS, face_box_from_points, region_coverage
-from lightning_fer.data.sources import AffectNetSource, FERSource, FolderSource, ManifestSource, Record
-from lightning_fer.data.synthetic import SyntheticSource
-from lightning_fer.data.transforms import AffineAugment, FaceTransform, check_views, train_augmentation
+from lightning_fer.data.geometry import FaceBox, face_geometry, view_masks
+from lightning_fer.data.landmarks import IndexEntry, LandmarkIndex, source_cache_name
+from lightning_fer.data.photos import DEFAULT_OUTPUT, PhotoFacesDataset, PhotoOptions, scan_photos
+from lightning_fer.data.sources import FERSource, Record
+from lightning_fer.data.transforms import FaceTransform, check_views
+from lightning_fer.files import write_csv
 
 log = logging.getLogger(__name__)
 
-SourceName = Literal["synthetic", "affectnet", "folder", "manifest"]
-FaceBox = Literal["auto", "image", "landmarks", "annotation"]
 
 
 def _writable(folder: Path) -> bool:
@@ -46,99 +37,6 @@ def _writable(folder: Path) -> bool:
         return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
     except OSError:
         return False
-
-
-def _write_csv(path: Path, header: list[str], rows) -> None:
-    """A CSV written to a temporary name, then renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    os.replace(tmp, path)
-
-
-class BadImagesError(RuntimeError):
-    """Some images cannot be used; the message lists every one with its reason."""
-
-
-def build_source(
-    source: SourceName | FERSource, root: str | None, split_map: dict[str, str] | None = None
-) -> FERSource:
-    """A source object from a name and a root, or the given object."""
-    if isinstance(source, FERSource):
-        return source
-    if source == "synthetic":
-        return SyntheticSource(root)
-    if root is None:
-        raise ValueError(f"source {source!r} needs a root: set data.root (e.g. --data.root=/path/to/data)")
-    if source == "affectnet":
-        return AffectNetSource(root)
-    if source == "folder":
-        return FolderSource(root, split_map=split_map)
-    if source == "manifest":
-        return ManifestSource(root)
-    raise ValueError(f"unknown source {source!r}; choose synthetic, affectnet, folder or manifest, or give a FERSource")
-
-
-class FERDataset(Dataset):
-    """Items of one split: decode, landmarks, augmentation, region views, normalisation.
-
-    Items are ``{"image": [3, S, S], "views": [V, 3, S, S], "view_mask": [V], "label": int,
-    "index": int}``; ``index`` is the item's position in the data module's record list, stable
-    across splits; ``view_mask`` says which views could be located for this face (``False``: the
-    view is there, cut where the landmarks guessed, but carries no information).
-    """
-
-    def __init__(
-        self,
-        paths: list[str],
-        labels: np.ndarray,
-        points: list[np.ndarray],
-        boxes: np.ndarray,
-        indices: np.ndarray,
-        transform: FaceTransform,
-        view_mask: np.ndarray | None = None,
-    ) -> None:
-        self.paths = paths
-        self.labels = labels
-        #: the source's own labels; ``labels`` may be remapped to a model's classes
-        #: (:meth:`FERDataModule.match_classes`), with -1 for classes the model does not know.
-        self.source_labels = labels.copy()
-        self.points = points
-        self.boxes = boxes
-        self.indices = indices
-        self.transform = transform
-        n, v = len(paths), len(transform.views)
-        self.view_mask = np.ones((n, v), bool) if view_mask is None else np.asarray(view_mask, bool)
-        if self.view_mask.shape != (n, v):
-            raise ValueError(f"view_mask has shape {self.view_mask.shape}, expected ({n}, {v})")
-        self._seeded_pid: int | None = None
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def _reseed(self) -> None:
-        # Forked workers inherit one augmentation RNG state: reseed once per process so that
-        # workers do not repeat each other's augmentations.
-        pid = os.getpid()
-        if self._seeded_pid != pid and self.transform.augment is not None:
-            self.transform.augment.set_random_seed(torch.initial_seed() % 2**32)
-            self._seeded_pid = pid
-
-    def __getitem__(self, i: int) -> dict:
-        self._reseed()
-        image = read_image(self.paths[i])
-        box = self.boxes[i]
-        out = self.transform(image, self.points[i], None if np.isnan(box[0]) else box)
-        return {
-            "image": torch.from_numpy(out["image"]),
-            "views": torch.from_numpy(out["views"]),
-            "view_mask": torch.from_numpy(self.view_mask[i]),
-            "label": int(self.labels[i]),
-            "index": int(self.indices[i]),
-        }
 
 
 class FERDataModule(L.LightningDataModule):
@@ -216,7 +114,7 @@ class FERDataModule(L.LightningDataModule):
 
     Example:
         >>> import tempfile
-        >>> from lightning_fer.data.synthetic import SyntheticSource
+        >>> from lightning_fer.data.sources import SyntheticSource
         >>> src = SyntheticSource(tempfile.mkdtemp(), num_subjects=6, images_per_class=2, test_subjects=1, image_size=64)
         >>> dm = FERDataModule(src, views=["face", "mouth"], image_size=32, batch_size=4, num_workers=0)
         >>> dm.prepare_data(); dm.setup("fit")
@@ -288,10 +186,9 @@ class FERDataModule(L.LightningDataModule):
         self.augmentation = augmentation
         self.detect_batch_size = detect_batch_size
         self.detect_device = detect_device
-        self.predict_path = predict_path
-        self.predict_output = predict_output or ("runs/predict/predictions.csv" if predict_path else None)
-        self.annotate_dir = annotate_dir
-        self.min_face_prob = min_face_prob
+        #: photos to predict on (``None``: predict on the test split); the writer reads its outputs.
+        self.photos = PhotoOptions(predict_path, predict_output or DEFAULT_OUTPUT, annotate_dir, min_face_prob) \
+            if predict_path else None
         if duplicates not in ("keep", "drop"):
             raise ValueError(f"duplicates must be 'keep' or 'drop', got {duplicates!r}")
         if not 0.0 < train_fraction <= 1.0:
@@ -372,7 +269,7 @@ class FERDataModule(L.LightningDataModule):
     def _check_bad(self, records: list[Record], entries: dict[str, IndexEntry]) -> None:
         bad = [(r, entries[r.key].reason) for r in records if not entries[r.key].ok]
         listing = self.cache_dir / "skipped.csv"
-        _write_csv(listing, ["path", "reason", "where"], [(r.path, why, r.where) for r, why in bad])
+        write_csv(listing, ["path", "reason", "where"], [(r.path, why, r.where) for r, why in bad])
         if not bad:
             return
         no_face = [b for b in bad if entries[b[0].key].kind == "no_face"]
@@ -405,7 +302,7 @@ class FERDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Check every image, find landmarks (cached), and write the folds file."""
-        if self.predict_path and self.trainer is not None and self.trainer.predicting:
+        if self.photos and self.trainer is not None and self.trainer.predicting:
             return  # photos are scanned in setup("predict"); the training data need not be here
         records, entries = self._index()
         if self.fold is not None and self.eval_split == "official":
@@ -419,11 +316,9 @@ class FERDataModule(L.LightningDataModule):
 
     # -- setup -------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        if stage == "predict" and self.predict_path:
-            from lightning_fer.predict import PhotoFacesDataset, scan_photos
-
+        if stage == "predict" and self.photos:
             if self.photo_scan is None:
-                self.photo_scan = scan_photos(self.predict_path, self.min_face_prob, self.detect_device)
+                self.photo_scan = scan_photos(self.photos.path, self.photos.min_prob, self.detect_device)
                 self.datasets["predict"] = PhotoFacesDataset(
                     self.photo_scan, FaceTransform(self.views, self.image_size, None)
                 )
@@ -465,8 +360,8 @@ class FERDataModule(L.LightningDataModule):
         if self.train_fraction < 1.0 and len(train):
             train = self._subset(train, np.array([records[i].label for i in train]))
         self.splits = {"train": train, "val": val, "test": test}
-        points, boxes = self._geometry(records, entries)
-        masks = self._view_masks(records, entries, points)
+        points, boxes = face_geometry(records, entries, self.face_box)
+        masks = view_masks(records, entries, points, self.views, self.min_view_inside)
         aug = None
         if self.augment:
             aug = AffineAugment() if self.augmentation == "affine" else train_augmentation()
@@ -503,113 +398,11 @@ class FERDataModule(L.LightningDataModule):
         log.info("train_fraction=%s: training on %d of %d images (stratified)", self.train_fraction, len(kept), len(train))
         return np.sort(kept)
 
-    def _geometry(self, records: list[Record], entries: dict[str, IndexEntry]):
-        """Landmarks ``[K, 2]`` and the face box ``(x0, y0, x1, y1)`` (NaN: derived from the
-        landmarks by the transform) of every record, as ``face_box`` says."""
-        points: list[np.ndarray] = []
-        boxes = np.full((len(records), 4), np.nan, np.float32)
-        unboxed = []
-        for i, r in enumerate(records):
-            e = entries[r.key]
-            if not e.ok:
-                points.append(np.zeros((5, 2), np.float32))
-                continue
-            if e.kind == "annotation":
-                points.append(r.landmarks)
-            elif e.points is not None:
-                points.append(e.points)
-            else:  # pragma: no cover - every ok entry has points or an annotation
-                points.append(template_points(e.width, e.height))
-            annotated = None
-            if r.box is not None:
-                x, y, w, h = r.box
-                annotated = (x, y, x + w, y + h)
-            if self.face_box == "image":
-                boxes[i] = (0, 0, e.width, e.height)
-            elif self.face_box == "annotation":
-                if annotated is None:
-                    unboxed.append(r)
-                else:
-                    boxes[i] = annotated
-            elif self.face_box == "landmarks":
-                boxes[i] = e.box if e.kind == "mtcnn" and e.box is not None else face_box_from_points(points[-1])
-            elif annotated is not None:
-                boxes[i] = annotated
-            elif e.kind == "mtcnn" and e.box is not None:
-                boxes[i] = e.box
-            elif e.kind in ("template", "template_fallback"):
-                boxes[i] = (0, 0, e.width, e.height)  # pre-aligned crops: the face is the image
-        if unboxed:
-            names = "\n  ".join(r.where or r.path for r in unboxed[:20])
-            raise ValueError(
-                f"face_box='annotation', but {len(unboxed)} record(s) have no annotated face box, e.g.\n  {names}\n"
-                "give face_x, face_y, face_width, face_height for them, or set data.face_box to auto or image"
-            )
-        return points, boxes
-
-    def _view_masks(self, records: list[Record], entries: dict[str, IndexEntry], points: list[np.ndarray]) -> np.ndarray:
-        """``[N, V]``: which of ``views`` can be located on each record's face.
-
-        ``face`` always can (it is a box or the image). A part can where the landmarks locate the
-        parts (:data:`~lightning_fer.data.landmarks.LOCATED_KINDS`) and at least
-        ``min_view_inside`` of its box lies inside the image; ``rest`` (the face with the parts
-        masked) where the landmarks locate the parts.
-        """
-        masks = np.ones((len(records), len(self.views)), bool)
-        parts = [v for v in self.views if v in PARTS]
-        if parts == [] and "rest" not in self.views:
-            return masks
-        col = {v: j for j, v in enumerate(self.views)}
-        for i, r in enumerate(records):
-            e = entries[r.key]
-            if not e.ok:
-                continue
-            located = e.kind in LOCATED_KINDS
-            if "rest" in col:
-                masks[i, col["rest"]] = located
-            if not parts:
-                continue
-            if not located:
-                masks[i, [col[v] for v in parts]] = False
-                continue
-            inside = region_coverage(points[i], e.width, e.height, tuple(parts))
-            for v in parts:
-                masks[i, col[v]] = inside[v] >= self.min_view_inside
-        return masks
-
     def match_classes(self, model_classes: list[str]) -> dict[str, dict]:
-        """Relabel the evaluation splits for a model whose classes are ``model_classes``.
-
-        Classes are matched by name. Images of classes the model does not know get label -1,
-        which every metric of the library ignores; they are counted, logged and listed in
-        ``unmatched-<split>.csv`` in the cache folder. Classes the model knows and the data
-        lacks are logged. Returns, per split, ``{"unknown": {class: count}, "missing":
-        [class, ...], "kept": n, "listing": path}`` (empty where the classes agree).
-        """
-        data_classes = list(self.class_names)
-        model_classes = list(model_classes)
-        self.class_match = {}
-        if data_classes == model_classes:
-            return self.class_match
-        lookup = np.array([model_classes.index(n) if n in model_classes else -1 for n in data_classes], np.int64)
-        for name, ds in self.datasets.items():
-            if name == "train" or not isinstance(ds, FERDataset):
-                continue
-            ds.labels = lookup[ds.source_labels] if len(ds.source_labels) else ds.source_labels.copy()
-            unknown = Counter(data_classes[k] for k in ds.source_labels[ds.labels < 0].tolist())
-            present = {data_classes[k] for k in set(ds.source_labels.tolist())}
-            listing = self.cache_dir / f"unmatched-{name}.csv"
-            rows = [(ds.paths[i], data_classes[ds.source_labels[i]]) for i in np.flatnonzero(ds.labels < 0)]
-            _write_csv(listing, ["path", "class"], rows)
-            info = {"unknown": dict(unknown), "missing": [c for c in model_classes if c not in present],
-                    "kept": int((ds.labels >= 0).sum()), "listing": str(listing)}
-            self.class_match[name] = info
-            log.warning(
-                "%s split: the model knows %s; %d image(s) of classes it does not know are left out of the figures "
-                "(%s; listed in %s); classes the data lacks: %s", name, model_classes, sum(unknown.values()),
-                ", ".join(f"{k} {v}" for k, v in sorted(unknown.items())) or "none", listing,
-                ", ".join(info["missing"]) or "none",
-            )
+        """Relabel the evaluation splits for a model whose classes are ``model_classes``
+        (:func:`~lightning_fer.data.dataset.match_classes`: by name, unknown classes get -1 and
+        are listed in ``unmatched-<split>.csv`` in the cache folder)."""
+        self.class_match = match_classes(self.datasets, self.class_names, model_classes, self.cache_dir)
         return self.class_match
 
     # -- loaders -----------------------------------------------------------------------------
@@ -618,7 +411,9 @@ class FERDataModule(L.LightningDataModule):
         labels = self.datasets["train"].labels
         return np.bincount(labels, minlength=len(self.class_names))
 
-    def _loader(self, name: str, train: bool, distributed: bool = True) -> DataLoader:
+    def loader(self, name: str, train: bool = False, distributed: bool = True) -> DataLoader:
+        """A loader over split ``name``: shuffled (or class-balanced) for training; for
+        evaluation, each sample once, sharded over DDP processes unless ``distributed=False``."""
         ds = self.datasets[name]
         sampler = None
         if train and self.balanced_sampler:
@@ -649,16 +444,16 @@ class FERDataModule(L.LightningDataModule):
         return self.trainer.world_size if self.trainer is not None else 1
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
+        return self.loader("train", True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
+        return self.loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
+        return self.loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict" if self.predict_path else "test", False)
+        return self.loader("predict" if self.photos else "test")
 
     def fingerprint(self) -> dict:
         """What an ensemble checks of its members' data: source, fold, seed, training indices."""

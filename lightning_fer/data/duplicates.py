@@ -13,18 +13,17 @@ action, reason) and summed in a :class:`DuplicateReport`.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from lightning_fer.data.sources import Record
+from lightning_fer.files import write_csv
 from lightning_fer.progress import Progress
 
 DuplicatePolicy = Literal["keep", "drop"]
@@ -131,12 +130,5 @@ def resolve_duplicates(
             r = records[i]
             rows.append([gid, digest, r.path, r.split or "", class_names[r.label], "dropped" if why else "kept", why or ""])
     if report_csv is not None:
-        path = Path(report_csv)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["group", "md5", "path", "split", "label", "action", "reason"])
-            w.writerows(rows)
-        os.replace(tmp, path)
+        write_csv(report_csv, ["group", "md5", "path", "split", "label", "action", "reason"], rows)
     return drop, report

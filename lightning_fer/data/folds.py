@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+from lightning_fer.files import write_text
+
 log = logging.getLogger(__name__)
 
 
@@ -112,12 +114,6 @@ def load_or_make_folds(
         "keys": list(keys),
         "folds": folds.tolist(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data))
     log.info("wrote %d-fold split of %d images to %s", num_folds, len(keys), path)
     return folds

@@ -18,60 +18,32 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
+from lightning_fer.data.detection import (
+    CACHE_VERSION,
+    FaceDetector,
+    LandmarkSettings,
+    template_points,
+)
 from lightning_fer.data.io import ImageReadError, load_image_checked
 from lightning_fer.data.sources import Record
+from lightning_fer.files import stale_temporaries, write_text
 from lightning_fer.progress import Progress
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
 
-#: Where the 5 MTCNN points sit, as fractions of width and height, in a tightly cropped and
-#: aligned face such as FER2013's 48x48 crops: the mean of the points MTCNN found on 2,000
-#: FER2013 training images (see ``benchmarks/landmark_template.py``).
-TEMPLATE_5 = np.array(
-    [[0.298, 0.387], [0.693, 0.379], [0.494, 0.614], [0.335, 0.819], [0.664, 0.815]], dtype=np.float32
-)
 
-LandmarkMode = Literal["auto", "annotation", "mtcnn", "template"]
+
 #: Landmark kinds that locate the parts: annotated points, MTCNN's points on a face it found, and
 #: the template where the user chose it for aligned crops (``landmarks: template``). The
 #: template put on a face MTCNN did not find (``template_fallback``) is a guess: its parts are
 #: marked missing (see :class:`~lightning_fer.data.datamodule.FERDataModule`).
 LOCATED_KINDS: frozenset[str] = frozenset({"annotation", "mtcnn", "template"})
-NoFacePolicy = Literal["template", "skip", "error"]
-
-
-@dataclass(frozen=True)
-class LandmarkSettings:
-    """How landmarks are found.
-
-    Args:
-        mode: ``auto`` takes the annotation where a record has one and runs MTCNN otherwise;
-            ``annotation`` requires annotations; ``mtcnn`` detects on every image; ``template``
-            places the 5 points of :data:`TEMPLATE_5` on every (pre-aligned) crop.
-        no_face: what happens where MTCNN finds no face: ``template`` falls back to the template,
-            ``skip`` leaves the image out (counted and listed), ``error`` stops.
-        min_face_size: MTCNN's smallest face in pixels.
-        thresholds: MTCNN's three stage thresholds.
-    """
-
-    mode: LandmarkMode = "auto"
-    no_face: NoFacePolicy = "template"
-    min_face_size: int = 20
-    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
-
-    def fingerprint(self) -> dict:
-        d = asdict(self)
-        d["thresholds"] = list(self.thresholds)
-        d["version"] = CACHE_VERSION
-        return d
 
 
 @dataclass
@@ -148,90 +120,12 @@ class IndexReport:
         )
 
 
-def template_points(width: int, height: int) -> np.ndarray:
-    """The 5 template points scaled to a ``width`` x ``height`` crop."""
-    return TEMPLATE_5 * np.array([width, height], dtype=np.float32)
-
-
 def _stat(path: str) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
     except OSError:
         return None
     return (st.st_size, st.st_mtime_ns)
-
-
-def _iou(a: Sequence[float], b: Sequence[float]) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-class FaceDetector:
-    """facenet-pytorch's MTCNN, batched over images of one size, choosing one face per image.
-
-    ``mtcnn(batch)`` with ``keep_all=False`` raises on a batch that mixes faces and no-faces,
-    so this calls ``detect()`` and chooses the face itself: the one overlapping the annotated
-    box most where there is one, else the most probable.
-    """
-
-    def __init__(self, settings: LandmarkSettings, device: str | None = None) -> None:
-        import torch
-        from facenet_pytorch import MTCNN
-
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.mtcnn = MTCNN(
-            keep_all=True,
-            device=self.device,
-            min_face_size=settings.min_face_size,
-            thresholds=list(settings.thresholds),
-            post_process=False,
-        )
-
-    def detect_all(self, image: np.ndarray, min_prob: float = 0.9) -> list[tuple[np.ndarray, np.ndarray, float]]:
-        """Every face in one image with probability at least ``min_prob``, most probable first:
-        ``[(points [5, 2], box (x0, y0, x1, y1), probability), ...]``."""
-        import torch
-
-        with torch.inference_mode():
-            boxes, probs, points = self.mtcnn.detect(image[None], landmarks=True)
-        if boxes[0] is None:
-            return []
-        faces = [
-            (np.asarray(pt, dtype=np.float32), np.asarray(b, dtype=np.float64), float(p))
-            for b, p, pt in zip(boxes[0], probs[0], points[0])
-            if p is not None and p >= min_prob
-        ]
-        return sorted(faces, key=lambda f: -f[2])
-
-    def detect(
-        self, images: list[np.ndarray], hints: list[Sequence[float] | None] | None = None
-    ) -> list[tuple[np.ndarray, np.ndarray, float] | None]:
-        """Detect one face per image. All ``images`` must share one shape.
-
-        Returns:
-            per image ``(points [5, 2], box (x0, y0, x1, y1), probability)`` or ``None``.
-        """
-        import torch
-
-        if not images:
-            return []
-        with torch.inference_mode():
-            boxes, probs, points = self.mtcnn.detect(np.stack(images), landmarks=True)
-        out = []
-        for i in range(len(images)):
-            if boxes[i] is None or len(boxes[i]) == 0:
-                out.append(None)
-                continue
-            hint = hints[i] if hints else None
-            if hint is not None:
-                j = int(np.argmax([_iou(b, hint) for b in boxes[i]]))
-            else:
-                j = int(np.argmax(probs[i]))
-            out.append((np.asarray(points[i][j], dtype=np.float32), np.asarray(boxes[i][j], dtype=np.float64), float(probs[i][j])))
-        return out
 
 
 class LandmarkIndex:
@@ -309,7 +203,7 @@ class LandmarkIndex:
         """Check every image once, find landmarks, and return key -> entry for all records."""
         t0 = time.perf_counter()
         report = IndexReport(total=len(records))
-        for stale_tmp in self.cache_file.parent.glob(self.cache_file.name + ".tmp*"):
+        for stale_tmp in stale_temporaries(self.cache_file):
             stale_tmp.unlink(missing_ok=True)  # left by a run killed while renaming
         stats: dict[str, tuple[int, int] | None] = {}
         cached = self._load_final()
@@ -431,12 +325,7 @@ class LandmarkIndex:
                 if stats[r.key] is not None
             ],
         }
-        tmp = self.cache_file.with_name(f"{self.cache_file.name}.tmp{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.cache_file)
+        write_text(self.cache_file, json.dumps(data))
         self.journal_file.unlink(missing_ok=True)
 
 

@@ -14,7 +14,6 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-
 log = logging.getLogger(__name__)
 
 #: The label of an image whose class the model does not know (another data set's class):
@@ -87,7 +86,7 @@ class EvaluationMixin:
     def _warn_if_demo_model(self) -> None:
         """Photos judged by a model that only ever saw the synthetic demo faces deserve a word."""
         dm = self.trainer.datamodule if self._trainer is not None else None
-        if dm is None or not getattr(dm, "predict_path", None):
+        if dm is None or getattr(dm, "photos", None) is None:
             return
         members = getattr(self, "members", None) or [self]
         prints = [getattr(m, "data_fingerprint", None) or {} for m in members]

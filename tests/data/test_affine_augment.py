@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from lightning_fer import FERDataModule
+from lightning_fer.data.augment import AffineAugment, train_augmentation
 from lightning_fer.data.regions import REGIONS
-from lightning_fer.data.transforms import AffineAugment, FaceTransform, denormalize, train_augmentation
+from lightning_fer.data.transforms import FaceTransform, denormalize
 
 PTS = np.array([[70, 80], [130, 80], [100, 112], [78, 142], [122, 142]], np.float32)
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255)]

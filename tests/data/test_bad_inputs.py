@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lightning_fer.data.datamodule import BadImagesError, FERDataModule
+from lightning_fer.data import BadImagesError, FERDataModule
 from lightning_fer.data.io import ImageReadError, load_image_checked, read_image
 from lightning_fer.data.sources import ManifestSource, format_landmarks, write_manifest
 from lightning_fer.data.synthetic import _subject, draw_face

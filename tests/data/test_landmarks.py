@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-from lightning_fer.data.landmarks import TEMPLATE_5, FaceDetector, LandmarkIndex, LandmarkSettings
+from lightning_fer.data.detection import TEMPLATE_5, FaceDetector, LandmarkSettings
+from lightning_fer.data.landmarks import LandmarkIndex
 from lightning_fer.data.regions import region_boxes
 from lightning_fer.data.sources import FolderSource, Record
 
@@ -119,7 +120,8 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from lightning_fer.data.landmarks import LandmarkIndex, LandmarkSettings
+    from lightning_fer.data.detection import LandmarkSettings
+    from lightning_fer.data.landmarks import LandmarkIndex
     from lightning_fer.data.sources import Record
     files = sorted(Path(sys.argv[1]).glob("*.png"))
     records = [Record(path=str(p), key=p.name, label=0) for p in files]

@@ -16,7 +16,7 @@ from conftest import REPO, tiny_args
 
 from lightning_fer import EnsembleModule, FERClassifier, FERDataModule
 from lightning_fer.cli import main
-from lightning_fer.data.synthetic import SyntheticSource
+from lightning_fer.data.sources import SyntheticSource
 from lightning_fer.ensemble import DataLeakError, HardVote, SoftVote, Stacking
 
 PARTS = ["left_eye", "right_eye", "nose", "mouth", "rest"]
@@ -45,8 +45,8 @@ def test_members_run_batched_over_views_and_match_one_by_one(trained_members):
     for i, m in enumerate(ens.members):
         for v in range(5):
             x = batch["views"][:, v]
-            if x.shape[-1] != m.hparams.image_size:
-                x = torch.nn.functional.interpolate(x, size=m.hparams.image_size, mode="bilinear", antialias=True)
+            if x.shape[-1] != m.image_size:
+                x = torch.nn.functional.interpolate(x, size=m.image_size, mode="bilinear", antialias=True)
             torch.testing.assert_close(logits[:, i, v], m(x), atol=1e-4, rtol=1e-4)
     assert ens(batch["views"]).shape == (5, 7)
 

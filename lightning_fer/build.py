@@ -1,0 +1,113 @@
+"""One path from configuration to objects: :func:`build` and the ``FERCLI`` it runs on.
+
+The command line (``cli``), ``cv``, ``export`` and the benchmarks all make their models, data
+modules and trainers here, from YAML files and overrides that the same parser checks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.cli import LightningCLI
+
+from lightning_fer.data.datamodule import FERDataModule
+
+Override = Mapping[str, Any] | Sequence[str]
+
+
+@dataclass(frozen=True)
+class _Request:
+    """Config files and overrides for :meth:`FERCLI.parse_arguments`."""
+
+    configs: tuple[str, ...]
+    overrides: tuple[Override, ...]
+
+
+class FERCLI(LightningCLI):
+    """LightningCLI with the data -> model links, a test run after ``fit``, the prediction
+    writer for photos, and structured overrides (see :func:`build`)."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=False,
+            help="after fit, test the best checkpoint and print the figures",
+        )
+        parser.link_arguments("data.init_args.image_size", "model.init_args.image_size")
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
+
+    def parse_arguments(self, parser, args) -> None:
+        if not isinstance(args, _Request):
+            return super().parse_arguments(parser, args)
+        cfg = parser.parse_args([a for c in args.configs for a in ("--config", c)])
+        for override in args.overrides:
+            if isinstance(override, Mapping):
+                cfg = parser.parse_object(dict(override), namespace=cfg)
+            else:  # "--key=value" strings, as a user typed them
+                cfg = parser.parse_args(list(override), namespace=cfg)
+        self.config = cfg
+
+    def before_predict(self) -> None:
+        from lightning_fer.predict import FacePredictionWriter
+
+        writer = FacePredictionWriter.for_datamodule(self.datamodule)
+        if writer is not None and not any(isinstance(c, FacePredictionWriter) for c in self.trainer.callbacks):
+            self.trainer.callbacks.append(writer)
+
+    def after_fit(self) -> None:
+        if self.config[self.subcommand].get("test_after_fit"):
+            ckpt = "best" if self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path else None
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+
+
+def make_cli(args: Any, run: bool = True) -> FERCLI:
+    """The ``FERCLI`` over ``args`` (argv strings, a dict or a :func:`build` request)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        # cv, export and tests run the CLI from Python on purpose: LightningCLI's advice against
+        # that is about user scripts, and would be printed on every call the library makes.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return FERCLI(
+            L.LightningModule,
+            FERDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            parser_kwargs={"parser_mode": "omegaconf+"},
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            run=run,
+        )
+
+
+@dataclass
+class Built:
+    """What :func:`build` makes: a model, its data module, a trainer, and the parsed config."""
+
+    model: L.LightningModule
+    datamodule: FERDataModule
+    trainer: L.Trainer
+    config: Any
+
+
+def build(configs: str | os.PathLike | Sequence[str | os.PathLike], *overrides: Override) -> Built:
+    """Build the model, data module and trainer that ``python -m lightning_fer fit`` would.
+
+    Args:
+        configs: YAML config files, applied in order (as repeated ``--config``).
+        overrides: applied in order after the files: nested dicts (``{"data": {"init_args":
+            {"fold": 2}}}``; ``{"model": {"lr": 0.01}}`` works too) or sequences of
+            command-line strings (``["--trainer.max_epochs=3"]``). The parser checks both.
+
+    Example:
+        >>> built = build("configs/demo/resnet50.yaml", {"model": {"backbone": "resnet18"}, "trainer": {"logger": False}})
+        >>> type(built.model).__name__, built.model.hparams.backbone, built.model.hparams.image_size
+        ('FERClassifier', 'resnet18', 48)
+    """
+    files = [configs] if isinstance(configs, (str, os.PathLike)) else list(configs)
+    cli = make_cli(_Request(tuple(os.fspath(f) for f in files), overrides), run=False)
+    return Built(cli.model, cli.datamodule, cli.trainer, cli.config)

@@ -1,0 +1,124 @@
+"""Cross-validated training and evaluation in one command: ``python -m lightning_fer cv``.
+
+For every fold: train each member config (a FERClassifier config) on the other folds, then
+collect every member's predictions on every view for the held-out fold (out of fold) and for
+the test split. Learning strategies are fitted on the pooled out-of-fold predictions (each
+fold's members checked against the fold they were held out from); every member and every
+strategy is evaluated on the test split per fold; the paper's Table II (accuracy, balanced
+accuracy, macro precision / recall / F1, mean and standard deviation over folds) is written as
+Markdown and CSV, with confusion-matrix PNGs. A run that is interrupted resumes: finished
+members and collected predictions are kept, an unfinished member is trained again.
+
+    python -m lightning_fer cv --config configs/demo/cv.yaml
+
+:mod:`~lightning_fer.cv.run` trains, collects, fits and scores; :mod:`~lightning_fer.cv.report`
+writes the table, the pictures and W&B.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from lightning_fer.cv.report import METRICS, log_to_wandb, plot_confusions, scores, write_table
+from lightning_fer.cv.run import Plan, collect, evaluate, fit_strategies, train_member, unique_names
+from lightning_fer.ensemble.strategies import EnsembleStrategy
+
+log = logging.getLogger(__name__)
+
+__all__ = ["METRICS", "main", "parser", "run_cv", "scores", "write_table"]
+
+
+def run_cv(
+    members: list[str],
+    output_dir: str = "runs/cv",
+    members_dir: str | None = None,
+    folds: list[int] | None = None,
+    num_folds: int = 5,
+    seeds: list[int] | None = None,
+    views: list[str] = ["face"],  # noqa: B006
+    strategies: list[EnsembleStrategy] | None = None,
+    overrides: list[str] = [],  # noqa: B006
+    monitor: str = "val/acc",
+    image_size: int | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    wandb_project: str | None = None,
+) -> dict:
+    """Train, collect, fit and evaluate; returns the per-run figures, the table's path and the pictures.
+
+    Args:
+        members: FERClassifier config files, one per member (e.g. ``configs/demo/resnet50.yaml``).
+        output_dir: where predictions, the table and the pictures go.
+        members_dir: where members are trained and looked for (default ``output_dir``), so that
+            several ensembles (face, regions) can share the members of one run.
+        folds: which folds to run (default: all ``num_folds``).
+        num_folds: number of folds (passed to every member's data module).
+        seeds: train every member once per seed (``seed_everything``; the folds stay those
+            of the data's own seed), to see the spread that training randomness alone gives.
+            Default: one run with each config's own seed.
+        views: regions the ensembles look at (``[face]``, or the paper's five regions).
+        strategies: ensemble strategies (``class_path`` in YAML); default hard vote, soft vote
+            and stacking.
+        overrides: command-line overrides applied to every member's fit, e.g.
+            ``--trainer.max_epochs=5``.
+        monitor: metric whose best value picks each member's checkpoint.
+        image_size: size of the views collected for the ensembles (default: the largest member
+            size; each member gets its own size back by resizing).
+        batch_size: batch size when collecting predictions.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        wandb_project: also log Table II (a W&B table) and the confusion matrices (images) to
+            this W&B project (offline without credentials or with ``WANDB_MODE=offline``).
+    """
+    from lightning_fer.ensemble.strategies import HardVote, SoftVote, Stacking
+
+    t_start = time.perf_counter()
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    folds = list(range(num_folds)) if folds is None else list(folds)
+    auto = device == "auto"
+    plan = Plan(list(members), out, Path(members_dir) if members_dir else out,
+                [(k, s) for k in folds for s in (seeds or [None])], num_folds, list(views), list(overrides), monitor,
+                batch_size, image_size, torch.device(("cuda" if torch.cuda.is_available() else "cpu") if auto else device))
+    if len(set(plan.names)) != len(plan.names):
+        raise ValueError(f"member configs must have distinct file names, got {plan.names}")
+    strategies = list(strategies) if strategies else [HardVote(), SoftVote(), Stacking()]
+
+    for k, sd in plan.runs:  # 1. train (what a previous call finished is kept)
+        for cfg, name in zip(plan.members, plan.names):
+            train_member(plan, cfg, name, k, sd)
+    collected = {plan.run_name(k, sd): collect(plan, k, sd) for k, sd in plan.runs}  # 2. predictions
+    first = collected[plan.run_name(*plan.runs[0])]
+    class_names = first["class_names"]
+    fitted = fit_strategies(plan, collected, strategies, len(class_names))  # 3. out-of-fold fitting
+    rows, confusion = evaluate(plan, collected, fitted, unique_names(strategies), len(class_names))  # 4. scores
+
+    what = f"{len(folds)} fold(s) {folds} of {num_folds}" + (f" x seeds {list(seeds)}" if seeds else "")
+    table = write_table(rows, out, f"{what}; views {list(views)}; {len(first['test_labels'])} test images")
+    pictures = plot_confusions(confusion, class_names, out)
+    if wandb_project:
+        log_to_wandb(wandb_project, out, rows, pictures, dict(members=members, folds=folds, seeds=seeds, views=list(views)))
+    log.info("cv finished in %.0f s: %s", time.perf_counter() - t_start, out / "table2.md")
+    print(table)
+    return {"rows": rows, "table": out / "table2.md", "pictures": pictures}
+
+
+def parser():
+    """The ``cv`` subcommand's parser: ``--config FILE`` and every argument of :func:`run_cv`."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    p = ArgumentParser(prog="python -m lightning_fer cv", description=__doc__, parser_mode="omegaconf")
+    p.add_argument("--config", action=ActionConfigFile)
+    p.add_function_arguments(run_cv, fail_untyped=False)
+    return p
+
+
+def main(argv: list[str]) -> dict:
+    """Parse ``argv`` (``--config FILE`` and/or ``--key=value``) and run."""
+    p = parser()
+    cfg = p.parse_args(argv)
+    init = p.instantiate(cfg) if hasattr(p, "instantiate") else p.instantiate_classes(cfg)
+    return run_cv(**{k: v for k, v in init.items() if k != "config"})

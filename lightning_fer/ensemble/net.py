@@ -1,0 +1,180 @@
+"""``EnsembleNet``: member networks on every view, combined by a strategy, as a plain ``nn.Module``
+(what ``export`` writes and what :class:`~lightning_fer.ensemble.EnsembleModule` wraps)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from lightning_fer.data.regions import REGIONS
+from lightning_fer.ensemble.functional import exporting, missing_views
+from lightning_fer.ensemble.members import MemberNet
+from lightning_fer.ensemble.strategies import EnsembleStrategy, HardVote
+
+
+class EnsembleNet(nn.Module):
+    """Every member on every view it is bound to, combined by a strategy.
+
+    A member trained on one region (a region expert) sees only that region; a member trained on
+    ``face`` sees every view. Each member runs once per batch on all its views together. Views
+    not located on a face (``view_mask``) get no vote for that sample; a sample left with no vote
+    falls back to its whole face, judged by the face-trained members
+    (:func:`~lightning_fer.ensemble.functional.missing_views`).
+
+    Args:
+        members: the member networks.
+        strategy: how to combine (default :class:`HardVote`).
+        views: the regions the input carries, in order.
+        bind_experts: bind region experts to their region (``False``: every member sees every view).
+        image_size: side of the views the ensemble receives (default: the largest member's).
+        member_batch: split each member's ``B x views`` images into calls of at most this many.
+
+    Example:
+        >>> from lightning_fer import FERClassifier
+        >>> members = [MemberNet.from_classifier(FERClassifier(b, image_size=64)) for b in ("resnet18", "sppnet")]
+        >>> net = EnsembleNet(members, views=["face", "mouth"])
+        >>> net.image_size, net(torch.randn(2, 2, 3, 64, 64)).shape
+        (64, torch.Size([2, 7]))
+    """
+
+    def __init__(
+        self,
+        members: Sequence[MemberNet],
+        strategy: EnsembleStrategy | None = None,
+        views: Sequence[str] = ("face",),
+        bind_experts: bool = True,
+        image_size: int | None = None,
+        member_batch: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        unknown = [v for v in views if v not in REGIONS]
+        if unknown:
+            raise ValueError(f"unknown view(s) {unknown}; choose from {list(REGIONS)}")
+        if member_batch is not None and member_batch < 1:
+            raise ValueError(f"member_batch must be a positive number of images or None, got {member_batch}")
+        self.views = list(views)
+        self.member_batch = member_batch
+        self.members = nn.ModuleList(members)
+        self.members.eval().requires_grad_(False)
+        names = [m.class_names for m in members]
+        if any(n != names[0] for n in names):
+            listing = "\n  ".join(f"{m.name}: {n}" for m, n in zip(members, names))
+            raise ValueError(f"ensemble members disagree on class names:\n  {listing}")
+        self.class_names = list(names[0])
+        self.image_size = int(image_size or max(m.image_size for m in members))
+        mask = torch.ones(len(members), len(self.views), dtype=torch.bool)  # which views each member sees
+        for i, m in enumerate(members):
+            if bind_experts and m.region != "face":
+                if m.region not in self.views:
+                    raise ValueError(f"member {m.name} is an expert on {m.region!r}, which is not among views {self.views}")
+                mask[i] = torch.tensor([v == m.region for v in self.views])
+        self.register_buffer("mask", mask, persistent=False)
+        self.register_buffer("face_members", torch.tensor([m.region == "face" for m in members]), persistent=False)
+        self._seen = [[j for j in range(len(self.views)) if mask[i, j]] for i in range(len(members))]
+        self.strategy = strategy if strategy is not None else HardVote()
+        self.strategy.setup(len(members), len(self.views), len(self.class_names))
+
+    @property
+    def member_names(self) -> list[str]:
+        return [m.name for m in self.members]
+
+    def set_strategy(self, strategy: EnsembleStrategy) -> None:
+        """Swap the strategy (set up for this ensemble's members, views and classes)."""
+        strategy.setup(len(self.members), len(self.views), len(self.class_names))
+        self.strategy = strategy.to(self.mask.device)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.members.eval()  # frozen: batch norm and dropout stay in inference mode
+        return self
+
+    def _run(self, member: MemberNet, x: torch.Tensor) -> torch.Tensor:
+        if self.member_batch and len(x) > self.member_batch and not exporting():
+            return torch.cat([member(c) for c in x.split(self.member_batch)])
+        return member(x)
+
+    def member_logits(self, views: torch.Tensor) -> torch.Tensor:
+        """``views`` ``[B, V, 3, S, S]`` -> logits ``[B, M, V, C]`` (masked pairs are zeros)."""
+        v = views.shape[1]
+        if v != len(self.views):
+            raise ValueError(f"batch has {v} views, the ensemble expects {len(self.views)} ({self.views})")
+        per_member = []
+        for member, seen in zip(self.members, self._seen):
+            # Static indexing and plain ints only, so that traced and exported graphs keep their
+            # shapes (ONNX's adaptive pooling needs them).
+            x = views if len(seen) == v else torch.cat([views[:, j : j + 1] for j in seen], 1)
+            x = x.reshape(-1, *(int(d) for d in views.shape[2:]))
+            logits = self._run(member, x).reshape(-1, len(seen), len(self.class_names))
+            cols = [logits[:, seen.index(j)] if j in seen else torch.zeros_like(logits[:, 0]) for j in range(v)]
+            per_member.append(torch.stack(cols, 1))
+        return torch.stack(per_member, 1)
+
+    def voters(
+        self, views: torch.Tensor, view_mask: torch.Tensor | None = None, face: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Member logits ``[B, M, V, C]`` and the mask of real member-views: ``[M, V]`` without a
+        ``view_mask``, else ``[B, M, V]``, with the face fallback applied where a sample has no
+        real view (``face`` ``[B, 3, S, S]``: the whole faces; where the face is among the views
+        it is taken from there)."""
+        logits = self.member_logits(views)
+        if view_mask is None or exporting():
+            return logits, self.mask
+        real = self.mask[None] & view_mask.bool().to(logits.device)[:, None, :]
+        none = ~real.flatten(1).any(1)
+        face_logits = None
+        if bool(none.any()) and bool(self.face_members.any()):
+            if "face" in self.views:
+                face_logits = logits[:, :, self.views.index("face")]
+            elif face is not None:
+                face_logits = torch.zeros_like(logits[:, :, 0])
+                rows = none.nonzero().squeeze(1)
+                for i, member in enumerate(self.members):
+                    if self.face_members[i]:
+                        face_logits[rows, i] = self._run(member, face[rows].to(logits.device))
+        return missing_views(logits, self.mask, view_mask, face_logits, self.face_members)
+
+    def forward(
+        self, views: torch.Tensor, view_mask: torch.Tensor | None = None, face: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Class scores ``[B, C]`` for ``views`` ``[B, V, 3, S, S]``; ``view_mask`` ``[B, V]``
+        and ``face`` ``[B, 3, S, S]`` as in :meth:`voters` (an exported graph takes views only)."""
+        return self.strategy(*self.voters(views, view_mask, face))
+
+    @torch.no_grad()
+    def collect(self, loader) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Over a loader: member logits ``[N, M, V, C]``, labels ``[N]``, indices ``[N]`` and
+        the views located on each face ``[N, V]`` (all ``True`` where the batches carry none).
+
+        The logits are the members' raw answers on every view; :meth:`voters` (or
+        :func:`~lightning_fer.ensemble.functional.missing_views`) turns them and the view mask
+        into what the strategy sees.
+        """
+        device = self.mask.device
+        logits, labels, index, located = [], [], [], []
+        for batch in loader:
+            views = batch["views"].to(device)
+            logits.append(self.member_logits(views).cpu())
+            labels.append(batch["label"])
+            index.append(batch["index"])
+            vm = batch.get("view_mask")
+            located.append(torch.ones(views.shape[:2], dtype=torch.bool) if vm is None else vm.bool().cpu())
+        return torch.cat(logits), torch.cat(labels), torch.cat(index), torch.cat(located)
+
+    @torch.no_grad()
+    def fit_strategy(self, loader) -> int:
+        """Fit the strategy on every batch of ``loader`` (held-out data; images of classes the
+        members do not know, label -1, are left out); returns the number of samples seen."""
+        logits, labels, mask = [], [], []
+        for batch in loader:
+            z, m = self.voters(batch["views"].to(self.mask.device), batch.get("view_mask"), batch.get("image"))
+            logits.append(z.cpu())
+            mask.append(self.strategy.sample_mask(m, *z.shape[:3], "cpu"))
+            labels.append(batch["label"])
+        y = torch.cat(labels)
+        known = y >= 0
+        self.strategy.fit(torch.cat(logits)[known], y[known], torch.cat(mask)[known])
+        return len(y)
