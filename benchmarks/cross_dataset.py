@@ -28,7 +28,7 @@ from benchmarks.common import machine, table  # noqa: E402
 def run(spec_file: Path, out: Path, extra: list[str]) -> str:
     import yaml
 
-    from lightning_fer.cli import main
+    from lightning_fer.build import build
 
     spec = yaml.safe_load(spec_file.read_text())
     models, datasets = spec["models"], spec["datasets"]
@@ -40,10 +40,12 @@ def run(spec_file: Path, out: Path, extra: list[str]) -> str:
             raise SystemExit(f"{spec_file}: model {mname!r}: checkpoint {m['ckpt']} does not exist; train it first "
                              f"(python -m lightning_fer fit --config {m['config']})")
         for dname, overrides in datasets.items():
-            argv = ["test", "--config", m["config"], *overrides, f"--ckpt_path={m['ckpt']}",
-                    "--trainer.logger=false", "--trainer.callbacks=[]", "--trainer.enable_progress_bar=false", *extra]
-            commands.append("python -m lightning_fer " + " ".join(argv))
-            cli = main(argv)
+            quiet = {"trainer": {"logger": False, "callbacks": [], "enable_progress_bar": False}}
+            commands.append(" ".join(["python -m lightning_fer test --config", m["config"], *overrides,
+                                      f"--ckpt_path={m['ckpt']}", "--trainer.logger=false", "--trainer.callbacks=[]",
+                                      *extra]))
+            cli = build(m["config"], list(overrides), quiet, list(extra))
+            cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=m["ckpt"])
             metrics = cli.trainer.callback_metrics
             acc, bal = float(metrics["test/acc"]) * 100, float(metrics["test/balanced_acc"]) * 100
             match = cli.datamodule.class_match.get("test")

@@ -55,14 +55,14 @@ def landmark_rows(root: Path, n: int, work: Path) -> list[list]:
         dm = FERDataModule(source, landmarks="mtcnn", detect_batch_size=batch, num_workers=2,
                            cache_dir=str(work / f"lm{batch}"), fold=None)
         with Timer() as t:
-            dm._index()
+            dm.prepared.index()
         times[batch] = t.seconds
     base = times[1]
     rows.append(["prepare_data(), cold, one image per MTCNN call (baseline)", n, base, n / base, "1.00"])
     rows.append(["prepare_data(), cold, batched MTCNN (32 per call)", n, times[32], n / times[32],
                  f"{base / times[32]:.2f}"])
     with Timer() as hit:
-        FERDataModule(source, landmarks="mtcnn", num_workers=2, cache_dir=str(work / "lm32"), fold=None)._index()
+        FERDataModule(source, landmarks="mtcnn", num_workers=2, cache_dir=str(work / "lm32"), fold=None).prepared.index()
     rows.append([f"prepare_data(), cache hit ({hit.seconds / n * 1e6:.0f} µs per image)", n, hit.seconds,
                  n / hit.seconds, f"{base / hit.seconds:.0f}"])
     return rows

@@ -62,10 +62,9 @@ PUBLISHED = [
 
 def _data_summary(root: Path, overrides: list[str]) -> dict:
     """Counts of the splits as the members saw them, and the duplicate report."""
-    from lightning_fer.cli import main as cli_main
+    from lightning_fer.build import build
 
-    cli = cli_main(["fit", "--config", str(REPO / "configs/fer2013/resnet50.yaml"), *overrides], run=False)
-    dm = cli.datamodule
+    dm = build(REPO / "configs/fer2013/resnet50.yaml", overrides).datamodule
     dm.prepare_data()
     dm.setup("fit")
     return {
@@ -189,19 +188,18 @@ def main(argv: list[str] | None = None) -> Path:
     args.out = args.out or REPO / "runs" / f"fer2013-{args.profile}"
     suffix = "" if args.profile == "cpu" else f"_{args.profile}"
     results = args.results or HERE / "results" / f"fer2013{suffix}.md"
-    from lightning_fer.cli import main as cli_main
+    from lightning_fer.cv import run_config
 
     overrides = [f"--data.init_args.root={args.root}", "--trainer.enable_progress_bar=false",
                  *PROFILES[args.profile], *args.extra]
-    common = ["--overrides", json.dumps(overrides)]
     os.chdir(REPO)  # the cv configs name member configs relative to the repository
     seconds = {}
     t0 = time.perf_counter()
-    face = cli_main(["cv", "--config", "configs/fer2013/cv.yaml", "--output_dir", str(args.out / "cv"), *common])
+    face = run_config("configs/fer2013/cv.yaml", output_dir=str(args.out / "cv"), overrides=overrides)
     seconds["face"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    regions = cli_main(["cv", "--config", "configs/fer2013/cv_regions.yaml", "--output_dir",
-                        str(args.out / "cv_regions"), "--members_dir", str(args.out / "cv"), *common])
+    regions = run_config("configs/fer2013/cv_regions.yaml", output_dir=str(args.out / "cv_regions"),
+                         members_dir=str(args.out / "cv"), overrides=overrides)
     seconds["regions"] = time.perf_counter() - t1
     seconds["total"] = time.perf_counter() - t0
     members = ["inception_v3", "resnet50", "sppnet"]

@@ -6,6 +6,7 @@ modules and trainers here, from YAML files and overrides that the same parser ch
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -43,13 +44,13 @@ class FERCLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         if not isinstance(args, _Request):
             return super().parse_arguments(parser, args)
-        cfg = parser.parse_args([a for c in args.configs for a in ("--config", c)])
+        # One parse, as on the command line, so that omegaconf interpolations (an ensemble's
+        # ``views: ${data.init_args.views}``) see every override; a dict goes in as a config
+        # string (JSON), which the parser merges and checks as it does a config file.
+        argv = [a for c in args.configs for a in ("--config", c)]
         for override in args.overrides:
-            if isinstance(override, Mapping):
-                cfg = parser.parse_object(dict(override), namespace=cfg)
-            else:  # "--key=value" strings, as a user typed them
-                cfg = parser.parse_args(list(override), namespace=cfg)
-        self.config = cfg
+            argv += ["--config", json.dumps(dict(override))] if isinstance(override, Mapping) else list(override)
+        self.config = parser.parse_args(argv)
 
     def before_predict(self) -> None:
         from lightning_fer.predict import FacePredictionWriter
@@ -64,7 +65,7 @@ class FERCLI(LightningCLI):
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
 
 
-def make_cli(args: Any, run: bool = True) -> FERCLI:
+def make_cli(args: Any, run: bool = True, exit_on_error: bool = True) -> FERCLI:
     """The ``FERCLI`` over ``args`` (argv strings, a dict or a :func:`build` request)."""
     import warnings
 
@@ -77,7 +78,7 @@ def make_cli(args: Any, run: bool = True) -> FERCLI:
             FERDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
-            parser_kwargs={"parser_mode": "omegaconf+"},
+            parser_kwargs={"parser_mode": "omegaconf+", "exit_on_error": exit_on_error},
             save_config_kwargs={"overwrite": True},
             args=args,
             run=run,
@@ -101,7 +102,8 @@ def build(configs: str | os.PathLike | Sequence[str | os.PathLike], *overrides: 
         configs: YAML config files, applied in order (as repeated ``--config``).
         overrides: applied in order after the files: nested dicts (``{"data": {"init_args":
             {"fold": 2}}}``; ``{"model": {"lr": 0.01}}`` works too) or sequences of
-            command-line strings (``["--trainer.max_epochs=3"]``). The parser checks both.
+            command-line strings (``["--trainer.max_epochs=3"]``). The parser checks both: an
+            unknown option or a bad value raises an error that names it.
 
     Example:
         >>> built = build("configs/demo/resnet50.yaml", {"model": {"backbone": "resnet18"}, "trainer": {"logger": False}})
@@ -109,5 +111,5 @@ def build(configs: str | os.PathLike | Sequence[str | os.PathLike], *overrides: 
         ('FERClassifier', 'resnet18', 48)
     """
     files = [configs] if isinstance(configs, (str, os.PathLike)) else list(configs)
-    cli = make_cli(_Request(tuple(os.fspath(f) for f in files), overrides), run=False)
+    cli = make_cli(_Request(tuple(os.fspath(f) for f in files), overrides), run=False, exit_on_error=False)
     return Built(cli.model, cli.datamodule, cli.trainer, cli.config)

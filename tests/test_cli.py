@@ -15,6 +15,7 @@ import yaml
 from conftest import parse_only, tiny_args
 
 from lightning_fer.cli import main
+from lightning_fer.ensemble.strategy import EnsembleStrategy
 
 REPO = Path(__file__).resolve().parents[1]
 # Complete experiment configs (sweeps/ and loggers/ are tested in their own files).
@@ -54,7 +55,9 @@ def test_cv_configs_parse(config):
     cfg = p.parse_args(["--config", str(config)])
     assert len(cfg.members) == 3 and all((REPO / m).is_file() for m in cfg.members)
     init = p.instantiate(cfg) if hasattr(p, "instantiate") else p.instantiate_classes(cfg)
-    assert init.strategies and all(callable(s) for s in init.strategies)
+    listed = [s["class_path"].rsplit(".", 1)[-1] for s in yaml.safe_load(config.read_text())["strategies"]]
+    assert [type(s).__name__ for s in init.strategies] == listed
+    assert all(isinstance(s, EnsembleStrategy) for s in init.strategies)
 
 
 def test_overrides_in_the_form_sweeps_pass():
@@ -97,12 +100,15 @@ def test_demo_config_fit_validate_test_predict(config, tmp_path):
     for sub in ("validate", "test"):
         main([sub, *base, f"--ckpt_path={ckpt}"])
     m = _metrics(tmp_path / "runs")
-    assert 0 <= m["val/acc"] <= 1 and 0 <= m["test/acc"] <= 1 and "test/f1_happy" in m
+    assert "test/f1_happy" in m and round(m["val/acc"] * 21, 4) == round(m["val/acc"] * 21)  # k of 21 faces
     cli = main(["predict", *base, f"--ckpt_path={ckpt}"])
     preds = cli.trainer.predict_loop.predictions
     probs = torch.cat([p["probs"] for p in preds])
     assert probs.shape == (14, 7)  # 2 test subjects x 7 images
     torch.testing.assert_close(probs.sum(1), torch.ones(14))
+    # predict runs on the test split by default: its answers give the accuracy test logged.
+    labels = torch.cat([p["label"] for p in preds])
+    assert m["test/acc"] == pytest.approx(float((probs.argmax(1) == labels).float().mean()), abs=1e-6)
 
 
 def test_bf16_mixed_trains_on_cpu(tmp_path):
@@ -125,6 +131,7 @@ def _run(args, cwd, env):
     return proc
 
 
+@pytest.mark.slow  # two processes: run with -m slow
 def test_ddp_validation_counts_each_sample_once(tmp_path):
     """Two CPU processes through the CLI give the single-process validation figures on a
     validation set of odd size."""

@@ -29,7 +29,7 @@ from lightning_fer.ensemble.strategies import EnsembleStrategy
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METRICS", "main", "parser", "run_cv", "scores", "write_table"]
+__all__ = ["METRICS", "arguments", "main", "parser", "run_config", "run_cv", "scores", "write_table"]
 
 
 def run_cv(
@@ -116,9 +116,21 @@ def parser():
     return p
 
 
-def main(argv: list[str]) -> dict:
-    """Parse ``argv`` (``--config FILE`` and/or ``--key=value``) and run."""
+def arguments(argv: list[str]) -> dict:
+    """:func:`run_cv`'s arguments from ``argv`` (``--config FILE`` and/or ``--key=value``),
+    checked and instantiated (strategies given by ``class_path`` are built)."""
     p = parser()
     cfg = p.parse_args(argv)
     init = p.instantiate(cfg) if hasattr(p, "instantiate") else p.instantiate_classes(cfg)
-    return run_cv(**{k: v for k, v in init.items() if k != "config"})
+    return {k: v for k, v in init.items() if k != "config"}
+
+
+def run_config(config: str | Path, **changes) -> dict:
+    """Run the experiment a ``cv`` YAML file describes, with ``changes`` to :func:`run_cv`'s
+    arguments (e.g. ``output_dir=...``, ``overrides=[...]``)."""
+    return run_cv(**{**arguments(["--config", str(config)]), **changes})
+
+
+def main(argv: list[str]) -> dict:
+    """Parse ``argv`` (``--config FILE`` and/or ``--key=value``) and run."""
+    return run_cv(**arguments(argv))

@@ -11,10 +11,10 @@ from typing import Literal
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from lightning_fer.data.io import read_image
-from lightning_fer.data.sources import AffectNetSource, FERSource, FolderSource, ManifestSource, SyntheticSource
+from lightning_fer.data.sources import AffectNetSource, FERSource, FolderSource, ManifestSource, Record, SyntheticSource
 from lightning_fer.data.transforms import FaceTransform
 from lightning_fer.files import write_csv
 
@@ -80,6 +80,15 @@ class FERDataset(Dataset):
             raise ValueError(f"view_mask has shape {self.view_mask.shape}, expected ({n}, {v})")
         self._seeded_pid: int | None = None
 
+    @classmethod
+    def of_records(cls, records: list[Record], ids: np.ndarray, points: list[np.ndarray], boxes: np.ndarray,
+                   masks: np.ndarray, transform: FaceTransform) -> FERDataset:
+        """The records ``ids`` of a source, with the landmarks, face boxes and view masks of all
+        its records (as :mod:`~lightning_fer.data.geometry` computes them)."""
+        return cls([records[i].path for i in ids], np.array([records[i].label for i in ids], dtype=np.int64),
+                   [points[i] for i in ids], boxes[ids] if len(ids) else np.zeros((0, 4), np.float32), ids,
+                   transform, masks[ids])
+
     def __len__(self) -> int:
         return len(self.paths)
 
@@ -103,6 +112,24 @@ class FERDataset(Dataset):
             "label": int(self.labels[i]),
             "index": int(self.indices[i]),
         }
+
+
+def make_loader(ds: Dataset, batch_size: int, num_workers: int, train: bool = False,
+                class_counts: np.ndarray | None = None, seed: int = 0, shard: tuple[int, int] = (1, 0)) -> DataLoader:
+    """A loader over ``ds``: shuffled for training, or drawn with probability inverse to the class
+    size where ``class_counts`` is given; for evaluation over ``shard = (world size, rank)``, each
+    sample counted once (Lightning's default DistributedSampler pads with repeated samples)."""
+    sampler = None
+    if class_counts is not None:
+        weights = torch.as_tensor(1.0 / np.maximum(class_counts, 1)[ds.labels], dtype=torch.double)
+        sampler = WeightedRandomSampler(weights, num_samples=len(ds), replacement=True,
+                                        generator=torch.Generator().manual_seed(seed))
+    elif shard[0] > 1:
+        from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+        sampler = UnrepeatedDistributedSampler(ds, num_replicas=shard[0], rank=shard[1], shuffle=False)
+    return DataLoader(ds, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+                      num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=torch.cuda.is_available())
 
 
 def match_classes(

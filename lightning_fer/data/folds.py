@@ -117,3 +117,23 @@ def load_or_make_folds(
     write_text(path, json.dumps(data))
     log.info("wrote %d-fold split of %d images to %s", num_folds, len(keys), path)
     return folds
+
+
+def stratified_subset(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+    """A stratified, seeded ``fraction`` of ``indices`` (scikit-learn's ``train_test_split``), sorted.
+
+    Example:
+        >>> stratified_subset(np.arange(8), np.array([0, 0, 0, 0, 1, 1, 1, 1]), 0.5).size
+        4
+    """
+    from sklearn.model_selection import train_test_split
+
+    n_classes = len(np.unique(labels))
+    if round(len(indices) * fraction) < n_classes:
+        raise ValueError(
+            f"train_fraction={fraction} leaves fewer than {n_classes} training images (one per class) of "
+            f"{len(indices)}; raise it"
+        )
+    kept, _ = train_test_split(indices, train_size=fraction, stratify=labels, random_state=seed)
+    log.info("train_fraction=%s: training on %d of %d images (stratified)", fraction, len(kept), len(indices))
+    return np.sort(kept)

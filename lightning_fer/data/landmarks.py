@@ -11,7 +11,6 @@ whole cache when a landmark setting changes.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import time
@@ -30,8 +29,8 @@ from lightning_fer.data.detection import (
     template_points,
 )
 from lightning_fer.data.io import ImageReadError, load_image_checked
+from lightning_fer.data.journal import JournaledCache
 from lightning_fer.data.sources import Record
-from lightning_fer.files import stale_temporaries, write_text
 from lightning_fer.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -138,57 +137,10 @@ class LandmarkIndex:
 
     def __init__(self, cache_file: str | os.PathLike, settings: LandmarkSettings) -> None:
         self.cache_file = Path(cache_file)
-        self.journal_file = self.cache_file.with_name(self.cache_file.name + ".journal")
         self.settings = settings
+        self.cache = JournaledCache(self.cache_file, {"version": CACHE_VERSION, "settings": settings.fingerprint()})
+        self.journal_file = self.cache.journal_file
         self._detector: FaceDetector | None = None
-
-    # -- reading ---------------------------------------------------------------------------
-    def _header(self) -> dict:
-        return {"version": CACHE_VERSION, "settings": self.settings.fingerprint()}
-
-    def _load_final(self) -> dict[str, dict]:
-        if not self.cache_file.is_file():
-            return {}
-        try:
-            with open(self.cache_file, encoding="utf-8") as f:
-                data = json.load(f)
-        except (OSError, json.JSONDecodeError) as err:
-            log.warning("landmark cache %s is unreadable (%s); rebuilding it", self.cache_file, err)
-            return {}
-        if data.get("header") != self._header():
-            log.info("landmark cache %s was made with other settings; rebuilding it", self.cache_file)
-            return {}
-        return {e["k"]: e for e in data.get("entries", [])}
-
-    def _load_journal(self) -> dict[str, dict]:
-        """Entries of an interrupted run; cuts a torn last line so appends start clean."""
-        if not self.journal_file.is_file():
-            return {}
-        entries: dict[str, dict] = {}
-        good_end = 0
-        with open(self.journal_file, "rb") as f:
-            raw = f.read()
-        lines = raw.split(b"\n")
-        # The last element is b"" after a complete final line, or a torn fragment.
-        try:
-            header = json.loads(lines[0]) if lines and lines[0] else None
-        except json.JSONDecodeError:
-            header = None
-        if header != self._header() or len(lines) < 2:
-            self.journal_file.unlink(missing_ok=True)
-            return {}
-        good_end = len(lines[0]) + 1
-        for line in lines[1:-1]:
-            try:
-                e = json.loads(line)
-            except json.JSONDecodeError:
-                break
-            entries[e["k"]] = e
-            good_end += len(line) + 1
-        if good_end < len(raw):
-            with open(self.journal_file, "r+b") as f:
-                f.truncate(good_end)
-        return entries
 
     # -- building --------------------------------------------------------------------------
     def build(
@@ -203,11 +155,8 @@ class LandmarkIndex:
         """Check every image once, find landmarks, and return key -> entry for all records."""
         t0 = time.perf_counter()
         report = IndexReport(total=len(records))
-        for stale_tmp in stale_temporaries(self.cache_file):
-            stale_tmp.unlink(missing_ok=True)  # left by a run killed while renaming
         stats: dict[str, tuple[int, int] | None] = {}
-        cached = self._load_final()
-        cached.update(self._load_journal())
+        cached = self.cache.load()
         entries: dict[str, IndexEntry] = {}
         todo: list[tuple[Record, tuple[int, int] | None]] = []
         stale = False
@@ -233,30 +182,21 @@ class LandmarkIndex:
                     "use mode 'auto' to detect them with MTCNN"
                 )
         if todo:
-            self.journal_file.parent.mkdir(parents=True, exist_ok=True)
-            fresh = not self.journal_file.is_file()
             log.info("finding landmarks on %d image(s) (%d from cache)", len(todo), report.from_cache)
-            with open(self.journal_file, "a", encoding="utf-8") as journal, Progress(len(todo), "landmarks") as bar:
-                if fresh:
-                    journal.write(json.dumps(self._header()) + "\n")
-                with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
-                    for start in range(0, len(todo), chunk_size):
-                        chunk = todo[start : start + chunk_size]
-                        results = self._process(chunk, pool, batch_size, device)
-                        lines = []
-                        for (rec, st), entry in zip(chunk, results):
-                            entries[rec.key] = entry
-                            lines.append(json.dumps(entry.to_json(rec.key, st)))
-                        # One write per chunk, then fsync: a kill loses at most this chunk.
-                        journal.write("\n".join(lines) + "\n")
-                        journal.flush()
-                        os.fsync(journal.fileno())
-                        report.computed += len(chunk)
-                        bar.update(len(chunk))
-                        if on_chunk is not None:
-                            on_chunk(report.computed)
+            with self.cache.journal() as append, Progress(len(todo), "landmarks") as bar, \
+                    ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+                for start in range(0, len(todo), chunk_size):
+                    chunk = todo[start : start + chunk_size]
+                    results = self._process(chunk, pool, batch_size, device)
+                    for (rec, _), entry in zip(chunk, results):
+                        entries[rec.key] = entry
+                    append([entry.to_json(rec.key, st) for (rec, st), entry in zip(chunk, results)])
+                    report.computed += len(chunk)
+                    bar.update(len(chunk))
+                    if on_chunk is not None:
+                        on_chunk(report.computed)
         if todo or stale or not self.cache_file.is_file():
-            self._write_final(records, entries, stats)
+            self.cache.finish([entries[r.key].to_json(r.key, stats[r.key]) for r in records if stats[r.key] is not None])
         for rec in records:
             e = entries[rec.key]
             if not e.ok:
@@ -313,20 +253,6 @@ class LandmarkIndex:
             f"{rec.where or rec.path}: MTCNN found no face; set no_face to 'template' (pre-aligned crops) or "
             "'skip' to leave such images out"
         )
-
-    def _write_final(
-        self, records: Sequence[Record], entries: dict[str, IndexEntry], stats: dict[str, tuple[int, int] | None]
-    ) -> None:
-        data = {
-            "header": self._header(),
-            "entries": [
-                entries[r.key].to_json(r.key, stats[r.key])
-                for r in records
-                if stats[r.key] is not None
-            ],
-        }
-        write_text(self.cache_file, json.dumps(data))
-        self.journal_file.unlink(missing_ok=True)
 
 
 def _xyxy(box: tuple[float, float, float, float] | None) -> tuple[float, float, float, float] | None:

@@ -8,6 +8,8 @@ inter-ocular distance so they scale with the face, and clamped to the image.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 #: Every view a data module can yield. ``rest`` is the face with the four parts masked out.
@@ -205,3 +207,19 @@ def mask_parts(image: np.ndarray, boxes: dict[str, np.ndarray], fill: tuple[int,
         x0, y0, x1, y1 = boxes[part]
         out[int(np.floor(y0)) : int(np.ceil(y1)), int(np.floor(x0)) : int(np.ceil(x1))] = fill
     return out
+
+
+def check_views(views: Sequence[str]) -> list[str]:
+    """``views`` as a list, after checking that they are known regions, at least one, none twice.
+
+    The one check of view names: the data module and the ensemble both call it.
+    """
+    views = list(views)
+    if not views:
+        raise ValueError(f"views must name at least one region of {list(REGIONS)}")
+    unknown = [v for v in views if v not in REGIONS]
+    if unknown:
+        raise ValueError(f"unknown view(s) {unknown}; choose from {list(REGIONS)}")
+    if len(set(views)) != len(views):
+        raise ValueError(f"views repeats a region: {views}")
+    return views

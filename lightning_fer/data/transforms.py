@@ -32,23 +32,11 @@ from lightning_fer.data.regions import (
     FLIP_PERMUTATION,
     PARTS,
     REGIONS,
+    check_views,
     face_box_from_points,
     mask_parts,
     region_boxes,
 )
-
-
-def check_views(views: Sequence[str]) -> list[str]:
-    views = list(views)
-    if not views:
-        raise ValueError(f"views must name at least one region of {list(REGIONS)}")
-    unknown = [v for v in views if v not in REGIONS]
-    if unknown:
-        raise ValueError(f"unknown view(s) {unknown}; choose from {list(REGIONS)}")
-    if len(set(views)) != len(views):
-        raise ValueError(f"views repeats a region: {views}")
-    return views
-
 
 _TO_CONTINUOUS = np.array([[1.0, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
 
@@ -216,38 +204,41 @@ class FaceTransform:
         self, image: np.ndarray, points: np.ndarray, face_box: Sequence[float] | None = None
     ) -> dict[str, np.ndarray]:
         """Returns ``{"image": [3, S, S], "views": [V, 3, S, S]}``, float32, normalised."""
-        if self.augment is None or isinstance(self.augment, AffineAugment):
-            crops, photo = self.warp(image, points, face_box)
-            contrast, brightness = 1.0, 0.0
-            if photo is not None:
-                contrast, brightness, grey = photo
-                if grey:
-                    g = crops @ np.array([0.299, 0.587, 0.114], np.float32)
-                    crops[...] = np.clip(g + 0.5, 0, 255).astype(np.uint8)[..., None]
-            # Channels first on uint8 (cheap), then one multiply-add to normalised float32, with
-            # contrast and brightness folded in; clipping where brightness/contrast could leave
-            # the pixel range, as albumentations does.
-            planar = np.ascontiguousarray(crops.transpose(0, 3, 1, 2))
-            batch = np.empty(planar.shape, np.float32)
-            np.multiply(planar, self._scale * contrast, out=batch, casting="unsafe")
-            batch += self._shift + brightness * self._scale
-            if photo is not None and (contrast != 1.0 or brightness != 0.0):
-                np.clip(batch, self._lo, self._hi, out=batch)
-        else:
-            canvas, pts, boxes = self.geometry(image, points, face_box)
-            s = self.image_size
-            crops = []
-            for view in self._cuts:
-                if view == "rest":
-                    crops.append(_crop_resize(mask_parts(canvas, boxes, MEAN_PIXEL), boxes["face"], s, s))
-                else:
-                    crops.append(_crop_resize(canvas, boxes[view], s, s))
-            batch = np.stack(crops).astype(np.float32)
-            batch -= self._mean
-            batch *= self._inv_std
-            batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+        warped = self.augment is None or isinstance(self.augment, AffineAugment)
+        batch = self._warped(image, points, face_box) if warped else self._cut_canvas(image, points, face_box)
         views = batch if len(self._cuts) == len(self.views) else batch[1:]
         return {"image": batch[self._face], "views": views}
+
+    def _warped(self, image: np.ndarray, points: np.ndarray, face_box: Sequence[float] | None) -> np.ndarray:
+        """The warp path (evaluation, :class:`AffineAugment`): views ``[V', 3, S, S]``, normalised."""
+        crops, photo = self.warp(image, points, face_box)
+        contrast, brightness = 1.0, 0.0
+        if photo is not None:
+            contrast, brightness, grey = photo
+            if grey:
+                g = crops @ np.array([0.299, 0.587, 0.114], np.float32)
+                crops[...] = np.clip(g + 0.5, 0, 255).astype(np.uint8)[..., None]
+        # Channels first on uint8 (cheap), then one multiply-add to normalised float32, with
+        # contrast and brightness folded in; clipping where brightness/contrast could leave
+        # the pixel range, as albumentations does.
+        planar = np.ascontiguousarray(crops.transpose(0, 3, 1, 2))
+        batch = np.empty(planar.shape, np.float32)
+        np.multiply(planar, self._scale * contrast, out=batch, casting="unsafe")
+        batch += self._shift + brightness * self._scale
+        if photo is not None and (contrast != 1.0 or brightness != 0.0):
+            np.clip(batch, self._lo, self._hi, out=batch)
+        return batch
+
+    def _cut_canvas(self, image: np.ndarray, points: np.ndarray, face_box: Sequence[float] | None) -> np.ndarray:
+        """The albumentations path: augment the face canvas, then cut and normalise the views."""
+        canvas, _, boxes = self.geometry(image, points, face_box)
+        s = self.image_size
+        crops = [_crop_resize(mask_parts(canvas, boxes, MEAN_PIXEL), boxes["face"], s, s) if view == "rest"
+                 else _crop_resize(canvas, boxes[view], s, s) for view in self._cuts]
+        batch = np.stack(crops).astype(np.float32)
+        batch -= self._mean
+        batch *= self._inv_std
+        return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
 
 
 def denormalize(views: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lightning_fer.data.regions import REGIONS
+from lightning_fer.data.regions import check_views
 from lightning_fer.ensemble.functional import exporting, missing_views
 from lightning_fer.ensemble.members import MemberNet
 from lightning_fer.ensemble.strategies import EnsembleStrategy, HardVote
@@ -51,12 +51,9 @@ class EnsembleNet(nn.Module):
         super().__init__()
         if not members:
             raise ValueError("an ensemble needs at least one member")
-        unknown = [v for v in views if v not in REGIONS]
-        if unknown:
-            raise ValueError(f"unknown view(s) {unknown}; choose from {list(REGIONS)}")
         if member_batch is not None and member_batch < 1:
             raise ValueError(f"member_batch must be a positive number of images or None, got {member_batch}")
-        self.views = list(views)
+        self.views = check_views(views)
         self.member_batch = member_batch
         self.members = nn.ModuleList(members)
         self.members.eval().requires_grad_(False)

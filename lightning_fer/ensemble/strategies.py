@@ -1,189 +1,17 @@
-"""Ensemble strategies: the small contract users subclass, and the built-in ones.
-
-A strategy turns member logits ``[B, M, V, C]`` (batch, members, views, classes) into class
-scores ``[B, C]``. A boolean ``mask`` says which member-view pairs are real: ``[M, V]`` (a region
-expert sees only its region) or, per sample, ``[B, M, V]`` (a part that could not be located on
-that face is missing). Masked pairs carry no information and get no vote. Strategies are
-``nn.Module``s so that what they learn is saved in the ensemble's checkpoint.
-"""
+"""The built-in strategies: :class:`HardVote` (the paper's Eq. 8), :class:`SoftVote` (optionally calibrated) and :class:`Stacking`."""
 
 from __future__ import annotations
 
-import functools
-import importlib
-import inspect
-from abc import ABCMeta, abstractmethod
 from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_fer.ensemble.functional import TieBreak, exporting, hard_vote, soft_vote
+from lightning_fer.ensemble.functional import TieBreak, hard_vote, soft_vote
+from lightning_fer.ensemble.strategy import EnsembleStrategy, strategy_from_spec
 
-
-class _StrategyMeta(ABCMeta):
-    """Wraps each subclass's ``fit`` so that the base class records, when it returns, that the
-    strategy is fitted (as torchmetrics' ``Metric`` wraps ``update``): a subclass never sets a
-    flag itself."""
-
-    def __new__(mcs, name, bases, namespace, **kwargs):
-        fit = namespace.get("fit")
-        if fit is not None and not getattr(fit, "_marks_fitted", False):
-
-            @functools.wraps(fit)
-            def wrapped(self, *args, **kw):
-                out = fit(self, *args, **kw)
-                self._fitted.fill_(True)
-                return out
-
-            wrapped._marks_fitted = True  # type: ignore[attr-defined]
-            namespace["fit"] = wrapped
-        return super().__new__(mcs, name, bases, namespace, **kwargs)
-
-    def __call__(cls, *args, **kwargs):
-        # Remember how the strategy was made, so that the ensemble's checkpoint can make it again.
-        obj = super().__call__(*args, **kwargs)
-        bound = inspect.signature(cls.__init__).bind(obj, *args, **kwargs)
-        bound.apply_defaults()
-        obj.init_args = {k: v for k, v in list(bound.arguments.items())[1:] if k not in ("args", "kwargs")}
-        return obj
-
-
-class EnsembleStrategy(nn.Module, metaclass=_StrategyMeta):
-    """Base class of ensemble strategies.
-
-    Subclasses implement :meth:`combine`. A strategy that learns sets ``requires_fit = True``
-    and implements :meth:`fit`, which the ensemble calls with predictions on held-out data (never
-    on samples a member was trained on: the ensemble checks the members' data fingerprints
-    first). The base class owns the rest: it records that ``fit`` returned (:attr:`is_fitted`),
-    saves that, with whatever the strategy registered as parameters or buffers, in the
-    ensemble's checkpoint, refuses to combine before fitting, and splits a batch whose samples
-    have different masks into groups, so that :meth:`combine` always sees one ``[M, V]`` mask.
-
-    Attributes:
-        requires_fit: the strategy must see held-out predictions before it can combine.
-
-    Example:
-        >>> class MaxConfidence(EnsembleStrategy):
-        ...     "Follow the single most confident member-view."
-        ...     def combine(self, logits, mask=None):
-        ...         probs = self.flatten(logits.softmax(-1), mask)  # [B, E, C]
-        ...         best = probs.max(-1).values.argmax(-1)  # [B]
-        ...         return probs[torch.arange(len(probs)), best]
-        >>> MaxConfidence()(torch.randn(4, 3, 5, 7)).shape
-        torch.Size([4, 7])
-        >>> class Prior(EnsembleStrategy):
-        ...     "Learns the class shares of the held-out labels, and predicts them."
-        ...     requires_fit = True
-        ...     def __init__(self):
-        ...         super().__init__()
-        ...         self.register_buffer("prior", torch.zeros(0))
-        ...     def fit(self, logits, labels, mask=None):
-        ...         self.prior = torch.bincount(labels, minlength=logits.shape[-1]).float() / len(labels)
-        ...     def combine(self, logits, mask=None):
-        ...         return self.prior.expand(len(logits), -1)
-        >>> s = Prior(); s.is_fitted
-        False
-        >>> s.fit(torch.randn(4, 1, 1, 2), torch.tensor([0, 1, 1, 1])); s.is_fitted
-        True
-        >>> s(torch.randn(1, 1, 1, 2))
-        tensor([[0.2500, 0.7500]])
-    """
-
-    requires_fit: ClassVar[bool] = False
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("_fitted", torch.tensor(False))
-
-    def setup(self, num_members: int, num_views: int, num_classes: int) -> None:
-        """Called once by the ensemble when its shape is known (build learnable parts here)."""
-
-    @abstractmethod
-    def combine(self, logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Combine ``logits`` ``[B, M, V, C]`` into scores ``[B, C]``; ``mask`` is ``[M, V]``."""
-
-    def fit(self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        """Learn from held-out ``logits`` ``[N, M, V, C]`` and ``labels`` ``[N]``; ``mask`` is
-        ``[N, M, V]`` (or ``[M, V]``), the real member-views of each sample."""
-
-    @property
-    def name(self) -> str:
-        """A short label for tables."""
-        return type(self).__name__
-
-    def spec(self) -> dict:
-        """``{"class_path", "init_args"}``: what :func:`strategy_from_spec` makes it again from
-        (the ensemble's checkpoint keeps it; learnt state is in the state dict)."""
-        cls = type(self)
-        args = {k: v.spec() if isinstance(v, EnsembleStrategy) else v for k, v in getattr(self, "init_args", {}).items()}
-        bad = [k for k, v in args.items() if isinstance(v, nn.Module)]
-        return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": args, "unsaved": bad}
-
-    @property
-    def is_fitted(self) -> bool:
-        """Whether the strategy can combine: it does not learn, or its ``fit`` has returned
-        (also in an earlier process, when loaded from the ensemble's checkpoint)."""
-        return not self.requires_fit or bool(self._fitted)
-
-    def forward(self, logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if logits.ndim != 4:
-            raise ValueError(f"strategies take logits [batch, members, views, classes], got {tuple(logits.shape)}")
-        if not exporting() and not self.is_fitted:
-            raise RuntimeError(f"{type(self).__name__} must be fitted on held-out predictions before use")
-        if mask is None or mask.ndim == 2:
-            return self.combine(logits, mask)
-        if tuple(mask.shape) != tuple(logits.shape[:3]):
-            raise ValueError(f"mask {tuple(mask.shape)} does not fit logits {tuple(logits.shape)}: give [M, V] or [B, M, V]")
-        b, m, v = mask.shape
-        patterns, group = torch.unique(mask.reshape(b, m * v).bool(), dim=0, return_inverse=True)
-        if len(patterns) == 1:
-            return self.combine(logits, patterns[0].reshape(m, v))
-        out: torch.Tensor | None = None
-        for k, pattern in enumerate(patterns):
-            rows = (group == k).nonzero().squeeze(1)
-            scores = self.combine(logits[rows], pattern.reshape(m, v))
-            if out is None:
-                out = scores.new_zeros(b, *scores.shape[1:])
-            out[rows] = scores
-        return out  # type: ignore[return-value]
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # Checkpoints written before the base class owned the fitted state lack it for
-        # strategies that never learn: keep the current value rather than fail to load.
-        state_dict.setdefault(prefix + "_fitted", self._fitted.clone())
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    @staticmethod
-    def flatten(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``[B, M, V, ...]`` -> ``[B, E, ...]``, keeping only the real member-view pairs of an
-        ``[M, V]`` mask."""
-        b, m, v = x.shape[:3]
-        flat = x.reshape(b, m * v, *x.shape[3:])
-        if mask is None:
-            return flat
-        return flat[:, mask.reshape(-1).to(flat.device)]
-
-    @staticmethod
-    def sample_mask(mask: torch.Tensor | None, n: int, m: int, v: int, device=None) -> torch.Tensor:
-        """Any mask (``None``, ``[M, V]`` or ``[N, M, V]``) as ``[N, M, V]`` booleans."""
-        if mask is None:
-            return torch.ones(n, m, v, dtype=torch.bool, device=device)
-        mask = mask.to(device=device, dtype=torch.bool)
-        return mask[None].expand(n, m, v) if mask.ndim == 2 else mask
-
-    def _voter_weights(self, weights, m: int, v: int, mask: torch.Tensor | None, device) -> torch.Tensor | None:
-        """Weights per member (M values) or per member-view (M*V values), restricted to the mask."""
-        if weights is None:
-            return None
-        w = torch.as_tensor(weights, dtype=torch.float32, device=device)
-        if w.numel() == m:
-            w = w[:, None].expand(m, v)
-        elif w.numel() != m * v:
-            raise ValueError(f"weights: {w.numel()} values for {m} members x {v} views; give {m} or {m * v}")
-        w = w.reshape(-1)
-        return w if mask is None else w[mask.reshape(-1).to(device)]
+__all__ = ["EnsembleStrategy", "HardVote", "SoftVote", "Stacking", "strategy_from_spec"]
 
 
 class HardVote(EnsembleStrategy):
@@ -367,21 +195,3 @@ class Stacking(EnsembleStrategy):
                     F.cross_entropy(self.meta_learner(x), y).backward()
                     opt.step()
         self.meta_learner.eval()
-
-
-def strategy_from_spec(spec: dict) -> EnsembleStrategy:
-    """Make a strategy again from :meth:`EnsembleStrategy.spec` (a class path is imported, and
-    must name an :class:`EnsembleStrategy`, as LightningCLI's ``class_path`` does)."""
-    path = spec["class_path"]
-    module, _, name = path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as err:
-        raise ImportError(f"the checkpoint's strategy {path} cannot be imported ({err}); put its module on PYTHONPATH "
-                          "or pass strategy= when loading") from None
-    if not (isinstance(cls, type) and issubclass(cls, EnsembleStrategy)):
-        raise TypeError(f"the checkpoint's strategy {path} is not an EnsembleStrategy")
-    if spec.get("unsaved"):
-        raise ValueError(f"the checkpoint's {path} was made with {spec['unsaved']} (modules), which a checkpoint "
-                         "cannot describe: pass strategy= when loading")
-    return cls(**spec.get("init_args", {}))

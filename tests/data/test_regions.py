@@ -6,9 +6,9 @@ import albumentations as A
 import numpy as np
 import pytest
 
-from lightning_fer.data.regions import PART_POINTS, REGIONS, five_points, flip_points, region_boxes
+from lightning_fer.data.regions import PART_POINTS, REGIONS, check_views, five_points, flip_points, region_boxes
 from lightning_fer.data.synthetic import _subject, draw_face
-from lightning_fer.data.transforms import FaceTransform, check_views
+from lightning_fer.data.transforms import FaceTransform
 
 
 def _faces(n=12, size=128):

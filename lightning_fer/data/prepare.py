@@ -1,0 +1,176 @@
+"""A source made ready once: records read, every image checked and its landmarks found (cached),
+bad images listed, duplicates resolved, and the records cut into train / val / test."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from lightning_fer.data.dataset import BadImagesError
+from lightning_fer.data.detection import LandmarkSettings
+from lightning_fer.data.duplicates import DuplicatePolicy, DuplicateReport, file_digests, resolve_duplicates
+from lightning_fer.data.folds import load_or_make_folds, stratified_subset
+from lightning_fer.data.landmarks import IndexEntry, IndexReport, LandmarkIndex, source_cache_name
+from lightning_fer.data.sources import FERSource, Record, SourceReport
+from lightning_fer.files import write_csv
+
+log = logging.getLogger(__name__)
+
+
+def _writable(folder: Path) -> bool:
+    """Writable for this process, and not marked read-only (root may write anywhere; a folder
+    without any write bit, such as a shared read-only data set, is still left alone)."""
+    try:
+        return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
+    except OSError:
+        return False
+
+
+def default_cache_dir(root: Path) -> Path:
+    """``.lightning_fer`` next to the data when writable, else ``~/.cache/lightning_fer/cache-<hash>``
+    (or under ``$LIGHTNING_FER_HOME``)."""
+    near = root / ".lightning_fer"
+    if near.is_dir() and _writable(near) or _writable(root):
+        return near
+    digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
+    base = os.environ.get("LIGHTNING_FER_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "lightning_fer")
+    return Path(base) / f"cache-{digest}"
+
+
+class PreparedSource:
+    """A source's records, read once, and what the data module knows of them: the landmark
+    index (built once per process, cached on disk), which records are usable, and the splits.
+
+    Args:
+        source: the reader.
+        settings: how landmarks are found.
+        cache_dir: the cache folder (default :func:`default_cache_dir`).
+        duplicates: ``keep`` or ``drop`` byte-identical copies (see :mod:`~lightning_fer.data.duplicates`).
+        skip_bad_images: leave unreadable images out (listed) instead of raising :class:`BadImagesError`.
+        num_workers, detect_batch_size, detect_device: how the index is built.
+    """
+
+    def __init__(self, source: FERSource, settings: LandmarkSettings, cache_dir: str | None = None,
+                 duplicates: DuplicatePolicy = "keep", skip_bad_images: bool = False, num_workers: int = 2,
+                 detect_batch_size: int = 32, detect_device: str | None = None) -> None:
+        self.source = source
+        self.settings = settings
+        self._cache_dir = cache_dir
+        self.duplicates = duplicates
+        self.skip_bad_images = skip_bad_images
+        self.num_workers = num_workers
+        self.detect_batch_size = detect_batch_size
+        self.detect_device = detect_device
+        self._loaded: tuple[list[Record], list[str], SourceReport] | None = None
+        self._indexed: tuple[list[Record], dict[str, IndexEntry]] | None = None
+        self._drop: np.ndarray | None = None
+        self.index_report: IndexReport | None = None
+        self.duplicate_report: DuplicateReport | None = None
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self._cache_dir).expanduser() if self._cache_dir else default_cache_dir(self.source.root)
+
+    def load(self) -> tuple[list[Record], list[str], SourceReport]:
+        """The source's records, class names and report, read once (AffectNet's CSVs are large)."""
+        if self._loaded is None:
+            self._loaded = self.source.load()
+        return self._loaded
+
+    @property
+    def records(self) -> list[Record]:
+        return self._loaded[0] if self._loaded else []
+
+    def folds_path(self, folds_file: str | None, num_folds: int, seed: int) -> Path:
+        """Where the folds of this source (with this duplicates policy) are saved."""
+        if folds_file:
+            return Path(folds_file).expanduser()
+        name = source_cache_name(self.source.describe()).replace("index-", "folds-").removesuffix(".json")
+        dedup = "-dedup" if self.duplicates == "drop" else ""
+        return self.cache_dir / f"{name}-k{num_folds}-s{seed}{dedup}.json"
+
+    def index(self) -> tuple[list[Record], dict[str, IndexEntry]]:
+        """Every record's index entry, from the cache (built where needed), once per process."""
+        if self._indexed is not None:
+            return self._indexed
+        records = self.load()[0]
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        index = LandmarkIndex(self.cache_dir / source_cache_name(self.source.describe()), self.settings)
+        entries, self.index_report = index.build(records, num_workers=max(1, self.num_workers),
+                                                 batch_size=self.detect_batch_size, device=self.detect_device)
+        log.info("%s: %s", self.source.describe(), self.index_report)
+        self._check_bad(records, entries)
+        self._indexed = (records, entries)
+        return self._indexed
+
+    def _check_bad(self, records: list[Record], entries: dict[str, IndexEntry]) -> None:
+        bad = [(r, entries[r.key].reason) for r in records if not entries[r.key].ok]
+        listing = self.cache_dir / "skipped.csv"
+        write_csv(listing, ["path", "reason", "where"], [(r.path, why, r.where) for r, why in bad])
+        if not bad:
+            return
+        no_face = [b for b in bad if entries[b[0].key].kind == "no_face"]
+        unreadable = [b for b in bad if entries[b[0].key].kind != "no_face"]
+        if unreadable and not self.skip_bad_images:
+            lines = "\n".join(f"  {r.path}: {why}" for r, why in unreadable)
+            raise BadImagesError(
+                f"{len(unreadable)} image(s) cannot be used (also listed in {listing}):\n{lines}\n"
+                "fix or remove them, or set skip_bad_images=True (--data.skip_bad_images=true) to leave them out"
+            )
+        log.warning("leaving out %d unreadable image(s) and %d without a face; list in %s",
+                    len(unreadable), len(no_face), listing)
+
+    def usable(self) -> np.ndarray:
+        """Records that can be used: readable, with landmarks, and not a dropped duplicate."""
+        records, entries = self.index()
+        ok = np.array([entries[r.key].ok for r in records], dtype=bool)
+        if self.duplicates == "keep":
+            return ok
+        if self._drop is None:
+            digests = iter(file_digests([r.path for r, u in zip(records, ok) if u], max(2, self.num_workers)))
+            full = [next(digests) if u else None for u in ok]
+            listing = self.cache_dir / "duplicates.csv"
+            self._drop, self.duplicate_report = resolve_duplicates(records, ok, full, self.load()[1], listing)
+            log.warning("%s: %s; list in %s", self.source.describe(), self.duplicate_report, listing)
+        return ok & ~self._drop
+
+    def folds(self, path: Path, num_folds: int, seed: int) -> np.ndarray:
+        """The fold of every usable record outside the official test split (saved at ``path``)."""
+        records = self.index()[0]
+        pool = [r for r, u in zip(records, self.usable()) if u and r.split != "test"]
+        return load_or_make_folds(path, [r.key for r in pool], [r.label for r in pool], [r.subject for r in pool],
+                                  num_folds, seed)
+
+    def splits(self, eval_split: str, fold: int | None, folds_path: Path, num_folds: int, seed: int,
+               train_fraction: float = 1.0) -> dict[str, np.ndarray]:
+        """Record indices of ``train``, ``val`` and ``test`` as the data module's options say."""
+        records = self.index()[0]
+        ok = self.usable()
+        split = np.array([r.split or "" for r in records])
+        idx = np.arange(len(records))
+        test = idx[ok & (split == "test")]
+        if eval_split == "all":
+            train, val = idx[:0], idx[ok]
+            test = val
+            log.info("eval_split=all: evaluating on all %d usable images of %s", len(val), self.source.describe())
+        elif fold is not None:
+            if np.any(ok & (split == "val")):
+                log.info("fold=%s: the official val split joins the fold pool", fold)
+            pool = idx[ok & (split != "test")]
+            folds = self.folds(folds_path, num_folds, seed)
+            train, val = pool[folds != fold], pool[folds == fold]
+        else:
+            train, val = idx[ok & np.isin(split, ["train", ""])], idx[ok & (split == "val")]
+            if len(val) == 0:
+                raise ValueError(f"{self.source.describe()}: fold=None asks for the official splits, but there is no "
+                                 "'val' split; set fold to a number to cut folds")
+        if len(test) == 0:
+            log.warning("no official test split: the test set is the validation set")
+            test = val
+        if train_fraction < 1.0 and len(train):
+            train = stratified_subset(train, np.array([records[i].label for i in train]), train_fraction, seed)
+        return {"train": train, "val": val, "test": test}
