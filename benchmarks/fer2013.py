@@ -68,7 +68,8 @@ def _data_summary(root: Path, overrides: list[str]) -> dict:
     dm.prepare_data()
     dm.setup("fit")
     return {
-        "counts": dm.describe_counts(),
+        "counts": {name: {c: int((ds.labels == k).sum()) for k, c in enumerate(dm.class_names)}
+                   for name, ds in dm.datasets.items()},
         "duplicates": str(dm.duplicate_report) if dm.duplicate_report else "kept as they are",
         "duplicates_csv": str(dm.cache_dir / "duplicates.csv"),
         "index": str(dm.index_report),

@@ -63,24 +63,25 @@ def make_clock(warmup: int):
     return Clock()
 
 
-def _trainer(args, clock):
+def _trainer(args, clock, precision: str | None = None):
     import lightning as L
 
-    return L.Trainer(accelerator=args.accelerator, devices=1, precision=args.precision, max_epochs=1,
+    return L.Trainer(accelerator=args.accelerator, devices=1, precision=precision or args.precision, max_epochs=1,
                      limit_train_batches=args.warmup + args.steps, limit_val_batches=0, num_sanity_val_steps=0,
                      logger=False, enable_checkpointing=False, enable_progress_bar=False,
                      enable_model_summary=False, callbacks=[clock])
 
 
-def train_synthetic(args) -> float:
+def train_synthetic(args, precision: str | None = None, channels_last: bool | None = None) -> float:
     dev = "cuda" if args.accelerator == "gpu" else "cpu"
     g = torch.Generator().manual_seed(0)
     batches = [{"views": torch.randn(args.batch, 1, 3, args.size, args.size, generator=g).to(dev),
                 "label": torch.randint(0, 7, (args.batch,), generator=g).to(dev)} for _ in range(4)]
     data = [batches[i % 4] for i in range(args.warmup + args.steps)]
     clock = make_clock(args.warmup)
-    model = FERClassifier("resnet50", image_size=args.size, channels_last=args.channels_last, class_names=None)
-    _trainer(args, clock).fit(model, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=None))
+    cl = args.channels_last if channels_last is None else channels_last
+    model = FERClassifier("resnet50", image_size=args.size, channels_last=cl, class_names=None)
+    _trainer(args, clock, precision).fit(model, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=None))
     return clock.steps * args.batch / (clock.t1 - clock.t0)
 
 
@@ -93,10 +94,11 @@ def _source(args, cache: Path):
     return "manifest", str(subset_manifest(args.root, args.limit, cache))
 
 
-def train_real(args, cache: Path) -> float:
+def train_real(args, cache: Path, wire: str = "float32") -> float:
     kind, root = _source(args, cache)
     dm = FERDataModule(kind, root=root, split_map={"val": "test"} if kind == "folder" else None, landmarks="template",
-                       image_size=args.size, batch_size=args.batch, num_workers=args.workers, cache_dir=str(cache))
+                       image_size=args.size, batch_size=args.batch, num_workers=args.workers, cache_dir=str(cache),
+                       wire=wire)
     clock = make_clock(args.warmup)
     model = FERClassifier("resnet50", image_size=args.size, channels_last=args.channels_last, class_names=dm.class_names)
     _trainer(args, clock).fit(model, datamodule=dm)
@@ -181,6 +183,8 @@ def main(argv: list[str] | None = None) -> None:
         real = train_real(args, cache)
         rows.append([f"ResNet50 training, FER2013 through FERDataModule ({args.workers} workers)", real,
                      f"{real / syn:.2f}"])
+        real8 = train_real(args, cache, wire="uint8")
+        rows.append([f"  the same with uint8 views on the wire, normalised on the device", real8, f"{real8 / syn:.2f}"])
         ens_syn, ens_real = ensemble_inference(args, cache)
         rows.append(["Ensemble inference, 3 members x 5 regions, synthetic views (faces/s)", ens_syn, "1.00"])
         rows.append(["Ensemble inference, FER2013 PublicTest through the loader (faces/s)", ens_real,
@@ -188,6 +192,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"Machine: {machine()}\n{args.size} px, batch {args.batch}, {args.precision}, channels_last "
               f"{args.channels_last}, {args.steps} timed steps after {args.warmup}; {time.perf_counter() - t:.0f} s\n")
         print(table(["what", "images/s", "vs synthetic"], rows))
+        # The fast path against float32 on the same synthetic training step.
+        f32 = train_synthetic(args, "32-true", False)
+        cmp = [["ResNet50 training, 32-true, contiguous (baseline)", f32, "1.00"]]
+        for precision, cl in (("16-mixed" if not args.smoke else "32-true", False),
+                              ("16-mixed" if not args.smoke else "32-true", True),
+                              ("bf16-mixed", True)):
+            v = train_synthetic(args, precision, cl)
+            cmp.append([f"ResNet50 training, {precision}, {'channels-last' if cl else 'contiguous'}", v, f"{v / f32:.2f}"])
+        print("\n" + table(["what", "images/s", "vs float32"], cmp))
     finally:
         shutil.rmtree(cache, ignore_errors=True)
 

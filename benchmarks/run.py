@@ -21,10 +21,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from benchmarks import backbones, data_loading, ensemble, options, training
+from benchmarks import backbones, data_loading, ensemble, fastpath, options, training
 
 DEFAULT_FER2013 = HERE.parents[1] / "shared" / "data" / "fer2013"
-NAMES = ["backbones", "training", "ensemble", "options", "data"]
+NAMES = ["backbones", "training", "ensemble", "options", "fastpath", "data"]
 
 
 def plans(quick: bool, fer2013: Path) -> dict[str, tuple]:
@@ -36,6 +36,7 @@ def plans(quick: bool, fer2013: Path) -> dict[str, tuple]:
             "ensemble": (ensemble.main, ["--batch", "2", "--size", "80", "--repeats", "1"]),
             "options": (options.main, ["--backbone", "sppnet", "--size", "32", "--batch", "10", "--repeats", "1",
                                        "--no-compile"]),
+            "fastpath": (fastpath.main, ["--quick"]),
             "data": (data_loading.main, ["--root", str(fer2013), "--limit", "256", "--batch", "32", "--batches", "2",
                                          "--landmark-images", "16"]),
         }
@@ -44,6 +45,7 @@ def plans(quick: bool, fer2013: Path) -> dict[str, tuple]:
         "training": (training.main, []),
         "ensemble": (ensemble.main, []),
         "options": (options.main, []),
+        "fastpath": (fastpath.main, []),
         "data": (data_loading.main, ["--root", str(fer2013)]),
     }
 

@@ -34,9 +34,10 @@ def _batches(n: int, batch: int, size: int, seed: int = 0) -> list[dict]:
              "label": torch.randint(0, 7, (batch,), generator=g)} for _ in range(n)]
 
 
-def _model(name: str, size: int) -> FERClassifier:
+def _model(name: str, size: int, channels_last: bool = False) -> FERClassifier:
     torch.manual_seed(0)
-    return FERClassifier(name, image_size=size, label_smoothing=0.1, lr=1e-3, class_names=None)
+    return FERClassifier(name, image_size=size, label_smoothing=0.1, lr=1e-3, class_names=None,
+                         channels_last=channels_last)
 
 
 def hand_loop(name: str, size: int, data: list[dict], warmup: int) -> float:
@@ -59,7 +60,8 @@ def hand_loop(name: str, size: int, data: list[dict], warmup: int) -> float:
     return (time.perf_counter() - t0) / (len(data) - warmup)
 
 
-def lightning_loop(name: str, size: int, data: list[dict], warmup: int, precision: str = "32-true") -> float:
+def lightning_loop(name: str, size: int, data: list[dict], warmup: int, precision: str = "32-true",
+                   channels_last: bool = False) -> float:
     """Seconds per step of ``Trainer.fit`` on a FERClassifier (no logger, checkpoint or bar)."""
     import lightning as L
 
@@ -78,7 +80,7 @@ def lightning_loop(name: str, size: int, data: list[dict], warmup: int, precisio
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[clock], num_sanity_val_steps=0, limit_val_batches=0)
     loader = torch.utils.data.DataLoader(data, batch_size=None, shuffle=False)
-    trainer.fit(_model(name, size), train_dataloaders=loader)
+    trainer.fit(_model(name, size, channels_last), train_dataloaders=loader)
     return (clock.t1 - clock.t0) / (len(data) - warmup)
 
 

@@ -7,15 +7,19 @@ modules and trainers here, from YAML files and overrides that the same parser ch
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
 from lightning_fer.data.datamodule import FERDataModule
+from lightning_fer.fastpath import choose
+
+log = logging.getLogger(__name__)
 
 Override = Mapping[str, Any] | Sequence[str]
 
@@ -37,6 +41,12 @@ class FERCLI(LightningCLI):
             "--test_after_fit", type=bool, default=False,
             help="after fit, test the best checkpoint and print the figures",
         )
+        parser.add_argument(
+            "--fast_path", type=Literal["auto", "on", "off"], default="auto",
+            help="mixed precision and channels-last where the hardware has units for them (auto: GPUs, CPUs "
+                 "with amx_bf16/avx512_bf16; float32 elsewhere); on/off force it. An explicit "
+                 "trainer.precision or model.init_args.channels_last wins.",
+        )
         parser.link_arguments("data.init_args.image_size", "model.init_args.image_size")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
@@ -51,6 +61,21 @@ class FERCLI(LightningCLI):
         for override in args.overrides:
             argv += ["--config", json.dumps(dict(override))] if isinstance(override, Mapping) else list(override)
         self.config = parser.parse_args(argv)
+
+    def before_instantiate_classes(self) -> None:
+        """Apply the fast path where the config leaves precision and memory format open."""
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        fp = choose(cfg.get("fast_path", "auto"), cfg.trainer.get("accelerator"))
+        chosen = []
+        if cfg.trainer.get("precision") is None:
+            cfg.trainer.precision = fp.precision
+            chosen.append(f"precision {fp.precision}")
+        init = cfg.model.get("init_args")
+        if init is not None and "channels_last" in init and init.channels_last is None:
+            init.channels_last = fp.channels_last
+            chosen.append("channels-last" if fp.channels_last else "contiguous")
+        if chosen:
+            log.info("fast path (%s): %s", fp.reason, ", ".join(chosen))
 
     def before_predict(self) -> None:
         from lightning_fer.predict import FacePredictionWriter

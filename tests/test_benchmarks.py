@@ -20,11 +20,12 @@ def test_quick_benchmarks_run_and_print_tables():
     out = proc.stdout
     assert "Machine:" in out
     sections = _sections(out)
-    for name in ("backbones", "training", "ensemble", "options"):
+    for name in ("backbones", "training", "ensemble", "options", "fastpath"):
         tables = _tables(sections[f"{name} (quick)"])
         assert tables, f"{name}: no table"
         rows = [r for _, body in tables for r in body]
-        assert any("(baseline)" in r[0] for r in rows), f"{name}: no baseline row"
+        # A baseline measured in the same run: a row named so, or the row every ratio is taken against.
+        assert any("baseline" in r[0] or any(c.startswith("1.00") for c in r[1:]) for r in rows), f"{name}: no baseline"
         for head, body in tables:
             assert body and all(len(r) == len(head) for r in body), f"{name}: ragged table under {head}"
             numbers = [float(c.rstrip("x%")) for r in body for c in r[1:] if _is_number(c.rstrip("x%"))]
@@ -67,7 +68,8 @@ def test_gpu_script_runs_its_smoke_case_on_cpu(fer2013_root):
                           capture_output=True, text=True, timeout=900, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| ResNet50 training, synthetic tensors on the device (ceiling) |" in proc.stdout
-    assert "FER2013 PublicTest through the loader" in proc.stdout
+    assert "FER2013 PublicTest through the loader" in proc.stdout and "uint8 views on the wire" in proc.stdout
+    assert "| ResNet50 training, 32-true, contiguous (baseline) |" in proc.stdout  # the fast-path comparison
 
 
 def _rows(accs):

@@ -47,6 +47,7 @@ def run_cv(
     batch_size: int = 64,
     device: str = "auto",
     wandb_project: str | None = None,
+    fast_path: str = "auto",
 ) -> dict:
     """Train, collect, fit and evaluate; returns the per-run figures, the table's path and the pictures.
 
@@ -72,6 +73,8 @@ def run_cv(
         device: ``auto``, ``cpu`` or ``cuda``.
         wandb_project: also log Table II (a W&B table) and the confusion matrices (images) to
             this W&B project (offline without credentials or with ``WANDB_MODE=offline``).
+        fast_path: ``auto``, ``on`` or ``off``: the members' training (``--fast_path``) and the
+            collection of their predictions (bf16 autocast and channels-last where chosen).
     """
     from lightning_fer.ensemble.strategies import HardVote, SoftVote, Stacking
 
@@ -82,7 +85,8 @@ def run_cv(
     auto = device == "auto"
     plan = Plan(list(members), out, Path(members_dir) if members_dir else out,
                 [(k, s) for k in folds for s in (seeds or [None])], num_folds, list(views), list(overrides), monitor,
-                batch_size, image_size, torch.device(("cuda" if torch.cuda.is_available() else "cpu") if auto else device))
+                batch_size, image_size, torch.device(("cuda" if torch.cuda.is_available() else "cpu") if auto else device),
+                fast_path)
     if len(set(plan.names)) != len(plan.names):
         raise ValueError(f"member configs must have distinct file names, got {plan.names}")
     strategies = list(strategies) if strategies else [HardVote(), SoftVote(), Stacking()]

@@ -19,6 +19,7 @@ from lightning_fer.ensemble.functional import missing_views
 from lightning_fer.ensemble.members import check_held_out, load_member
 from lightning_fer.ensemble.net import EnsembleNet
 from lightning_fer.ensemble.strategies import EnsembleStrategy
+from lightning_fer.fastpath import choose
 from lightning_fer.files import save_torch, write_text
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class Plan:
     batch_size: int
     image_size: int | None
     device: torch.device
+    fast_path: str = "auto"
 
     @property
     def names(self) -> list[str]:
@@ -84,7 +86,8 @@ def train_member(plan: Plan, config: str, name: str, k: int, seed: int | None) -
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     seeded = [] if seed is None else [{"seed_everything": seed}]
-    built = build(config, trainer_override(run_dir, plan.monitor), list(plan.overrides), *seeded, plan.folds_override(k))
+    built = build(config, trainer_override(run_dir, plan.monitor), {"fast_path": plan.fast_path}, list(plan.overrides),
+                  *seeded, plan.folds_override(k))
     built.trainer.fit(built.model, datamodule=built.datamodule)
     ckpt = built.trainer.checkpoint_callback
     if ckpt is None or not ckpt.best_model_path or not Path(ckpt.best_model_path).is_file():
@@ -103,15 +106,20 @@ def collect(plan: Plan, k: int, seed: int | None) -> dict:
     if pred_file.is_file():
         return torch.load(pred_file, map_location="cpu", weights_only=True)
     ckpts = [json.loads((plan.members_dir / run / n / "done.json").read_text())["checkpoint"] for n in plan.names]
-    net = EnsembleNet([load_member(c, i) for i, c in enumerate(ckpts)], views=plan.all_views,
-                      image_size=plan.image_size).to(plan.device)
+    fp = choose(plan.fast_path, plan.device.type)
+    members = [load_member(c, i) for i, c in enumerate(ckpts)]
+    for m in members:
+        m.channels_last = fp.channels_last
+        m.backbone.to(memory_format=torch.channels_last if fp.channels_last else torch.contiguous_format)
+    net = EnsembleNet(members, views=plan.all_views, image_size=plan.image_size).to(plan.device)
     data = {"views": plan.all_views, "image_size": net.image_size, "batch_size": plan.batch_size}
     dm = build(plan.members[0], list(plan.overrides), plan.folds_override(k), {"data": {"init_args": data}}).datamodule
     dm.prepare_data()
     dm.setup("fit")
     d: dict = {}
     for split in ("val", "test"):
-        logits, labels, index, located = net.collect(dm.loader(split, distributed=False))
+        with fp.autocast():
+            logits, labels, index, located = net.collect(dm.loader(split, distributed=False))
         d.update({f"{split}_logits": logits, f"{split}_labels": labels, f"{split}_index": index,
                   f"{split}_view_mask": located})
     d.update(mask=net.mask.cpu(), regions=[m.region for m in net.members], class_names=list(net.class_names),

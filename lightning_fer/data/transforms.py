@@ -38,6 +38,12 @@ from lightning_fer.data.regions import (
     region_boxes,
 )
 
+# Normalisation as one multiply-add on channels-first pixels: x * _SCALE + _SHIFT.
+_MEAN255 = np.array(IMAGENET_MEAN, np.float32) * 255
+_INV_STD = 1.0 / (np.array(IMAGENET_STD, np.float32) * 255)
+_SCALE = _INV_STD.reshape(3, 1, 1)
+_SHIFT = (-_MEAN255 * _INV_STD).reshape(3, 1, 1)
+
 _TO_CONTINUOUS = np.array([[1.0, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
 
 
@@ -74,6 +80,8 @@ class FaceTransform:
             with ``KeypointParams(format="xy")`` applied to the face canvas, or ``None``
             (evaluation, the warp path without augmentation).
         margin: context kept around the face box on each side, as a fraction of its side.
+        wire: ``float32``: normalised views; ``uint8``: the views' pixels (4x fewer bytes between
+            processes and to the device), normalised by :func:`normalize_batch` where they arrive.
 
     Example:
         >>> import numpy as np
@@ -90,7 +98,11 @@ class FaceTransform:
         image_size: int = 224,
         augment: A.Compose | None = None,
         margin: float = 0.25,
+        wire: str = "float32",
     ) -> None:
+        if wire not in ("float32", "uint8"):
+            raise ValueError(f"wire must be 'float32' or 'uint8', got {wire!r}")
+        self.wire = wire
         self.views = check_views(views)
         # The face is always cut too: batches carry it as "image" beside the views.
         self._cuts = self.views if "face" in self.views else ["face", *self.views]
@@ -100,12 +112,8 @@ class FaceTransform:
         self.margin = margin
         # Parts are small: keep the canvas sharper when they are asked for.
         self.face_px = self.image_size * (1 if self.views == ["face"] else 2)
-        self._mean = np.array(IMAGENET_MEAN, np.float32) * 255
-        self._inv_std = 1.0 / (np.array(IMAGENET_STD, np.float32) * 255)
-        # The same normalisation as x * scale + shift on channels-first arrays, and its range.
-        self._scale = self._inv_std.reshape(3, 1, 1)
-        self._shift = (-self._mean * self._inv_std).reshape(3, 1, 1)
-        self._lo, self._hi = self._shift, self._shift + 255 * self._scale
+        self._mean, self._inv_std, self._scale, self._shift = _MEAN255, _INV_STD, _SCALE, _SHIFT
+        self._lo, self._hi = self._shift, self._shift + 255 * self._scale  # the pixel range, normalised
 
     def canvas(
         self, image: np.ndarray, points: np.ndarray, face_box: Sequence[float] | None
@@ -218,6 +226,10 @@ class FaceTransform:
             if grey:
                 g = crops @ np.array([0.299, 0.587, 0.114], np.float32)
                 crops[...] = np.clip(g + 0.5, 0, 255).astype(np.uint8)[..., None]
+        if self.wire == "uint8":
+            if contrast != 1.0 or brightness != 0.0:  # the float path's arithmetic, rounded to pixels
+                crops = np.clip(crops * np.float32(contrast) + np.float32(brightness) + 0.5, 0, 255).astype(np.uint8)
+            return np.ascontiguousarray(crops.transpose(0, 3, 1, 2))
         # Channels first on uint8 (cheap), then one multiply-add to normalised float32, with
         # contrast and brightness folded in; clipping where brightness/contrast could leave
         # the pixel range, as albumentations does.
@@ -235,10 +247,36 @@ class FaceTransform:
         s = self.image_size
         crops = [_crop_resize(mask_parts(canvas, boxes, MEAN_PIXEL), boxes["face"], s, s) if view == "rest"
                  else _crop_resize(canvas, boxes[view], s, s) for view in self._cuts]
+        if self.wire == "uint8":
+            return np.ascontiguousarray(np.stack(crops).transpose(0, 3, 1, 2))
         batch = np.stack(crops).astype(np.float32)
         batch -= self._mean
         batch *= self._inv_std
         return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+
+
+def normalize_batch(batch: dict) -> dict:
+    """A batch whose ``views``/``image`` came as uint8 pixels (``wire: uint8``), normalised as
+    :class:`FaceTransform` does (``x * scale + shift`` in float32), on whatever device it is;
+    float batches pass through. LightningModules call it in ``on_after_batch_transfer``.
+
+    Example:
+        >>> import torch
+        >>> out = normalize_batch({"views": torch.full((1, 1, 3, 2, 2), 124, dtype=torch.uint8)})
+        >>> out["views"].dtype, round(float(out["views"][0, 0, 0, 0, 0]), 3)
+        (torch.float32, -0.002)
+    """
+    import torch
+
+    if not isinstance(batch, dict):
+        return batch
+    for key in ("views", "image"):
+        x = batch.get(key)
+        if x is not None and x.dtype == torch.uint8:
+            scale = torch.as_tensor(_SCALE, device=x.device)
+            shift = torch.as_tensor(_SHIFT, device=x.device)
+            batch[key] = x.float() * scale + shift
+    return batch
 
 
 def denormalize(views: np.ndarray) -> np.ndarray:

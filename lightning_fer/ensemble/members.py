@@ -40,7 +40,7 @@ class MemberNet(nn.Module):
         region: str = "face",
         image_size: int = 224,
         in_channels: int = 3,
-        channels_last: bool = False,
+        channels_last: bool | None = False,
         name: str = "member",
         data_fingerprint: dict | None = None,
     ) -> None:
@@ -50,7 +50,7 @@ class MemberNet(nn.Module):
         self.region = region
         self.image_size = int(image_size)
         self.in_channels = int(in_channels)
-        self.channels_last = channels_last
+        self.channels_last = bool(channels_last)
         self.name = name
         self.data_fingerprint = data_fingerprint
 

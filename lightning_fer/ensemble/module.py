@@ -57,6 +57,9 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
         member_batch: split each member's ``B x views`` images into calls of at most this many
             (results unchanged), to cap the memory of big batches of many views. ``None``: one
             call per member, which was as fast or faster in ``benchmarks/ensemble.py``.
+        channels_last: run the members in the channels-last memory format; ``None``: as the CLI's
+            ``--fast_path`` chooses (each member as it was trained when built in Python).
+        compile: run every member's backbone through ``torch.compile``.
 
     Example:
         >>> from lightning_fer import FERClassifier
@@ -78,6 +81,8 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
         check_leaks: bool = True,
         strategy_fit_split: str = "val",
         member_batch: int | None = None,
+        channels_last: bool | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if not members:
@@ -86,6 +91,12 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
         # in the state dict, their settings in the CLI's config file and the checkpoint).
         self.save_hyperparameters(ignore=["strategy"] if isinstance(members[0], (str, Path)) else ["strategy", "members"])
         nets = [self._member(m, i) for i, m in enumerate(members)]
+        for net in nets:
+            if channels_last is not None:
+                net.channels_last = channels_last
+                net.backbone.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+            if compile:
+                net.backbone.compile()
         self.ensemble = EnsembleNet(nets, strategy if strategy is not None else HardVote(), views, bind_experts,
                                     image_size, member_batch)
         if class_names is not None and list(class_names) != self.class_names:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from lightning_fer.data.regions import check_views
+from lightning_fer.data.transforms import normalize_batch
 from lightning_fer.ensemble.functional import exporting, missing_views
 from lightning_fer.ensemble.members import MemberNet
 from lightning_fer.ensemble.strategies import EnsembleStrategy, HardVote
@@ -153,7 +154,7 @@ class EnsembleNet(nn.Module):
         device = self.mask.device
         logits, labels, index, located = [], [], [], []
         for batch in loader:
-            views = batch["views"].to(device)
+            views = normalize_batch({"views": batch["views"].to(device)})["views"]
             logits.append(self.member_logits(views).cpu())
             labels.append(batch["label"])
             index.append(batch["index"])
@@ -167,7 +168,8 @@ class EnsembleNet(nn.Module):
         members do not know, label -1, are left out); returns the number of samples seen."""
         logits, labels, mask = [], [], []
         for batch in loader:
-            z, m = self.voters(batch["views"].to(self.mask.device), batch.get("view_mask"), batch.get("image"))
+            batch = normalize_batch({**batch, "views": batch["views"].to(self.mask.device)})
+            z, m = self.voters(batch["views"], batch.get("view_mask"), batch.get("image"))
             logits.append(z.cpu())
             mask.append(self.strategy.sample_mask(m, *z.shape[:3], "cpu"))
             labels.append(batch["label"])

@@ -46,7 +46,10 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         spp_trunk: SPP-net trunk (``zf5`` or a torchvision model name).
         spp_hidden: SPP-net hidden width.
         dropout: SPP-net dropout.
-        channels_last: use the channels-last memory format.
+        channels_last: use the channels-last memory format; ``None``: as the CLI's ``--fast_path``
+            chooses (contiguous when the model is built in Python).
+        compile: run the backbone through ``torch.compile`` (``nn.Module.compile``: the weights'
+            names, checkpoints and DDP are unchanged; the first steps pay the compilation).
 
     Example:
         >>> model = FERClassifier("resnet18", num_classes=7, image_size=64)
@@ -74,7 +77,8 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         spp_trunk: str = "zf5",
         spp_hidden: int = 1024,
         dropout: float = 0.5,
-        channels_last: bool = False,
+        channels_last: bool | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
@@ -99,6 +103,8 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         )
         if hp.channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
+        if hp.get("compile"):
+            self.backbone.compile()
 
     def setup(self, stage: str) -> None:
         cw = self.hparams.class_weights
