@@ -136,6 +136,11 @@ def wire_rows(batches: int, workers: int) -> list[list]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small inputs: a smoke run, not figures to quote")
+    ap.add_argument("--train", nargs="+", default=["resnet50:224:16", "resnet50:64:64", "resnet18:48:64"],
+                    help="backbone:px:batch cases of the training table")
+    ap.add_argument("--steps", type=int, default=16, help="training steps per case (3 untimed)")
+    ap.add_argument("--ensemble-batch", type=int, default=16)
+    ap.add_argument("--matmul", type=int, default=2048, help="side of the matrices of the peak")
     args = ap.parse_args(argv)
     import logging
 
@@ -146,16 +151,17 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Machine: {machine()}")
     print(f"bf16 matrix-unit flags ({', '.join(BF16_FLAGS)}): {', '.join(sorted(flags & set(BF16_FLAGS))) or 'none'}; "
           f"AVX-512: {'yes' if 'avx512f' in flags else 'no'}; {describe(choose('auto', 'cpu'))}\n")
-    n = 256 if q else 2048
+    n = 256 if q else args.matmul
     peaks = {"float32": matmul_gflops(n, torch.float32, reps), "bfloat16": matmul_gflops(n, torch.bfloat16, reps)}
     print(table(["matrix multiply", "GFLOP/s", "vs float32"],
                 [[f"{n}x{n} float32 (baseline)", peaks["float32"], "1.00"],
                  [f"{n}x{n} bfloat16", peaks["bfloat16"], f"{peaks['bfloat16'] / peaks['float32']:.2f}"]]))
-    specs = [("sppnet", 32, 8)] if q else [("resnet50", 224, 16), ("resnet50", 64, 64), ("resnet18", 48, 64)]
+    specs = [("sppnet", 32, 8)] if q else [tuple(s.split(":")) for s in args.train]
+    specs = [(name, int(size), int(batch)) for name, size, batch in specs]
     print("\nTraining under Trainer.fit (images/s; fast path: bf16-mixed, channels-last)\n")
     print(table(["model", "float32 img/s (baseline)", "fast path img/s", "speed-up"],
-                training_rows(specs, 5 if q else 16, 2 if q else 4)))
-    rows, notes = ensemble_rows(80 if q else 80, 2 if q else 16, reps, peaks)
+                training_rows(specs, 5 if q else args.steps, 2 if q else 3)))
+    rows, notes = ensemble_rows(80, 2 if q else args.ensemble_batch, reps, peaks)
     print(f"\nEnsemble inference ({notes[0]})\n")
     print(table(["what", "faces/s", "GFLOP/s", "share of the peak", "speed-up"], rows))
     print("\nMember inference, as predict runs it (images/s)\n")

@@ -110,3 +110,19 @@ def plot_learning_curves(history: dict[str, list[tuple[int, float]]], title: str
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_timeline(times: Sequence[float], probs, class_names: Sequence[str], title: str, path: str | os.PathLike) -> Path:
+    """The probability of each expression against time (one track of a video)."""
+    plt = _plt()
+    p = np.asarray(probs, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(max(6.0, min(16.0, 0.05 * len(times) + 5)), 3.6))
+    for k, name in enumerate(class_names):
+        ax.plot(times, p[:, k], label=name, marker="." if len(times) < 40 else None, linewidth=1.5)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("probability")
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -21,6 +21,7 @@ from lightning_fer.data.prepare import PreparedSource
 from lightning_fer.data.regions import check_views
 from lightning_fer.data.sources import FERSource, Record
 from lightning_fer.data.transforms import FaceTransform, normalize_batch
+from lightning_fer.data.video import VideoOptions
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +83,13 @@ class FERDataModule(L.LightningDataModule):
             one warp per view) or ``albumentations`` (the same distribution, ~4x slower per face).
         detect_batch_size: MTCNN batch size in ``prepare_data()``.
         detect_device: device for MTCNN (default: CUDA when available).
-        predict_path: an image or a folder of photos: ``predict`` then finds every face in them
-            (MTCNN) instead of using the test split.
+        predict_path: an image, a video, or a folder of them: ``predict`` then finds every face in
+            them (MTCNN; in videos, followed as tracks, see ``video``) instead of using the test split.
         predict_output: where ``predict`` writes a row per face (``.csv`` or ``.json``; default
             ``runs/predict/predictions.csv`` when ``predict_path`` is set).
         annotate_dir: also write copies of the photos with boxes and labels there.
         min_face_prob: MTCNN probability a face needs to count, in ``predict_path`` photos.
+        video: how ``predict_path`` videos are read (:class:`~lightning_fer.data.video.VideoOptions`).
         duplicates: ``keep`` byte-identical images, or ``drop`` copies (one kept in the most
             protected split; see :mod:`lightning_fer.data.duplicates`), listed in ``duplicates.csv``.
         train_fraction: train on a stratified, seeded subset of this fraction of the training
@@ -139,6 +141,7 @@ class FERDataModule(L.LightningDataModule):
         predict_output: str | None = None,
         annotate_dir: str | None = None,
         min_face_prob: float = 0.9,
+        video: VideoOptions | None = None,
         duplicates: DuplicatePolicy = "keep",
         train_fraction: float = 1.0,
         eval_split: Literal["official", "all"] = "official",
@@ -171,8 +174,8 @@ class FERDataModule(L.LightningDataModule):
         self.prepared = PreparedSource(self.source, self.landmark_settings, cache_dir, duplicates, skip_bad_images,
                                        num_workers, detect_batch_size, detect_device)
         #: photos to predict on (``None``: predict on the test split); the writer reads its outputs.
-        self.photos = PhotoOptions(predict_path, predict_output or DEFAULT_OUTPUT, annotate_dir, min_face_prob) \
-            if predict_path else None
+        self.photos = PhotoOptions(predict_path, predict_output or DEFAULT_OUTPUT, annotate_dir, min_face_prob,
+                                   video or VideoOptions()) if predict_path else None
         self.class_match: dict[str, dict] = {}
         self.photo_scan = None
         self.splits: dict[str, np.ndarray] = {}
@@ -199,13 +202,8 @@ class FERDataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    @property
-    def index_report(self):
-        return self.prepared.index_report
-
-    @property
-    def duplicate_report(self):
-        return self.prepared.duplicate_report
+    index_report = property(lambda self: self.prepared.index_report, doc="What the landmark pass found.")
+    duplicate_report = property(lambda self: self.prepared.duplicate_report, doc="What ``duplicates: drop`` did.")
 
     def _folds_path(self) -> Path:
         return self.prepared.folds_path(self.folds_file, self.num_folds, self.seed)
@@ -222,7 +220,8 @@ class FERDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict" and self.photos:
             if self.photo_scan is None:
-                self.photo_scan = scan_photos(self.photos.path, self.photos.min_prob, self.detect_device)
+                self.photo_scan = scan_photos(self.photos.path, self.photos.min_prob, self.detect_device,
+                                              self.photos.video)
                 self.datasets["predict"] = PhotoFacesDataset(
                     self.photo_scan, FaceTransform(self.views, self.image_size, None, wire=self.wire)
                 )

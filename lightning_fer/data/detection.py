@@ -97,6 +97,23 @@ class FaceDetector:
         ]
         return sorted(faces, key=lambda f: -f[2])
 
+    def detect_frames(self, frames: list[np.ndarray], min_prob: float = 0.9) -> list[list]:
+        """:meth:`detect_all` for frames of one size, in one MTCNN call."""
+        import torch
+
+        if not frames:
+            return []
+        with torch.inference_mode():
+            boxes, probs, points = self.mtcnn.detect(np.stack(frames), landmarks=True)
+        out = []
+        for b_, p_, pt_ in zip(boxes, probs, points):
+            faces = [] if b_ is None else [
+                (np.asarray(pt, dtype=np.float32), np.asarray(b, dtype=np.float64), float(p))
+                for b, p, pt in zip(b_, p_, pt_) if p is not None and p >= min_prob
+            ]
+            out.append(sorted(faces, key=lambda f: -f[2]))
+        return out
+
     def detect(
         self, images: list[np.ndarray], hints: list[Sequence[float] | None] | None = None
     ) -> list[tuple[np.ndarray, np.ndarray, float] | None]:

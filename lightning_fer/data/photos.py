@@ -1,4 +1,4 @@
-"""Photos to predict on: every face MTCNN finds in them, as items of region views."""
+"""Photos and videos to predict on: every face MTCNN finds in them, as items of region views."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from lightning_fer.data.io import ImageReadError, load_image_checked, read_image
 from lightning_fer.data.sources import IMAGE_EXTENSIONS
 from lightning_fer.data.transforms import FaceTransform
+from lightning_fer.data.video import VIDEO_EXTENSIONS, VideoOptions, is_video, scan_video
 
 log = logging.getLogger(__name__)
 
@@ -30,23 +31,43 @@ class PhotoOptions:
         output: where a row per face goes (``.csv`` or ``.json``).
         annotate_dir: also write copies of the photos with boxes and labels there.
         min_prob: MTCNN probability a face needs to count.
+        video: how videos under ``path`` are read and their faces followed.
     """
 
     path: str
     output: str = DEFAULT_OUTPUT
     annotate_dir: str | None = None
     min_prob: float = 0.9
+    video: VideoOptions = VideoOptions()
 
 
 @dataclass
 class Face:
-    """One face found in a photo."""
+    """One face found in a photo, or in a video frame (``frame``, ``time`` in seconds, ``track``;
+    the pixels around it kept in ``crop``, whose top-left corner is at ``offset``)."""
 
     file: str
     face: int
     box: tuple[float, float, float, float]  # x0, y0, x1, y1
     points: np.ndarray  # [5, 2]
     prob: float
+    frame: int | None = None
+    time: float | None = None
+    track: int | None = None
+    crop: np.ndarray | None = None
+    offset: tuple[float, float] = (0.0, 0.0)
+
+
+def video_face(image: np.ndarray, frame: int, time: float, points, box, prob: float, track: int, number: int,
+               file: str = "") -> Face:
+    """A face of a video frame, keeping only the pixels around it (its box and one side more on
+    each side, more than the views' margin) so that long videos do not fill memory."""
+    h, w = image.shape[:2]
+    side = max(box[2] - box[0], box[3] - box[1], 1.0)
+    x0, y0 = int(max(0, box[0] - side)), int(max(0, box[1] - side))
+    x1, y1 = int(min(w, box[2] + side + 1)), int(min(h, box[3] + side + 1))
+    return Face(file, number, tuple(float(v) for v in box), np.asarray(points, np.float32), prob, frame, time, track,
+                np.ascontiguousarray(image[y0:y1, x0:x1]), (float(x0), float(y0)))
 
 
 @dataclass
@@ -54,26 +75,31 @@ class PhotoScan:
     """The faces found under a path, and what could not be used (reported, never dropped)."""
 
     faces: list[Face] = field(default_factory=list)
-    problems: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    problems: list[tuple] = field(default_factory=list)  # (file, reason) or (file, reason, {frame, time})
 
 
 def list_photos(path: str | os.PathLike) -> list[Path]:
-    """An image file, or every image file under a folder (sorted)."""
+    """An image or video file, or every image and video file under a folder (sorted)."""
     p = Path(path).expanduser()
     if p.is_file():
         return [p]
     if p.is_dir():
-        return sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
-    raise FileNotFoundError(f"predict_path {p} is neither an image file nor a folder")
+        return sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+    raise FileNotFoundError(f"predict_path {p} is neither an image or video file nor a folder")
 
 
-def scan_photos(path: str | os.PathLike, min_prob: float = 0.9, device: str | None = None) -> PhotoScan:
-    """Find every face in every photo under ``path`` with MTCNN."""
+def scan_photos(path: str | os.PathLike, min_prob: float = 0.9, device: str | None = None,
+                video: VideoOptions = VideoOptions()) -> PhotoScan:  # noqa: B008
+    """Find every face in every photo, and in every (looked-at) frame of every video, under
+    ``path`` with MTCNN; faces in videos are followed as tracks."""
     from lightning_fer.data.detection import FaceDetector, LandmarkSettings
 
     detector = FaceDetector(LandmarkSettings(), device)
     scan = PhotoScan()
     for f in list_photos(path):
+        if is_video(f):
+            scan_video(f, detector, video, min_prob, lambda *a, f=f: video_face(*a, file=str(f)), scan)
+            continue
         try:
             image = load_image_checked(str(f))
         except ImageReadError as err:
@@ -100,7 +126,12 @@ class PhotoFacesDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         face = self.scan.faces[i]
-        out = self.transform(read_image(face.file), face.points, face.box)
+        if face.crop is None:
+            out = self.transform(read_image(face.file), face.points, face.box)
+        else:  # a video face: its crop, with the points and box moved into it
+            dx, dy = face.offset
+            box = (face.box[0] - dx, face.box[1] - dy, face.box[2] - dx, face.box[3] - dy)
+            out = self.transform(face.crop, face.points - np.float32([dx, dy]), box)
         return {"image": torch.from_numpy(out["image"]), "views": torch.from_numpy(out["views"]), "label": -1, "index": i}
 
 
