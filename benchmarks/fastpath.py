@@ -95,7 +95,11 @@ def onnx_time(module, x: torch.Tensor, repeats: int) -> float | None:
     from lightning_fer.export import export
 
     with tempfile.TemporaryDirectory() as d:
-        path, _ = export(module, Path(d) / "model.onnx", "onnx", example=x[:2])
+        try:
+            path, _ = export(module, Path(d) / "model.onnx", "onnx", example=x[:2])
+        except Exception as err:  # noqa: BLE001 - reported in the table's place
+            print(f"(ONNX export failed: {type(err).__name__}: {str(err).splitlines()[0][:200]})", file=sys.stderr)
+            return None
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = torch.get_num_threads()
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -161,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     print("\nTraining under Trainer.fit (images/s; fast path: bf16-mixed, channels-last)\n")
     print(table(["model", "float32 img/s (baseline)", "fast path img/s", "speed-up"],
                 training_rows(specs, 5 if q else args.steps, 2 if q else 3)))
-    rows, notes = ensemble_rows(80, 2 if q else args.ensemble_batch, reps, peaks)
+    # 64 px: SPP-net's adaptive max pooling exports to ONNX only where its grid divides the feature map.
+    rows, notes = ensemble_rows(64, 2 if q else args.ensemble_batch, reps, peaks)
     print(f"\nEnsemble inference ({notes[0]})\n")
     print(table(["what", "faces/s", "GFLOP/s", "share of the peak", "speed-up"], rows))
     print("\nMember inference, as predict runs it (images/s)\n")
