@@ -21,7 +21,7 @@ def test_prediction_output_must_be_csv_or_json():
 
 
 def test_predict_path_must_exist(tmp_path):
-    with pytest.raises(FileNotFoundError, match="neither an image file nor a folder"):
+    with pytest.raises(FileNotFoundError, match="neither an image or video file nor a folder"):
         list_photos(tmp_path / "nowhere")
 
 

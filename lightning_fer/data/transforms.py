@@ -264,7 +264,7 @@ def normalize_batch(batch: dict) -> dict:
         >>> import torch
         >>> out = normalize_batch({"views": torch.full((1, 1, 3, 2, 2), 124, dtype=torch.uint8)})
         >>> out["views"].dtype, round(float(out["views"][0, 0, 0, 0, 0]), 3)
-        (torch.float32, -0.002)
+        (torch.float32, 0.006)
     """
     import torch
 
