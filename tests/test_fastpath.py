@@ -117,3 +117,9 @@ def test_compiled_members_answer_as_eager_ones():
         v = torch.randn(2, 2, 3, 32, 32)
         torch.testing.assert_close(ens_c(v), ens_e(v), rtol=1e-4, atol=1e-4)
     assert np.isfinite(compiled(x).detach().numpy()).all()
+
+
+def test_a_bad_wire_is_named(tmp_path):
+    src = SyntheticSource(str(tmp_path / "s"), num_subjects=3, images_per_class=1, test_subjects=1, image_size=64)
+    with pytest.raises(ValueError, match="wire must be 'float32' or 'uint8', got 'int8'"):
+        FERDataModule(src, wire="int8")

@@ -126,3 +126,10 @@ def test_a_chosen_rate_looks_at_fewer_frames(tmp_path):
     assert frames == [0, 2, 4, 6, 8]  # 10 fps looked at 5 times a second
     assert {f.track for f in scan.faces} == {0, 1} and not scan.problems
     assert all(f.crop is not None and f.crop.shape[0] < 360 for f in scan.faces)  # only the pixels around each face
+
+
+def test_a_bad_smoothing_window_is_named():
+    from lightning_fer.predict import FacePredictionWriter
+
+    with pytest.raises(ValueError, match="smoothing window must be at least 1 frame, got 0"):
+        FacePredictionWriter("runs/v.csv", smooth=0)

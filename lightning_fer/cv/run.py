@@ -107,10 +107,7 @@ def collect(plan: Plan, k: int, seed: int | None) -> dict:
         return torch.load(pred_file, map_location="cpu", weights_only=True)
     ckpts = [json.loads((plan.members_dir / run / n / "done.json").read_text())["checkpoint"] for n in plan.names]
     fp = choose(plan.fast_path, plan.device.type)
-    members = [load_member(c, i) for i, c in enumerate(ckpts)]
-    for m in members:
-        m.channels_last = fp.channels_last
-        m.backbone.to(memory_format=torch.channels_last if fp.channels_last else torch.contiguous_format)
+    members = [load_member(c, i).set_channels_last(fp.channels_last) for i, c in enumerate(ckpts)]
     net = EnsembleNet(members, views=plan.all_views, image_size=plan.image_size).to(plan.device)
     data = {"views": plan.all_views, "image_size": net.image_size, "batch_size": plan.batch_size}
     dm = build(plan.members[0], list(plan.overrides), plan.folds_override(k), {"data": {"init_args": data}}).datamodule

@@ -84,18 +84,7 @@ class FaceDetector:
     def detect_all(self, image: np.ndarray, min_prob: float = 0.9) -> list[tuple[np.ndarray, np.ndarray, float]]:
         """Every face in one image with probability at least ``min_prob``, most probable first:
         ``[(points [5, 2], box (x0, y0, x1, y1), probability), ...]``."""
-        import torch
-
-        with torch.inference_mode():
-            boxes, probs, points = self.mtcnn.detect(image[None], landmarks=True)
-        if boxes[0] is None:
-            return []
-        faces = [
-            (np.asarray(pt, dtype=np.float32), np.asarray(b, dtype=np.float64), float(p))
-            for b, p, pt in zip(boxes[0], probs[0], points[0])
-            if p is not None and p >= min_prob
-        ]
-        return sorted(faces, key=lambda f: -f[2])
+        return self.detect_frames([image], min_prob)[0]
 
     def detect_frames(self, frames: list[np.ndarray], min_prob: float = 0.9) -> list[list]:
         """:meth:`detect_all` for frames of one size, in one MTCNN call."""

@@ -20,6 +20,7 @@ Two ways to augment:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -112,8 +113,6 @@ class FaceTransform:
         self.margin = margin
         # Parts are small: keep the canvas sharper when they are asked for.
         self.face_px = self.image_size * (1 if self.views == ["face"] else 2)
-        self._mean, self._inv_std, self._scale, self._shift = _MEAN255, _INV_STD, _SCALE, _SHIFT
-        self._lo, self._hi = self._shift, self._shift + 255 * self._scale  # the pixel range, normalised
 
     def canvas(
         self, image: np.ndarray, points: np.ndarray, face_box: Sequence[float] | None
@@ -235,10 +234,10 @@ class FaceTransform:
         # the pixel range, as albumentations does.
         planar = np.ascontiguousarray(crops.transpose(0, 3, 1, 2))
         batch = np.empty(planar.shape, np.float32)
-        np.multiply(planar, self._scale * contrast, out=batch, casting="unsafe")
-        batch += self._shift + brightness * self._scale
+        np.multiply(planar, _SCALE * contrast, out=batch, casting="unsafe")
+        batch += _SHIFT + brightness * _SCALE
         if photo is not None and (contrast != 1.0 or brightness != 0.0):
-            np.clip(batch, self._lo, self._hi, out=batch)
+            np.clip(batch, _SHIFT, _SHIFT + 255 * _SCALE, out=batch)  # the pixel range, normalised
         return batch
 
     def _cut_canvas(self, image: np.ndarray, points: np.ndarray, face_box: Sequence[float] | None) -> np.ndarray:
@@ -250,8 +249,8 @@ class FaceTransform:
         if self.wire == "uint8":
             return np.ascontiguousarray(np.stack(crops).transpose(0, 3, 1, 2))
         batch = np.stack(crops).astype(np.float32)
-        batch -= self._mean
-        batch *= self._inv_std
+        batch -= _MEAN255
+        batch *= _INV_STD
         return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
 
 
@@ -273,10 +272,17 @@ def normalize_batch(batch: dict) -> dict:
     for key in ("views", "image"):
         x = batch.get(key)
         if x is not None and x.dtype == torch.uint8:
-            scale = torch.as_tensor(_SCALE, device=x.device)
-            shift = torch.as_tensor(_SHIFT, device=x.device)
+            scale, shift = _normalisation_on(x.device)
             batch[key] = x.float() * scale + shift
     return batch
+
+
+@functools.lru_cache(maxsize=8)
+def _normalisation_on(device):
+    """``_SCALE`` and ``_SHIFT`` as tensors on ``device``, copied there once, not per batch."""
+    import torch
+
+    return torch.as_tensor(_SCALE, device=device), torch.as_tensor(_SHIFT, device=device)
 
 
 def denormalize(views: np.ndarray) -> np.ndarray:

@@ -61,6 +61,12 @@ class MemberNet(nn.Module):
         return cls(model.backbone, model.class_names, model.region, hp.image_size, hp.in_channels, hp.channels_last,
                    name or f"{hp.backbone}[{model.region}]", getattr(model, "data_fingerprint", None))
 
+    def set_channels_last(self, on: bool) -> MemberNet:
+        """Run in the channels-last memory format (``False``: contiguous), weights and inputs alike."""
+        self.channels_last = bool(on)
+        self.backbone.to(memory_format=torch.channels_last if on else torch.contiguous_format)
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.image_size:  # each member sees views at the size it was trained on
             x = nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",

@@ -93,8 +93,7 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
         nets = [self._member(m, i) for i, m in enumerate(members)]
         for net in nets:
             if channels_last is not None:
-                net.channels_last = channels_last
-                net.backbone.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+                net.set_channels_last(channels_last)
             if compile:
                 net.backbone.compile()
         self.ensemble = EnsembleNet(nets, strategy if strategy is not None else HardVote(), views, bind_experts,
