@@ -158,6 +158,7 @@ def create_backbone(
     spp_trunk: str = "zf5",
     spp_hidden: int = 1024,
     dropout: float = 0.5,
+    stem: str = "imagenet",
 ) -> nn.Module:
     """Build a backbone by name.
 
@@ -173,6 +174,10 @@ def create_backbone(
         spp_trunk: SPP-net trunk: ``zf5`` or a torchvision model name.
         spp_hidden: SPP-net hidden layer width.
         dropout: SPP-net dropout.
+        stem: ``imagenet`` (the model's own), or for small faces in the ResNet family (a
+            ``conv1`` and a ``maxpool``): ``small_pool`` (a 3x3 stride-1 ``conv1``, the max-pool
+            kept: feature maps 2x as wide, about 4x the compute) or ``small`` (3x3 stride 1, no
+            max-pool, as CIFAR ResNets: 4x as wide, about 16x the compute).
 
     Example:
         >>> net = create_backbone("resnet18", num_classes=7)
@@ -180,6 +185,8 @@ def create_backbone(
         torch.Size([2, 7])
     """
     if name == "sppnet":
+        if stem != "imagenet":
+            raise ValueError(f"stem={stem!r} is for ResNet-family backbones, not sppnet")
         trunk = _trunk(spp_trunk, pretrained)
         model: nn.Module = SPPNet(trunk, num_classes, spp_levels, spp_hidden, dropout)
         if pretrained and _looks_like_path(pretrained):
@@ -214,7 +221,27 @@ def create_backbone(
         model.fc.reset_parameters()
         if aux:
             model.AuxLogits.fc.reset_parameters()
+    _small_stem(model, name, stem)
     if pretrained:
         load_matching(model, load_state(pretrained, name), pretrained)
     _adapt_first_conv(model, in_channels)
     return model
+
+
+STEMS = ("imagenet", "small_pool", "small")
+
+
+def _small_stem(model: nn.Module, name: str, stem: str) -> None:
+    """Replace a ResNet-family stem for small inputs (see :func:`create_backbone`)."""
+    if stem not in STEMS:
+        raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+    if stem == "imagenet":
+        return
+    conv, pool = getattr(model, "conv1", None), getattr(model, "maxpool", None)
+    if not isinstance(conv, nn.Conv2d) or not isinstance(pool, nn.MaxPool2d):
+        raise ValueError(f"stem={stem!r} needs a ResNet-family backbone (conv1 and maxpool); {name} has none: "
+                         "use stem: imagenet")
+    model.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, 3, 1, 1, bias=conv.bias is not None)
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    if stem == "small":
+        model.maxpool = nn.Identity()

@@ -37,7 +37,10 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         lr: learning rate.
         weight_decay: weight decay.
         optimizer: ``adamw`` or ``sgd`` (momentum 0.9, Nesterov).
-        scheduler: ``cosine`` (over ``max_epochs``, per step) or ``none``.
+        scheduler: ``cosine`` (over ``max_epochs``, per step), ``cosine_restarts`` (``cycles``
+            cosine cycles of equal length, each restarting at ``lr``: a snapshot ensemble's
+            schedule, whose cycle ends ``cv`` keeps as checkpoints) or ``none``.
+        cycles: number of cycles of ``cosine_restarts``.
         label_smoothing: cross-entropy label smoothing.
         class_weights: ``None``, ``balanced`` (n / (k * count) on the training split) or one
             weight per class.
@@ -46,10 +49,16 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         spp_trunk: SPP-net trunk (``zf5`` or a torchvision model name).
         spp_hidden: SPP-net hidden width.
         dropout: SPP-net dropout.
+        stem: ``imagenet``, or for small faces in ResNets ``small_pool`` / ``small``
+            (:func:`~lightning_fer.models.backbones.create_backbone`).
         channels_last: use the channels-last memory format; ``None``: as the CLI's ``--fast_path``
             chooses (contiguous when the model is built in Python).
         compile: run the backbone through ``torch.compile`` (``nn.Module.compile``: the weights'
             names, checkpoints and DDP are unchanged; the first steps pay the compilation).
+        teacher: a soft-targets file (``soft_targets.pt`` of a ``cv`` run): train on a teacher's
+            class probabilities as well as the labels (distillation, :mod:`~lightning_fer.models.distill`).
+        distill_weight: weight of the teacher's term (``1 - distill_weight`` on the labels).
+        distill_temperature: temperature of the distillation term.
 
     Example:
         >>> model = FERClassifier("resnet18", num_classes=7, image_size=64)
@@ -69,7 +78,8 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         optimizer: Literal["adamw", "sgd"] = "adamw",
-        scheduler: Literal["cosine", "none"] = "cosine",
+        scheduler: Literal["cosine", "cosine_restarts", "none"] = "cosine",
+        cycles: int = 1,
         label_smoothing: float = 0.0,
         class_weights: Literal["balanced"] | list[float] | None = None,
         aux_weight: float = 0.4,
@@ -77,8 +87,12 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         spp_trunk: str = "zf5",
         spp_hidden: int = 1024,
         dropout: float = 0.5,
+        stem: Literal["imagenet", "small_pool", "small"] = "imagenet",
         channels_last: bool | None = None,
         compile: bool = False,
+        teacher: str | None = None,
+        distill_weight: float = 0.5,
+        distill_temperature: float = 1.0,
     ) -> None:
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
@@ -87,19 +101,25 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
             raise ValueError(f"region {region!r} is not one of {list(REGIONS)}")
         if isinstance(class_weights, list) and len(class_weights) != num_classes:
             raise ValueError(f"class_weights has {len(class_weights)} values for {num_classes} classes")
+        if cycles < 1:
+            raise ValueError(f"cycles must be at least 1, got {cycles}")
+        if not 0.0 <= distill_weight <= 1.0 or distill_temperature <= 0:
+            raise ValueError(f"distill_weight must be in [0, 1] and distill_temperature > 0, got {distill_weight}, "
+                             f"{distill_temperature}")
         self.save_hyperparameters()
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.configure_model_()
         self.configure_metrics()
         self.register_buffer("loss_weights", torch.ones(num_classes), persistent=False)
         self.data_fingerprint: dict | None = None
+        self.teacher_probs: torch.Tensor | None = None
 
     # -- hooks that build ----------------------------------------------------------------
     def configure_model_(self) -> None:
         hp = self.hparams
         self.backbone: nn.Module = create_backbone(
             hp.backbone, hp.num_classes, hp.in_channels, hp.image_size, hp.pretrained,
-            hp.spp_levels, hp.spp_trunk, hp.spp_hidden, hp.dropout,
+            hp.spp_levels, hp.spp_trunk, hp.spp_hidden, hp.dropout, hp.get("stem", "imagenet"),
         )
         if hp.channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
@@ -131,6 +151,15 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
             names = getattr(dm, "class_names", None)
             if names and list(names) != self.class_names:
                 raise ValueError(f"the data's classes {names} differ from the model's {self.class_names}")
+        if self.hparams.get("teacher") and stage == "fit":
+            from lightning_fer.models.distill import load_soft_targets
+
+            self.teacher_probs = load_soft_targets(self.hparams.teacher, self.class_names, self.data_fingerprint)
+            train = getattr(dm, "splits", {}).get("train", []) if dm is not None else []
+            missing = int(torch.isnan(self.teacher_probs[torch.as_tensor(list(train), dtype=torch.long)]).any(1).sum())
+            if missing:
+                raise ValueError(f"teacher soft targets {self.hparams.teacher} lack {missing} of the {len(train)} "
+                                 "training images: compute them on this run's training split")
 
     # -- forward and steps ---------------------------------------------------------------
     @property
@@ -162,6 +191,17 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         # As the weighted mean cross_entropy computes: divided by the summed class weights.
         return (per * keep).sum() / (w[y] * keep).sum().clamp(min=1e-12)
 
+    def _main_loss(self, logits: torch.Tensor, batch: dict, y: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
+        """The training loss of the main head: cross-entropy, or with a teacher the distillation
+        loss (:func:`~lightning_fer.models.distill.distill_loss`; class weights do not apply)."""
+        if self.teacher_probs is None:
+            return self._loss(logits, y, real)
+        from lightning_fer.models.distill import distill_loss
+
+        hp = self.hparams
+        t = self.teacher_probs.to(logits.device)[batch["index"].to(logits.device)]
+        return distill_loss(logits, y, t, hp.distill_weight, hp.distill_temperature, hp.label_smoothing, real)
+
     @staticmethod
     def _real(batch: dict | torch.Tensor) -> torch.Tensor | None:
         """Which samples' view (the first of the batch's views) could be located."""
@@ -171,11 +211,10 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.backbone(self._input(batch))
         y, real = batch["label"], self._real(batch)
-        if isinstance(out, tuple):  # Inception V3: main + aux_weight * auxiliary
-            logits, aux = out
-            loss = self._loss(logits, y, real) + self.hparams.aux_weight * self._loss(aux, y, real)
-        else:
-            logits, loss = out, self._loss(out, y, real)
+        logits, aux = out if isinstance(out, tuple) else (out, None)
+        loss = self._main_loss(logits, batch, y, real)
+        if aux is not None:  # Inception V3: main + aux_weight * auxiliary
+            loss = loss + self.hparams.aux_weight * self._loss(aux, y, real)
         hit = logits.argmax(1) == y
         n = len(y) if real is None else int(real.sum())
         acc = (hit if real is None else hit[real]).float().mean() if n else torch.zeros((), device=y.device)
@@ -211,8 +250,11 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
             opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
         if hp.scheduler == "none":
             return opt
-        steps = self.trainer.estimated_stepping_batches
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(int(steps), 1))
+        steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        if hp.scheduler == "cosine_restarts":
+            sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=max(steps // hp.cycles, 1))
+        else:
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -1,0 +1,67 @@
+"""Knowledge distillation: a classifier learns an ensemble's soft targets (Hinton et al., 2015).
+
+The targets are a file written by ``cv`` (``soft_targets.pt``): the teacher's class
+probabilities for every training image, by the image's index in the data module's record list,
+with the data's fingerprint, so that a student is only ever trained on the split they were
+computed for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+FINGERPRINT_KEYS = ("source", "num_folds", "seed", "fold", "train_hash")
+
+
+def distill_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    teacher_probs: torch.Tensor,
+    weight: float = 0.5,
+    temperature: float = 1.0,
+    label_smoothing: float = 0.0,
+    keep: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``(1 - weight) * CE(logits, labels) + weight * T^2 * KL(teacher_T || softmax(logits / T))``.
+
+    ``teacher_T`` is the teacher's distribution sharpened or softened by ``T``
+    (``softmax(log p / T)``); the ``T^2`` keeps the gradient's scale as ``T`` changes.
+    ``keep`` ``[B]``: the samples that count (``None``: all).
+
+    Example:
+        >>> p = torch.tensor([[0.5, 0.5]])
+        >>> float(distill_loss(p.log(), torch.tensor([0]), p, weight=1.0))  # the student is the teacher
+        0.0
+    """
+    logits = logits.float()
+    t = temperature
+    target = F.softmax(teacher_probs.float().clamp(min=1e-12).log() / t, -1)
+    kl = (target * (target.clamp(min=1e-12).log() - F.log_softmax(logits / t, -1))).sum(-1) * t * t
+    ce = F.cross_entropy(logits, labels, label_smoothing=label_smoothing, reduction="none")
+    per = (1 - weight) * ce + weight * kl
+    if keep is None:
+        return per.mean()
+    k = keep.to(per.dtype)
+    return (per * k).sum() / k.sum().clamp(min=1)
+
+
+def load_soft_targets(path: str | Path, class_names: list[str], data_print: dict | None) -> torch.Tensor:
+    """The teacher's probabilities ``[records, C]`` (NaN rows: images it has no target for),
+    checked against the student's classes and data."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"teacher soft targets {path} do not exist; `python -m lightning_fer cv` with "
+                                f"`students:` writes them (<output_dir>/<run>/soft_targets.pt)")
+    d = torch.load(path, map_location="cpu", weights_only=True)
+    if list(d["class_names"]) != list(class_names):
+        raise ValueError(f"teacher soft targets {path} are for classes {d['class_names']}, the student has {class_names}")
+    theirs = d.get("data_print") or {}
+    if data_print is not None:
+        diff = [k for k in FINGERPRINT_KEYS if theirs.get(k) != data_print.get(k)]
+        if diff:
+            raise ValueError(f"teacher soft targets {path} were computed on other data ({', '.join(diff)} differ): "
+                             f"train the student with the data settings of the teacher's run")
+    return d["probs"].float()
