@@ -15,6 +15,9 @@ import numpy as np
 #: Every view a data module can yield. ``rest`` is the face with the four parts masked out.
 REGIONS: tuple[str, ...] = ("face", "left_eye", "right_eye", "nose", "mouth", "rest")
 PARTS: tuple[str, ...] = ("left_eye", "right_eye", "nose", "mouth")
+#: The view of horizontal-flip test-time augmentation: the mirrored face, made by the ensemble
+#: from ``face`` (never yielded by the data).
+FLIP_VIEW = "face_flip"
 
 # Indices of the points each part is built from, per scheme. 68: iBUG order (jaw 0-16, brows
 # 17-26, nose 27-35, eyes 36-41 / 42-47, mouth 48-67); points 36-41 are the image-left eye.

@@ -60,6 +60,8 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
         channels_last: run the members in the channels-last memory format; ``None``: as the CLI's
             ``--fast_path`` chooses (each member as it was trained when built in Python).
         compile: run every member's backbone through ``torch.compile``.
+        flip: horizontal-flip test-time augmentation: the mirrored face is one more view
+            (``face_flip``) every whole-face member votes on (``face`` must be among ``views``).
 
     Example:
         >>> from lightning_fer import FERClassifier
@@ -83,6 +85,7 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
         member_batch: int | None = None,
         channels_last: bool | None = None,
         compile: bool = False,
+        flip: bool = False,
     ) -> None:
         super().__init__()
         if not members:
@@ -97,7 +100,7 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
             if compile:
                 net.backbone.compile()
         self.ensemble = EnsembleNet(nets, strategy if strategy is not None else HardVote(), views, bind_experts,
-                                    image_size, member_batch)
+                                    image_size, member_batch, flip)
         if class_names is not None and list(class_names) != self.class_names:
             log.info("the data's classes %s differ from the members' %s: matched by name", list(class_names),
                      self.class_names)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lightning_fer.data.regions import check_views
+from lightning_fer.data.regions import FLIP_VIEW, check_views
 from lightning_fer.data.transforms import normalize_batch
 from lightning_fer.ensemble.functional import exporting, missing_views
 from lightning_fer.ensemble.members import MemberNet
@@ -31,6 +31,9 @@ class EnsembleNet(nn.Module):
         bind_experts: bind region experts to their region (``False``: every member sees every view).
         image_size: side of the views the ensemble receives (default: the largest member's).
         member_batch: split each member's ``B x views`` images into calls of at most this many.
+        flip: horizontal-flip test-time augmentation: the mirrored face (``face`` must be among
+            the views) is one more view, ``face_flip``, that every whole-face member votes on and
+            every strategy counts (:attr:`voter_views`).
 
     Example:
         >>> from lightning_fer import FERClassifier
@@ -48,6 +51,7 @@ class EnsembleNet(nn.Module):
         bind_experts: bool = True,
         image_size: int | None = None,
         member_batch: int | None = None,
+        flip: bool = False,
     ) -> None:
         super().__init__()
         if not members:
@@ -55,6 +59,11 @@ class EnsembleNet(nn.Module):
         if member_batch is not None and member_batch < 1:
             raise ValueError(f"member_batch must be a positive number of images or None, got {member_batch}")
         self.views = check_views(views)
+        if flip and "face" not in self.views:
+            raise ValueError(f"flip (test-time augmentation) mirrors the face, which is not among views {self.views}")
+        self.flip = bool(flip)
+        #: What the strategy sees: the views, and the mirrored face with ``flip``.
+        self.voter_views = [*self.views, FLIP_VIEW] if self.flip else list(self.views)
         self.member_batch = member_batch
         self.members = nn.ModuleList(members)
         self.members.eval().requires_grad_(False)
@@ -64,17 +73,17 @@ class EnsembleNet(nn.Module):
             raise ValueError(f"ensemble members disagree on class names:\n  {listing}")
         self.class_names = list(names[0])
         self.image_size = int(image_size or max(m.image_size for m in members))
-        mask = torch.ones(len(members), len(self.views), dtype=torch.bool)  # which views each member sees
+        mask = torch.ones(len(members), len(self.voter_views), dtype=torch.bool)  # which views each member sees
         for i, m in enumerate(members):
             if bind_experts and m.region != "face":
                 if m.region not in self.views:
                     raise ValueError(f"member {m.name} is an expert on {m.region!r}, which is not among views {self.views}")
-                mask[i] = torch.tensor([v == m.region for v in self.views])
+                mask[i] = torch.tensor([v == m.region for v in self.voter_views])
         self.register_buffer("mask", mask, persistent=False)
         self.register_buffer("face_members", torch.tensor([m.region == "face" for m in members]), persistent=False)
-        self._seen = [[j for j in range(len(self.views)) if mask[i, j]] for i in range(len(members))]
+        self._seen = [[j for j in range(len(self.voter_views)) if mask[i, j]] for i in range(len(members))]
         self.strategy = strategy if strategy is not None else HardVote()
-        self.strategy.setup(len(members), len(self.views), len(self.class_names))
+        self.strategy.setup(len(members), len(self.voter_views), len(self.class_names))
 
     @property
     def member_names(self) -> list[str]:
@@ -82,7 +91,7 @@ class EnsembleNet(nn.Module):
 
     def set_strategy(self, strategy: EnsembleStrategy) -> None:
         """Swap the strategy (set up for this ensemble's members, views and classes)."""
-        strategy.setup(len(self.members), len(self.views), len(self.class_names))
+        strategy.setup(len(self.members), len(self.voter_views), len(self.class_names))
         self.strategy = strategy.to(self.mask.device)
 
     def train(self, mode: bool = True):
@@ -96,10 +105,12 @@ class EnsembleNet(nn.Module):
         return member(x)
 
     def member_logits(self, views: torch.Tensor) -> torch.Tensor:
-        """``views`` ``[B, V, 3, S, S]`` -> logits ``[B, M, V, C]`` (masked pairs are zeros)."""
+        """``views`` ``[B, V, 3, S, S]`` -> logits ``[B, M, V', C]`` over :attr:`voter_views`
+        (masked pairs are zeros)."""
+        if views.shape[1] != len(self.views):
+            raise ValueError(f"batch has {views.shape[1]} views, the ensemble expects {len(self.views)} ({self.views})")
+        views = self._with_flip(views)
         v = views.shape[1]
-        if v != len(self.views):
-            raise ValueError(f"batch has {v} views, the ensemble expects {len(self.views)} ({self.views})")
         per_member = []
         for member, seen in zip(self.members, self._seen):
             # Static indexing and plain ints only, so that traced and exported graphs keep their
@@ -111,6 +122,18 @@ class EnsembleNet(nn.Module):
             per_member.append(torch.stack(cols, 1))
         return torch.stack(per_member, 1)
 
+    def _with_flip(self, views: torch.Tensor) -> torch.Tensor:
+        if not self.flip:
+            return views
+        j = self.views.index("face")
+        return torch.cat([views, views[:, j : j + 1].flip(-1)], 1)
+
+    def _with_flip_mask(self, view_mask: torch.Tensor) -> torch.Tensor:
+        if not self.flip:
+            return view_mask
+        j = self.views.index("face")
+        return torch.cat([view_mask, view_mask[:, j : j + 1]], 1)
+
     def voters(
         self, views: torch.Tensor, view_mask: torch.Tensor | None = None, face: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,6 +144,7 @@ class EnsembleNet(nn.Module):
         logits = self.member_logits(views)
         if view_mask is None or exporting():
             return logits, self.mask
+        view_mask = self._with_flip_mask(view_mask.bool())
         real = self.mask[None] & view_mask.bool().to(logits.device)[:, None, :]
         none = ~real.flatten(1).any(1)
         face_logits = None
@@ -144,8 +168,9 @@ class EnsembleNet(nn.Module):
 
     @torch.no_grad()
     def collect(self, loader) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Over a loader: member logits ``[N, M, V, C]``, labels ``[N]``, indices ``[N]`` and
-        the views located on each face ``[N, V]`` (all ``True`` where the batches carry none).
+        """Over a loader: member logits ``[N, M, V', C]``, labels ``[N]``, indices ``[N]`` and
+        the views located on each face ``[N, V']`` (all ``True`` where the batches carry none),
+        over :attr:`voter_views`.
 
         The logits are the members' raw answers on every view; :meth:`voters` (or
         :func:`~lightning_fer.ensemble.functional.missing_views`) turns them and the view mask
@@ -159,7 +184,8 @@ class EnsembleNet(nn.Module):
             labels.append(batch["label"])
             index.append(batch["index"])
             vm = batch.get("view_mask")
-            located.append(torch.ones(views.shape[:2], dtype=torch.bool) if vm is None else vm.bool().cpu())
+            vm = torch.ones(views.shape[:2], dtype=torch.bool) if vm is None else vm.bool().cpu()
+            located.append(self._with_flip_mask(vm))
         return torch.cat(logits), torch.cat(labels), torch.cat(index), torch.cat(located)
 
     @torch.no_grad()
