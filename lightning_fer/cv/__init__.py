@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
+from lightning_fer.cv.plan import Plan, member_specs, train_member
 from lightning_fer.cv.report import METRICS, log_to_wandb, plot_confusions, scores, write_table
-from lightning_fer.cv.run import Plan, collect, evaluate, fit_strategies, train_member, unique_names
+from lightning_fer.cv.run import collect, evaluate, fit_strategies, unique_names, write_soft_targets
 from lightning_fer.ensemble.strategies import EnsembleStrategy
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,13 @@ def run_cv(
     device: str = "auto",
     wandb_project: str | None = None,
     fast_path: str = "auto",
+    expert_regions: list[str] = [],  # noqa: B006
+    expert_members: list[str] | None = None,
+    expert_sizes: dict[str, int] = {},  # noqa: B006
+    expert_overrides: list[str] = [],  # noqa: B006
+    flip: bool = False,
+    students: list[str] = [],  # noqa: B006
+    teacher_members: list[str] | None = None,
 ) -> dict:
     """Train, collect, fit and evaluate; returns the per-run figures, the table's path and the pictures.
 
@@ -75,6 +83,27 @@ def run_cv(
             this W&B project (offline without credentials or with ``WANDB_MODE=offline``).
         fast_path: ``auto``, ``on`` or ``off``: the members' training (``--fast_path``) and the
             collection of their predictions (bf16 autocast and channels-last where chosen).
+        expert_regions: region experts, the paper's design: each config of ``expert_members``
+            (default: every member) is also trained once per region listed here (``left_eye``,
+            ``right_eye``, ``nose``, ``mouth``, ``rest``), named ``<member>@<region>``, and bound
+            to its region. Their regions must be among ``views``. Rows: each expert, and every
+            strategy over the experts (``[experts]``) and over the face members on the face
+            with the experts (``[faces + experts]``).
+        expert_members: the member configs trained as experts (default: ``members``).
+        expert_sizes: image size per expert region, e.g. ``{mouth: 24}`` (default: the config's).
+        expert_overrides: command-line overrides for the experts' training only, after
+            ``overrides`` (e.g. fewer epochs: parts are small and cheap to learn).
+        flip: horizontal-flip test-time augmentation: the mirrored face is one more view that
+            every whole-face member votes on and every strategy counts (when ``face`` is among
+            ``views``); each member also gets a row ``<member> + flip``.
+        students: member configs trained by distillation on the run's soft targets (the mean
+            probabilities of ``teacher_members`` on the face, and its mirror with ``flip``),
+            named ``<config>.student``.
+        teacher_members: the whole-face members whose soft vote teaches the students (default: all).
+
+    A member whose config trains with ``scheduler: cosine_restarts`` and ``cycles`` > 1 keeps a
+    checkpoint at the end of every cycle: its snapshots are members too (``<member>#e<epoch>``),
+    and every strategy is scored over them (``[snapshots <member>]``).
     """
     from lightning_fer.ensemble.strategies import HardVote, SoftVote, Stacking
 
@@ -83,17 +112,25 @@ def run_cv(
     out.mkdir(parents=True, exist_ok=True)
     folds = list(range(num_folds)) if folds is None else list(folds)
     auto = device == "auto"
-    plan = Plan(list(members), out, Path(members_dir) if members_dir else out,
+    specs = member_specs(members, expert_regions, expert_members, expert_sizes, students)
+    plan = Plan(specs, out, Path(members_dir) if members_dir else out,
                 [(k, s) for k in folds for s in (seeds or [None])], num_folds, list(views), list(overrides), monitor,
                 batch_size, image_size, torch.device(("cuda" if torch.cuda.is_available() else "cpu") if auto else device),
-                fast_path)
-    if len(set(plan.names)) != len(plan.names):
-        raise ValueError(f"member configs must have distinct file names, got {plan.names}")
+                fast_path, flip, teacher_members, list(expert_overrides))
+    missing = [r for r in expert_regions if r not in plan.views]
+    if missing:
+        raise ValueError(f"expert regions {missing} are not among views {plan.views}: add them to views")
     strategies = list(strategies) if strategies else [HardVote(), SoftVote(), Stacking()]
 
-    for k, sd in plan.runs:  # 1. train (what a previous call finished is kept)
-        for cfg, name in zip(plan.members, plan.names):
-            train_member(plan, cfg, name, k, sd)
+    for k, sd in plan.runs:  # 1. train (what a previous call finished is kept; a half-trained member resumes)
+        for spec in specs:
+            if not spec.student:
+                train_member(plan, spec, k, sd)
+    for k, sd in plan.runs if any(s.student for s in specs) else []:  # 1b. distillation
+        write_soft_targets(plan, k, sd)
+        for spec in specs:
+            if spec.student:
+                train_member(plan, spec, k, sd)
     collected = {plan.run_name(k, sd): collect(plan, k, sd) for k, sd in plan.runs}  # 2. predictions
     first = collected[plan.run_name(*plan.runs[0])]
     class_names = first["class_names"]

@@ -14,26 +14,42 @@ from lightning_fer.files import write_csv, write_text
 
 log = logging.getLogger(__name__)
 
-METRICS = ("acc", "balanced_acc", "precision", "recall", "f1")
+METRICS = ("acc", "balanced_acc", "precision", "recall", "f1", "ece", "nll")
+#: Table II's columns: the metric, its heading, and whether it is shown in percent.
+COLUMNS = (("acc", "accuracy", True), ("balanced_acc", "balanced acc.", True), ("precision", "macro precision", True),
+           ("recall", "macro recall", True), ("f1", "macro F1", True), ("ece", "ECE", True), ("nll", "NLL", False))
+#: The probability floor of the negative log-likelihood: a hard vote gives a class no vote
+#: at all, which would otherwise be an infinite loss.
+NLL_FLOOR = 1e-4
 
 
-def scores(pred_scores: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
-    """The Table II figures for one set of predictions (scores ``[N, C]``, labels ``[N]``).
+def scores(probs: torch.Tensor, labels: torch.Tensor, num_classes: int, bins: int = 15) -> dict[str, float]:
+    """The Table II figures for one set of predictions (class probabilities ``[N, C]``, labels
+    ``[N]``): accuracy, balanced accuracy, macro precision / recall / F1, the expected
+    calibration error (``bins`` equal-width confidence bins, L1) and the negative log-likelihood
+    (probabilities floored at :data:`NLL_FLOOR`). Scores that are not probabilities (negative,
+    or rows not summing to one, e.g. a hard vote's shares) are clipped at 0 and renormalised.
 
     Example:
         >>> s = scores(torch.eye(3)[[0, 1, 1]], torch.tensor([0, 1, 2]), 3)
-        >>> round(s["acc"], 3), round(s["balanced_acc"], 3), round(s["precision"], 3)
-        (0.667, 0.667, 0.5)
+        >>> round(s["acc"], 3), round(s["balanced_acc"], 3), round(s["precision"], 3), round(s["ece"], 3)
+        (0.667, 0.667, 0.5, 0.333)
     """
     from torchmetrics.functional.classification import (
         multiclass_accuracy,
+        multiclass_calibration_error,
         multiclass_f1_score,
         multiclass_precision,
         multiclass_recall,
     )
 
     k = num_classes
+    p = probs.float().clamp(min=0)
+    p = p / p.sum(-1, keepdim=True).clamp(min=1e-12)
+    pred_scores = p
     return {
+        "ece": float(multiclass_calibration_error(p, labels, k, n_bins=bins, norm="l1")),
+        "nll": float(-p.gather(1, labels[:, None]).clamp(min=NLL_FLOOR).log().mean()),
         "acc": float(multiclass_accuracy(pred_scores, labels, k, average="micro")),
         "balanced_acc": float(multiclass_accuracy(pred_scores, labels, k, average="macro")),
         "precision": float(multiclass_precision(pred_scores, labels, k, average="macro")),
@@ -61,18 +77,21 @@ def summarise(rows: dict[str, list[dict]]) -> list[tuple[str, int, np.ndarray, n
 
 def write_table(rows: dict[str, list[dict]], out: Path, caption: str) -> str:
     """Table II as ``table2.md`` and ``table2.csv`` in ``out`` (mean and sample standard
-    deviation over runs: folds x seeds, in percent in the Markdown); returns the Markdown."""
+    deviation over runs: folds x seeds; in percent but the NLL, in nats); returns the Markdown."""
     summary = summarise(rows)
     md = [f"Table II: test split, {caption}\n",
-          "| model | accuracy | balanced acc. | macro precision | macro recall | macro F1 |",
-          "|---|---|---|---|---|---|"]
+          "| model | " + " | ".join(head for _, head, _ in COLUMNS) + " |",
+          "|---" * (len(COLUMNS) + 1) + "|"]
     for name, _, mean, std in summary:
-        md.append(f"| {name} | " + " | ".join(f"{100 * a:.1f} ± {100 * b:.1f}" for a, b in zip(mean, std)) + " |")
+        cells = [f"{100 * a:.1f} ± {100 * b:.1f}" if pct else f"{a:.3f} ± {b:.3f}"
+                 for (a, b, (_, _, pct)) in zip(mean, std, COLUMNS)]
+        md.append(f"| {name} | " + " | ".join(cells) + " |")
     text = "\n".join(md) + "\n"
     write_text(Path(out) / "table2.md", text)
     head = ["model", "runs"] + [f"{m} mean" for m in METRICS] + [f"{m} std" for m in METRICS]
+    scale = [100 if pct else 1 for _, _, pct in COLUMNS]
     write_csv(Path(out) / "table2.csv", head,
-              ([name, n, *[f"{100 * v:.4f}" for v in mean], *[f"{100 * v:.4f}" for v in std]]
+              ([name, n, *[f"{s * v:.4f}" for s, v in zip(scale, mean)], *[f"{s * v:.4f}" for s, v in zip(scale, std)]]
                for name, n, mean, std in summary))
     return text
 

@@ -1,163 +1,251 @@
-"""Running a ``cv`` experiment: train every member on every fold (and seed), collect their
-predictions on every view, fit the learning strategies out of fold, and score everything."""
+"""Running a ``cv`` experiment after training: collect every member's predictions on its views
+(each member once, kept on disk), the teacher's soft targets for students, the ensembles
+(groups of member-views) the strategies combine, fitting them out of fold, and scoring."""
 
 from __future__ import annotations
 
 import copy
 import json
 import logging
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from lightning_fer.build import build
+from lightning_fer.cv.plan import FLIP_VIEW, MemberSpec, Plan
 from lightning_fer.cv.report import scores
 from lightning_fer.ensemble.functional import missing_views
 from lightning_fer.ensemble.members import check_held_out, load_member
 from lightning_fer.ensemble.net import EnsembleNet
 from lightning_fer.ensemble.strategies import EnsembleStrategy
 from lightning_fer.fastpath import choose
-from lightning_fer.files import save_torch, write_text
+from lightning_fer.files import save_torch
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Plan:
-    """What one ``cv`` call runs: member configs, runs (fold, seed) and where things go."""
+@dataclass(frozen=True)
+class Collected:
+    """A member as collected: its name, region, checkpoint and the views it is run on."""
 
-    members: list[str]
-    out: Path
-    members_dir: Path
-    runs: list[tuple[int, int | None]]
-    num_folds: int
-    views: list[str]
-    overrides: Sequence[str]
-    monitor: str
-    batch_size: int
-    image_size: int | None
-    device: torch.device
-    fast_path: str = "auto"
-
-    @property
-    def names(self) -> list[str]:
-        return [Path(m).stem for m in self.members]
-
-    @property
-    def all_views(self) -> list[str]:
-        """The collected views: the ensembles' views, with the face first where it is not among them."""
-        return list(self.views) if "face" in self.views else ["face", *self.views]
-
-    @staticmethod
-    def run_name(k: int, seed: int | None) -> str:
-        return f"fold{k}" if seed is None else f"fold{k}-seed{seed}"
-
-    def folds_override(self, k: int) -> dict:
-        return {"data": {"init_args": {"fold": k, "num_folds": self.num_folds}}}
+    name: str
+    region: str
+    checkpoint: str
+    views: tuple[str, ...]
+    kind: str  # "face", "expert", "student" or "snapshot"
 
 
-def trainer_override(out: Path, monitor: str) -> dict:
-    """Where a member's run writes: logs, its best checkpoint (by ``monitor``) and plots."""
-    return {
-        "test_after_fit": False,
-        "trainer": {
-            "default_root_dir": str(out),
-            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
-                       "init_args": {"save_dir": str(out), "name": "logs"}},
-            "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                           "init_args": {"dirpath": str(out / "checkpoints"), "filename": "best",
-                                         "monitor": monitor, "mode": "max", "enable_version_counter": False}},
-                          {"class_path": "lightning_fer.callbacks.FERPlots"}],
-        },
-    }
+def collected_members(plan: Plan, k: int, seed: int | None) -> list[Collected]:
+    """Every network of a run: the trained members (best checkpoints) and each snapshot."""
+    face_views = ("face", FLIP_VIEW) if plan.flip else ("face",)
+    out = []
+    for spec in plan.members:
+        done = json.loads((plan.member_dir(k, seed, spec.name) / "done.json").read_text())
+        if spec.expert:
+            out.append(Collected(spec.name, spec.region, done["checkpoint"], (spec.region,), "expert"))
+        elif spec.student:
+            out.append(Collected(spec.name, "face", done["checkpoint"], face_views, "student"))
+        else:
+            out.append(Collected(spec.name, "face", done["checkpoint"], tuple(plan.all_views), "face"))
+        for snap in done.get("snapshots") or []:  # on the face (an expert's: on its region)
+            epoch = int(Path(snap).stem.split("=")[-1])
+            out.append(Collected(f"{spec.name}#e{epoch}", spec.region, snap, (spec.region,) if spec.expert else face_views,
+                                 f"snapshot:{spec.name}"))
+    return out
 
 
-def train_member(plan: Plan, config: str, name: str, k: int, seed: int | None) -> Path:
-    """Train one member on fold ``k`` unless a finished run is there; returns its ``done.json``."""
-    run = plan.run_name(k, seed)
-    run_dir = plan.members_dir / run / name
-    done = run_dir / "done.json"
-    if done.is_file():
-        log.info("%s, %s: already trained, kept", run, name)
-        return done
-    run_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    seeded = [] if seed is None else [{"seed_everything": seed}]
-    built = build(config, trainer_override(run_dir, plan.monitor), {"fast_path": plan.fast_path}, list(plan.overrides),
-                  *seeded, plan.folds_override(k))
-    built.trainer.fit(built.model, datamodule=built.datamodule)
-    ckpt = built.trainer.checkpoint_callback
-    if ckpt is None or not ckpt.best_model_path or not Path(ckpt.best_model_path).is_file():
-        raise RuntimeError(f"{run}, {name}: training wrote no checkpoint (is {plan.monitor!r} logged?)")
-    score = ckpt.best_model_score
-    write_text(done, json.dumps({"checkpoint": ckpt.best_model_path, "best": float(score) if score is not None else None,
-                                 "seconds": time.perf_counter() - t0}))
-    return done
+def _datamodule(plan: Plan, k: int, views: list[str], **data):
+    init = {"views": views, "batch_size": plan.batch_size, **data}
+    cfg = plan.members[0].config
+    dm = build(cfg, list(plan.overrides), plan.folds_override(k), {"data": {"init_args": init}}).datamodule
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def _net(plan: Plan, ckpts: list[str], views: list[str], image_size: int | None = None) -> tuple[EnsembleNet, object]:
+    fp = choose(plan.fast_path, plan.device.type)
+    members = [load_member(c, i).set_channels_last(fp.channels_last) for i, c in enumerate(ckpts)]
+    return EnsembleNet(members, views=views, image_size=image_size, flip=plan.flip).to(plan.device), fp
 
 
 def collect(plan: Plan, k: int, seed: int | None) -> dict:
-    """Every member's logits on every view of fold ``k`` (out of fold) and of the test split,
-    with labels, indices and located views; saved, and read back on a rerun."""
-    run = plan.run_name(k, seed)
-    pred_file = plan.out / run / "predictions.pt"
+    """Every member's logits on its views of fold ``k`` (out of fold) and of the test split:
+    ``{split}_logits`` ``[N, M, V, C]`` over :attr:`Plan.all_views` (zeros where a member is not
+    run), ``collected`` ``[M, V]``, labels, indices and located views. Each member's logits are
+    kept in ``logits/<name>.pt``, so a rerun with more members collects only those."""
+    run_dir = plan.out / plan.run_name(k, seed)
+    pred_file = run_dir / "predictions.pt"
+    members = collected_members(plan, k, seed)
+    names = [m.name for m in members]
     if pred_file.is_file():
-        return torch.load(pred_file, map_location="cpu", weights_only=True)
-    ckpts = [json.loads((plan.members_dir / run / n / "done.json").read_text())["checkpoint"] for n in plan.names]
-    fp = choose(plan.fast_path, plan.device.type)
-    members = [load_member(c, i).set_channels_last(fp.channels_last) for i, c in enumerate(ckpts)]
-    net = EnsembleNet(members, views=plan.all_views, image_size=plan.image_size).to(plan.device)
-    data = {"views": plan.all_views, "image_size": net.image_size, "batch_size": plan.batch_size}
-    dm = build(plan.members[0], list(plan.overrides), plan.folds_override(k), {"data": {"init_args": data}}).datamodule
-    dm.prepare_data()
-    dm.setup("fit")
-    d: dict = {}
+        d = torch.load(pred_file, map_location="cpu", weights_only=True)
+        if d.get("names") == names and d.get("views") == plan.all_views:
+            return d
+    sets: dict[tuple[str, ...], list[Collected]] = {}  # students and snapshots: the face only
+    for m in members:
+        if not (run_dir / "logits" / f"{m.name}.pt").is_file():
+            small = m.region == "face" and (m.kind == "student" or m.kind.startswith("snapshot"))
+            sets.setdefault(("face",) if small else tuple(plan.data_views), []).append(m)
+    for views, todo in sets.items():
+        _collect_members(plan, k, run_dir, todo, list(views))
+    return _assemble(plan, run_dir, members, pred_file)
+
+
+def _collect_members(plan: Plan, k: int, run_dir: Path, todo: list[Collected], data_views: list[str]) -> None:
+    net, fp = _net(plan, [m.checkpoint for m in todo], data_views, plan.image_size)
+    dm = _datamodule(plan, k, data_views, image_size=net.image_size)
+    per_split = {}
     for split in ("val", "test"):
         with fp.autocast():
-            logits, labels, index, located = net.collect(dm.loader(split, distributed=False))
-        d.update({f"{split}_logits": logits, f"{split}_labels": labels, f"{split}_index": index,
-                  f"{split}_view_mask": located})
-    d.update(mask=net.mask.cpu(), regions=[m.region for m in net.members], class_names=list(net.class_names),
-             member_prints=[json.dumps(m.data_fingerprint, sort_keys=True) for m in net.members],
-             data_print=json.dumps(dm.fingerprint(), sort_keys=True))
+            per_split[split] = net.collect(dm.loader(split, distributed=False))
+    views = net.voter_views
+    for i, m in enumerate(todo):
+        cols = [views.index(v) for v in m.views]
+        d = {f"{s}_{key}": val for s, (lg, lab, idx, loc) in per_split.items()
+             for key, val in (("logits", lg[:, i][:, cols]), ("labels", lab), ("index", idx), ("view_mask", loc[:, cols]))}
+        d.update(views=list(m.views), class_names=list(net.class_names), data_print=json.dumps(dm.fingerprint(), sort_keys=True),
+                 member_print=json.dumps(net.members[i].data_fingerprint, sort_keys=True))
+        save_torch(d, run_dir / "logits" / f"{m.name}.pt")
+    log.info("collected %s on %s", [m.name for m in todo], views)
+
+
+def _assemble(plan: Plan, run_dir: Path, members: list[Collected], pred_file: Path) -> dict:
+    parts = [torch.load(run_dir / "logits" / f"{m.name}.pt", map_location="cpu", weights_only=True) for m in members]
+    views = plan.all_views
+    d: dict = {"names": [m.name for m in members], "views": views, "regions": [m.region for m in members],
+               "kinds": [m.kind for m in members], "class_names": parts[0]["class_names"],
+               "member_prints": [p["member_print"] for p in parts], "data_print": parts[0]["data_print"]}
+    collected = torch.zeros(len(members), len(views), dtype=torch.bool)
+    for split in ("val", "test"):
+        ref = parts[0]
+        n, c = ref[f"{split}_logits"].shape[0], ref[f"{split}_logits"].shape[-1]
+        logits = torch.zeros(n, len(members), len(views), c)
+        located = torch.ones(n, len(views), dtype=torch.bool)
+        for i, p in enumerate(parts):
+            if not torch.equal(p[f"{split}_index"], ref[f"{split}_index"]):
+                raise RuntimeError(f"{run_dir}: {members[i].name}'s {split} predictions are for other images; "
+                                   f"delete {run_dir / 'logits'} and rerun")
+            for j, v in enumerate(p["views"]):
+                logits[:, i, views.index(v)] = p[f"{split}_logits"][:, j]
+                located[:, views.index(v)] = p[f"{split}_view_mask"][:, j]
+                collected[i, views.index(v)] = True
+        d.update({f"{split}_logits": logits, f"{split}_labels": ref[f"{split}_labels"],
+                  f"{split}_index": ref[f"{split}_index"], f"{split}_view_mask": located})
+    d["collected"] = d["mask"] = collected
     save_torch(d, pred_file)
     return d
 
 
-def voters(plan: Plan, d: dict, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """What the strategies see of one run's split: the ensembles' views' logits and, per sample,
-    the real member-views (parts not located on a face get no vote; the face fallback)."""
-    all_views = plan.all_views
-    sel = torch.tensor([all_views.index(v) for v in plan.views])
-    logits = d[f"{split}_logits"]
-    located = d.get(f"{split}_view_mask")  # absent in predictions collected by older versions
-    face_members = torch.tensor([r == "face" for r in d["regions"]])
-    return missing_views(logits[:, :, sel], d["mask"][:, sel], None if located is None else located[:, sel],
-                         logits[:, :, all_views.index("face")], face_members)
+def write_soft_targets(plan: Plan, k: int, seed: int | None) -> Path:
+    """The teacher's probabilities on the run's training images (no augmentation): the mean of
+    the softmax of the teacher members (default: every whole-face member) on the face (and its
+    mirror with ``flip``), i.e. :class:`~lightning_fer.ensemble.SoftVote`; for its students."""
+    path = plan.soft_targets(k, seed)
+    if path.is_file():
+        return path
+    teachers = [s for s in plan.members if not s.expert and not s.student
+                and (plan.teacher_members is None or s.name in plan.teacher_members)]
+    if not teachers:
+        raise ValueError(f"no teacher among the members for the students: teacher_members={plan.teacher_members}")
+    ckpts = [json.loads((plan.member_dir(k, seed, s.name) / "done.json").read_text())["checkpoint"] for s in teachers]
+    net, fp = _net(plan, ckpts, ["face"], plan.image_size)
+    dm = _datamodule(plan, k, ["face"], image_size=net.image_size, augment=False)
+    with fp.autocast():
+        logits, _, index, _ = net.collect(dm.loader("train", distributed=False))
+    probs = torch.full((len(dm.records), logits.shape[-1]), float("nan"))
+    probs[index] = logits.float().softmax(-1).mean((1, 2))
+    save_torch({"probs": probs, "class_names": list(net.class_names), "data_print": dm.fingerprint(),
+                "teachers": [s.name for s in teachers]}, path)
+    log.info("soft targets of %s on %d training images: %s", [s.name for s in teachers], len(index), path)
+    return path
+
+
+@dataclass
+class Group:
+    """An ensemble to score: some members on some views (``mask`` ``[members, V]``)."""
+
+    label: str
+    members: list[int]
+    mask: torch.Tensor
+
+    def suffix(self) -> str:
+        return f" [{self.label}]" if self.label else ""
+
+
+def groups(plan: Plan, d: dict) -> list[Group]:
+    """The ensembles of a run. The whole-face members on the ensembles' views make the table's
+    plain rows; where the views hold the face and parts, also the face alone (``[faces]``) and
+    the parts alone (``[regions]``: the paper's vote with whole-face members); with region
+    experts, the experts on their regions (``[experts]``) and the face members on the face with
+    the experts (``[faces + experts]``); and each member's snapshots on the face. The mirrored
+    face (``flip``) goes wherever the face does."""
+    views, kinds = d["views"], d["kinds"]
+    faces = [i for i, kd in enumerate(kinds) if kd == "face"]
+    experts = [i for i, kd in enumerate(kinds) if kd == "expert"]
+    face_cols = [views.index(v) for v in ("face", FLIP_VIEW) if v in views]
+    parts = [v for v in plan.views if v != "face"]
+    ens_views = list(plan.views) + ([FLIP_VIEW] if plan.flip and "face" in plan.views else [])
+
+    def mask(rows: list[int], cols_of) -> torch.Tensor:
+        m = torch.zeros(len(rows), len(views), dtype=torch.bool)
+        for r, i in enumerate(rows):
+            m[r, cols_of(i)] = True
+        return m & d["collected"][rows]
+
+    out = [Group("", faces, mask(faces, lambda i: [views.index(v) for v in ens_views]))] if faces else []
+    if faces and parts and "face" in plan.views:
+        out.append(Group("faces", faces, mask(faces, lambda i: face_cols)))
+        out.append(Group("regions", faces, mask(faces, lambda i: [views.index(v) for v in parts])))
+    if experts:
+        out.append(Group("experts", experts, mask(experts, lambda i: [views.index(d["regions"][i])])))
+        if faces:
+            both = faces + experts
+            out.append(Group("faces + experts", both, mask(both, lambda i: face_cols if kinds[i] == "face"
+                                                           else [views.index(d["regions"][i])])))
+    for owner in dict.fromkeys(kd.split(":", 1)[1] for kd in kinds if kd.startswith("snapshot:")):
+        snaps = [i for i, kd in enumerate(kinds) if kd == f"snapshot:{owner}"]
+        out.append(Group(f"snapshots {owner}", snaps, mask(snaps, lambda i: face_cols if d["regions"][i] == "face"
+                                                           else [views.index(d["regions"][i])])))
+    return out
+
+
+def voters(d: dict, split: str, group: Group) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the strategies see of one group on one split: its member-views' logits and, per
+    sample, the real ones (parts not located on a face get no vote; the face fallback)."""
+    cols = [j for j in range(len(d["views"])) if bool(group.mask[:, j].any())]
+    idx = torch.tensor(group.members)
+    logits = d[f"{split}_logits"][:, idx][:, :, cols]
+    face_members = torch.tensor([d["regions"][i] == "face" for i in group.members])
+    face = d[f"{split}_logits"][:, idx, d["views"].index("face")]
+    return missing_views(logits, group.mask[:, cols], d[f"{split}_view_mask"][:, cols], face, face_members)
 
 
 def fit_strategies(plan: Plan, collected: dict[str, dict], strategies: list[EnsembleStrategy],
-                   num_classes: int) -> dict[int | None, list[EnsembleStrategy]]:
-    """Per seed, the strategies fitted on that seed's pooled out-of-fold predictions (each
-    fold's members checked against the fold they were held out from)."""
+                   num_classes: int) -> dict[tuple[int | None, str], list[EnsembleStrategy]]:
+    """Per seed and group, the strategies fitted on that seed's pooled out-of-fold predictions
+    (each fold's members checked against the fold they were held out from)."""
     seeds = list(dict.fromkeys(sd for _, sd in plan.runs))
-    fitted: dict[int | None, list[EnsembleStrategy]] = {}
+    fitted: dict[tuple[int | None, str], list[EnsembleStrategy]] = {}
     for sd in seeds:
         own = [plan.run_name(k, s) for k, s in plan.runs if s == sd]
-        fitted[sd] = [copy.deepcopy(s) for s in strategies] if len(seeds) > 1 else strategies
-        for s in fitted[sd]:
-            s.setup(len(plan.members), len(plan.views), num_classes)
-            if not s.requires_fit:
-                continue
-            for run in own:
-                d = collected[run]
-                prints = [json.loads(p) if p != "null" else None for p in d["member_prints"]]
-                check_held_out(prints, json.loads(d["data_print"]), [f"{run}/{n}" for n in plan.names])
-            pairs = [voters(plan, collected[run], "val") for run in own]
-            labels = torch.cat([collected[run]["val_labels"] for run in own])
-            s.fit(torch.cat([z for z, _ in pairs]), labels, torch.cat([m for _, m in pairs]))
+        for g_i, group in enumerate(groups(plan, collected[own[0]])):
+            fresh = len(seeds) == 1 and g_i == 0
+            fitted[sd, group.label] = ss = strategies if fresh else [copy.deepcopy(s) for s in strategies]
+            for s in ss:
+                cols = int(group.mask.any(0).sum())
+                s.setup(len(group.members), cols, num_classes)
+                if not s.requires_fit:
+                    continue
+                for run in own:
+                    d = collected[run]
+                    prints = [json.loads(d["member_prints"][i]) if d["member_prints"][i] != "null" else None
+                              for i in group.members]
+                    check_held_out(prints, json.loads(d["data_print"]), [f"{run}/{d['names'][i]}" for i in group.members])
+                pairs = [voters(collected[run], "val", group) for run in own]
+                labels = torch.cat([collected[run]["val_labels"] for run in own])
+                s.fit(torch.cat([z for z, _ in pairs]), labels, torch.cat([m for _, m in pairs]))
     return fitted
 
 
@@ -173,26 +261,34 @@ def unique_names(strategies: list[EnsembleStrategy]) -> list[str]:
 
 
 def evaluate(plan: Plan, collected: dict[str, dict], fitted: dict, row_names: list[str], num_classes: int):
-    """Table II figures per run for every member (on its own region) and every strategy, and the
-    confusion matrices summed over runs."""
+    """Table II figures per run for every member (on its own region; whole-face members also
+    with the mirrored face when ``flip``) and every strategy on every group, and the confusion
+    matrices summed over runs."""
     from torchmetrics.functional.classification import multiclass_confusion_matrix
 
     rows: dict[str, list[dict]] = {}
     confusion: dict[str, torch.Tensor] = {}
 
-    def record(name: str, pred: torch.Tensor, labels: torch.Tensor) -> None:
-        rows.setdefault(name, []).append(scores(pred, labels, num_classes))
-        cm = multiclass_confusion_matrix(pred, labels, num_classes)
+    def record(name: str, probs: torch.Tensor, labels: torch.Tensor) -> None:
+        rows.setdefault(name, []).append(scores(probs, labels, num_classes))
+        cm = multiclass_confusion_matrix(probs, labels, num_classes)
         confusion[name] = confusion.get(name, torch.zeros_like(cm)) + cm
 
     for k, sd in plan.runs:
         d = collected[plan.run_name(k, sd)]
-        logits, labels = d["test_logits"], d["test_labels"]
-        for i, name in enumerate(plan.names):
+        logits, labels, views = d["test_logits"], d["test_labels"], d["views"]
+        for i, name in enumerate(d["names"]):
             region = d["regions"][i]
-            record(name + (f" [{region}]" if region != "face" else ""), logits[:, i, plan.all_views.index(region)], labels)
-        z, mask = voters(plan, d, "test")
+            record(name, logits[:, i, views.index(region)].softmax(-1), labels)
+            if plan.flip and region == "face":
+                record(f"{name} + flip", logits[:, i, [views.index("face"), views.index(FLIP_VIEW)]].softmax(-1).mean(1), labels)
         with torch.no_grad():
-            for s, row in zip(fitted[sd], row_names):
-                record(row, s(z, mask), labels)
+            for group in groups(plan, d):
+                z, mask = voters(d, "test", group)
+                for s, row in zip(fitted[sd, group.label], row_names):
+                    record(row + group.suffix(), s(z, mask), labels)
     return rows, confusion
+
+
+__all__ = ["Collected", "Group", "MemberSpec", "Plan", "collect", "evaluate", "fit_strategies", "groups",
+           "unique_names", "voters", "write_soft_targets"]

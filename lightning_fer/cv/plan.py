@@ -1,0 +1,193 @@
+"""What one ``cv`` call trains: the members (whole-face members, region experts, distilled
+students), the runs (fold, seed), and training one member resumably."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lightning_fer.build import build
+from lightning_fer.data.regions import FLIP_VIEW, REGIONS
+from lightning_fer.files import write_text
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FLIP_VIEW", "MemberSpec", "Plan", "member_specs", "train_member"]
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """One member of a ``cv`` run.
+
+    Args:
+        config: the FERClassifier config file it is trained from.
+        name: its name in the table and its folder (``resnet18``, ``resnet18@mouth``,
+            ``resnet18.student``).
+        region: what it is trained on: ``face`` or a region (a region expert).
+        image_size: its training size (``None``: the config's).
+        student: trained on the run's soft targets (distillation) after the face members.
+    """
+
+    config: str
+    name: str
+    region: str = "face"
+    image_size: int | None = None
+    student: bool = False
+
+    @property
+    def expert(self) -> bool:
+        return self.region != "face"
+
+
+def member_specs(members: Sequence[str], expert_regions: Sequence[str] = (), expert_members: Sequence[str] | None = None,
+                 expert_sizes: dict[str, int] | None = None, students: Sequence[str] = ()) -> list[MemberSpec]:
+    """Whole-face members, then each expert config once per region, then the students."""
+    sizes = dict(expert_sizes or {})
+    bad = [r for r in [*expert_regions, *sizes] if r not in REGIONS or r == "face"]
+    if bad:
+        raise ValueError(f"expert regions must be among {[r for r in REGIONS if r != 'face']}, got {bad}")
+    specs = [MemberSpec(str(m), Path(m).stem) for m in members]
+    for cfg in (members if expert_members is None else expert_members):
+        specs += [MemberSpec(str(cfg), f"{Path(cfg).stem}@{r}", r, sizes.get(r)) for r in expert_regions]
+    specs += [MemberSpec(str(s), f"{Path(s).stem}.student", student=True) for s in students]
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"member configs must have distinct file names, got {names}")
+    return specs
+
+
+@dataclass
+class Plan:
+    """What one ``cv`` call runs: members, runs (fold, seed) and where things go."""
+
+    members: list[MemberSpec]
+    out: Path
+    members_dir: Path
+    runs: list[tuple[int, int | None]]
+    num_folds: int
+    views: list[str]
+    overrides: Sequence[str]
+    monitor: str
+    batch_size: int
+    image_size: int | None
+    device: torch.device
+    fast_path: str = "auto"
+    flip: bool = False
+    teacher_members: list[str] | None = None
+    expert_overrides: Sequence[str] = ()
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.members]
+
+    @property
+    def all_views(self) -> list[str]:
+        """The collected views: the ensembles' views, with the face first where it is not among
+        them, and the mirrored face last with ``flip``."""
+        views = list(self.views) if "face" in self.views else ["face", *self.views]
+        return views + [FLIP_VIEW] if self.flip else views
+
+    @property
+    def data_views(self) -> list[str]:
+        """The views the data module yields (the mirrored face is made from the face)."""
+        return [v for v in self.all_views if v != FLIP_VIEW]
+
+    @staticmethod
+    def run_name(k: int, seed: int | None) -> str:
+        return f"fold{k}" if seed is None else f"fold{k}-seed{seed}"
+
+    def folds_override(self, k: int) -> dict:
+        return {"data": {"init_args": {"fold": k, "num_folds": self.num_folds}}}
+
+    def member_dir(self, k: int, seed: int | None, name: str) -> Path:
+        return self.members_dir / self.run_name(k, seed) / name
+
+    def soft_targets(self, k: int, seed: int | None) -> Path:
+        return self.out / self.run_name(k, seed) / "soft_targets.pt"
+
+
+def trainer_override(out: Path, monitor: str) -> dict:
+    """Where a member's run writes: logs, its best checkpoint (by ``monitor``), ``last.ckpt``
+    (every epoch: what an interrupted run resumes from) and plots."""
+    return {
+        "test_after_fit": False,
+        "trainer": {
+            "default_root_dir": str(out),
+            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                       "init_args": {"save_dir": str(out), "name": "logs"}},
+            "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                           "init_args": {"dirpath": str(out / "checkpoints"), "filename": "best", "save_last": True,
+                                         "monitor": monitor, "mode": "max", "enable_version_counter": False}},
+                          {"class_path": "lightning_fer.callbacks.FERPlots"}],
+        },
+    }
+
+
+def member_override(spec: MemberSpec, plan: Plan, k: int, seed: int | None) -> list:
+    """What makes a config this member: its region and size, its teacher."""
+    out: list = []
+    if spec.expert:
+        out.append(list(plan.expert_overrides))
+        data = {"views": [spec.region], **({"image_size": spec.image_size} if spec.image_size else {})}
+        out.append({"data": {"init_args": data}, "model": {"init_args": {"region": spec.region}}})
+    if spec.student:
+        out.append({"model": {"init_args": {"teacher": str(plan.soft_targets(k, seed))}}})
+    return out
+
+
+def snapshot_callback(model, trainer, dirpath: Path):
+    """For a ``cosine_restarts`` schedule of ``cycles`` > 1: a checkpoint at the end of every
+    cycle (``snapshot-epoch=N.ckpt``), the members of a snapshot ensemble; else ``None``."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    hp = model.hparams
+    if hp.get("scheduler") != "cosine_restarts" or hp.get("cycles", 1) < 2:
+        return None
+    epochs = trainer.max_epochs or 0
+    if epochs % hp.cycles:
+        raise ValueError(f"a snapshot schedule needs max_epochs ({epochs}) divisible by cycles ({hp.cycles})")
+    return ModelCheckpoint(dirpath=dirpath, filename="snapshot-{epoch}", every_n_epochs=epochs // hp.cycles,
+                           save_top_k=-1, monitor=None, enable_version_counter=False)
+
+
+def train_member(plan: Plan, spec: MemberSpec, k: int, seed: int | None) -> Path:
+    """Train one member on fold ``k`` unless a finished run is there; returns its ``done.json``.
+
+    A run that was interrupted (killed, out of time) resumes from its ``last.ckpt``: weights,
+    optimiser, schedule, epoch and the best checkpoint so far."""
+    run_dir = plan.member_dir(k, seed, spec.name)
+    done = run_dir / "done.json"
+    label = f"{plan.run_name(k, seed)}, {spec.name}"
+    if done.is_file():
+        log.info("%s: already trained, kept", label)
+        return done
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    seeded = [] if seed is None else [{"seed_everything": seed}]
+    built = build(spec.config, trainer_override(run_dir, plan.monitor), {"fast_path": plan.fast_path},
+                  list(plan.overrides), *seeded, plan.folds_override(k), *member_override(spec, plan, k, seed))
+    trainer = built.trainer
+    snap = snapshot_callback(built.model, trainer, run_dir / "checkpoints")
+    if snap is not None:
+        trainer.callbacks.append(snap)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    resumed = last.is_file()
+    if resumed:
+        log.info("%s: resuming an interrupted run from %s", label, last)
+    trainer.fit(built.model, datamodule=built.datamodule, ckpt_path=str(last) if resumed else None)
+    ckpt = trainer.checkpoint_callback
+    if ckpt is None or not ckpt.best_model_path or not Path(ckpt.best_model_path).is_file():
+        raise RuntimeError(f"{label}: training wrote no checkpoint (is {plan.monitor!r} logged?)")
+    score = ckpt.best_model_score
+    snapshots = sorted((run_dir / "checkpoints").glob("snapshot-epoch=*.ckpt"),
+                       key=lambda p: int(p.stem.split("=")[-1]))
+    write_text(done, json.dumps({"checkpoint": ckpt.best_model_path, "best": float(score) if score is not None else None,
+                                 "seconds": time.perf_counter() - t0, "resumed_from": str(last) if resumed else None,
+                                 "snapshots": [str(p) for p in snapshots], "region": spec.region}))
+    return done

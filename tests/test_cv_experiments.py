@@ -1,0 +1,149 @@
+"""``cv`` as issue 14 runs it: region experts, flip test-time augmentation, snapshot ensembles,
+distillation, calibration columns, and a member killed mid-training that resumes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from lightning_fer.cli import main
+from tests.conftest import REPO, tiny_args
+
+SPP = str(REPO / "configs" / "demo" / "sppnet.yaml")
+
+
+def test_experts_snapshots_flip_and_students_in_one_cv_run(tmp_path, monkeypatch):
+    """One real cv run on the tiny demo set: a whole-face member, two region experts (the mouth
+    at its own size), a cyclic schedule whose cycle ends are snapshots, the mirrored face as a
+    view, and a student distilled from the face member."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["cv", "--members", json.dumps([SPP]), "--output_dir", "cv", "--folds", "[0]", "--num_folds", "3",
+            "--views", '["face", "nose", "mouth"]', "--flip", "true",
+            "--expert_regions", '["mouth", "nose"]', "--expert_sizes", '{"mouth": 32}',
+            "--students", json.dumps([SPP]),
+            "--overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8), "--trainer.max_epochs=2",
+                                       "--trainer.limit_train_batches=2", "--model.init_args.scheduler=cosine_restarts",
+                                       "--model.init_args.cycles=2"])]
+    result = main(argv)
+    run = tmp_path / "cv" / "fold0"
+    done = {p.parent.name: json.loads(p.read_text()) for p in run.rglob("done.json")}
+    assert set(done) == {"sppnet", "sppnet@mouth", "sppnet@nose", "sppnet.student"}
+    # Each expert is trained on its region, at its size, and says so in its checkpoint.
+    for name, region, size in (("sppnet@mouth", "mouth", 32), ("sppnet@nose", "nose", 64), ("sppnet", "face", 64)):
+        ckpt = torch.load(done[name]["checkpoint"], map_location="cpu", weights_only=True)
+        assert ckpt["lightning_fer"]["region"] == region and done[name]["region"] == region
+        assert ckpt["hyper_parameters"]["image_size"] == size
+        assert len(done[name]["snapshots"]) == 2  # epochs 0 and 1: the ends of the 2 cycles
+    d = torch.load(run / "predictions.pt", weights_only=True)
+    views = d["views"]
+    assert views == ["face", "nose", "mouth", "face_flip"]
+    names = d["names"]
+    col = {n: d["collected"][names.index(n)] for n in names}
+    # Bound to their region: an expert (and its snapshots) is run on its region only.
+    assert col["sppnet@mouth"].tolist() == [False, False, True, False]
+    assert col["sppnet@nose#e1"].tolist() == [False, True, False, False]
+    assert col["sppnet"].tolist() == [True, True, True, True]  # the face member: every view and the mirror
+    assert col["sppnet#e0"].tolist() == [True, False, False, True]  # snapshots and students: the face
+    assert col["sppnet.student"].tolist() == [True, False, False, True]
+    assert not d["test_logits"][:, names.index("sppnet@mouth"), [0, 1, 3]].any()
+    # The expert's row is its logits on its region.
+    from lightning_fer.cv.report import scores
+
+    i = names.index("sppnet@mouth")
+    mine = scores(d["test_logits"][:, i, 2].softmax(-1), d["test_labels"], 7)
+    assert result["rows"]["sppnet@mouth"][0]["acc"] == pytest.approx(mine["acc"])
+    rows = set(result["rows"])
+    for row in ("sppnet", "sppnet + flip", "sppnet@mouth", "sppnet@nose", "sppnet.student", "sppnet#e0",
+                "HardVote", "HardVote [faces]", "HardVote [regions]", "HardVote [experts]",
+                "SoftVote [faces + experts]", "Stacking [experts]", "SoftVote [snapshots sppnet]",
+                "SoftVote [snapshots sppnet@mouth]"):
+        assert row in rows, row
+    # The student learned from the face member's soft targets on the training images.
+    targets = torch.load(tmp_path / "cv" / "fold0" / "soft_targets.pt", weights_only=True)
+    known = ~torch.isnan(targets["probs"]).any(1)
+    assert targets["teachers"] == ["sppnet"] and 0 < int(known.sum()) < len(known)
+    assert torch.allclose(targets["probs"][known].sum(1), torch.ones(int(known.sum())), atol=1e-5)
+    student = torch.load(done["sppnet.student"]["checkpoint"], map_location="cpu", weights_only=True)
+    assert student["hyper_parameters"]["teacher"].endswith("soft_targets.pt")
+    # Calibration columns: ECE in percent, NLL in nats.
+    table = (tmp_path / "cv" / "table2.md").read_text()
+    assert "| ECE | NLL |" in table
+    csv_rows = {r["model"]: r for r in csv.DictReader(open(tmp_path / "cv" / "table2.csv"))}
+    assert float(csv_rows["sppnet"]["nll mean"]) == pytest.approx(result["rows"]["sppnet"][0]["nll"], abs=1e-3)
+    assert float(csv_rows["sppnet"]["ece mean"]) == pytest.approx(100 * result["rows"]["sppnet"][0]["ece"], abs=1e-3)
+
+
+def test_flip_rows_average_the_image_and_its_mirror(tmp_path, monkeypatch):
+    """A member's "+ flip" row scores the mean of its probabilities on the face and the mirror."""
+    from lightning_fer.cv.report import scores
+
+    monkeypatch.chdir(tmp_path)
+    result = main(["cv", "--members", json.dumps([SPP]), "--output_dir", "cv", "--folds", "[0]", "--num_folds", "3",
+                   "--views", '["face"]', "--flip", "true",
+                   "--overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8), "--trainer.max_epochs=1",
+                                              "--trainer.limit_train_batches=2"])])
+    d = torch.load(tmp_path / "cv" / "fold0" / "predictions.pt", weights_only=True)
+    probs = d["test_logits"][:, 0].softmax(-1)  # [N, views (face, face_flip), C]
+    expect = scores(probs.mean(1), d["test_labels"], 7)
+    assert result["rows"]["sppnet + flip"][0] == pytest.approx(expect)
+    # Soft vote over one member with the mirror: the same average.
+    assert result["rows"]["SoftVote"][0] == pytest.approx(expect)
+
+
+def _wait_for(path, proc, timeout=240):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if path.is_file():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.2)
+    return False
+
+
+def test_killed_cv_resumes_the_half_trained_member_from_its_last_checkpoint(tmp_path):
+    """SIGKILL a real cv process once its member has written ``last.ckpt``; the rerun trains on
+    from that checkpoint (epochs, optimiser and schedule) instead of starting again."""
+    overrides = [*tiny_args(tmp_path / "synthetic", subjects=8), "--trainer.limit_train_batches=2",
+                 "--trainer.limit_val_batches=1"]
+    common = ["--members", json.dumps([SPP]), "--output_dir", str(tmp_path / "cv"), "--folds", "[0]",
+              "--num_folds", "3", "--views", '["face"]', "--strategies",
+              '[{"class_path": "lightning_fer.ensemble.SoftVote"}]']
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"}
+    proc = subprocess.Popen([sys.executable, "-m", "lightning_fer", "cv", *common, "--overrides",
+                             json.dumps([*overrides, "--trainer.max_epochs=200"])],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    last = tmp_path / "cv" / "fold0" / "sppnet" / "checkpoints" / "last.ckpt"
+    try:
+        assert _wait_for(last, proc), f"no last.ckpt before the process ended: {proc.stderr.read()[-2000:] if proc.stderr else ''}"
+        time.sleep(1.0)  # into the next epoch
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    member = tmp_path / "cv" / "fold0" / "sppnet"
+    assert not (member / "done.json").exists()
+    killed_at = torch.load(last, map_location="cpu", weights_only=True)
+    epoch = killed_at["epoch"]
+    assert killed_at["global_step"] == 2 * (epoch + 1)
+    stop = epoch + 3  # the rerun finishes two more epochs
+    main(["cv", *common, "--overrides", json.dumps([*overrides, f"--trainer.max_epochs={stop}"])])
+    done = json.loads((member / "done.json").read_text())
+    assert done["resumed_from"] == str(last)
+    final = torch.load(last, map_location="cpu", weights_only=True)
+    assert final["global_step"] == 2 * stop
+    assert final["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"] == stop
+    # The optimiser went on from its state: AdamW's step count is the total number of steps.
+    state = final["optimizer_states"][0]["state"]
+    assert int(next(iter(state.values()))["step"]) == 2 * stop
+    # The rerun's log starts after the epoch the kill interrupted, not at 0.
+    logs = sorted((member / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    epochs = {int(float(r["epoch"])) for r in csv.DictReader(open(logs[-1])) if r.get("epoch")}
+    assert min(epochs) >= epoch + 1 and max(epochs) == stop - 1
