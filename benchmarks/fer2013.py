@@ -1,20 +1,19 @@
 """FER2013 Table II: single networks against their ensembles, on real faces, in one command.
 
-    python benchmarks/fer2013.py                    # 2 CPU cores: about an hour
-    python benchmarks/fer2013.py --profile h100     # one H100: larger faces, more epochs (~10 min)
+    python benchmarks/fer2013.py                    # 2 CPU cores: about 2 hours, resumable
+    python benchmarks/fer2013.py --seeds 0          # one seed (the first half)
+    python benchmarks/fer2013.py --profile h100     # one H100: the paper's three at 112 px
 
-Runs the public CLI twice, ``python -m lightning_fer cv`` with ``configs/fer2013/cv.yaml`` (the
-three members trained from scratch on fold 0 of the Training split, twice with seeds 0 and 1,
-tested with hard vote, soft vote, calibrated soft vote and stacking on whole faces) and with
-``configs/fer2013/cv_regions.yaml`` (the paper's vote of every member on every landmark region),
-then writes ``benchmarks/results/fer2013.md``: the data as used (duplicates dropped, counts),
-both tables, the wall times, the machine, a reading computed from the figures (best member,
-best ensemble, their difference per seed against the spread between seeds), the published
-figures for orientation, and the confusion matrices as PNG files beside it.
+Runs the public ``cv`` with ``configs/fer2013/cv.yaml`` (four whole-face members, ResNet18
+region experts, flip test-time augmentation, ResNet18's snapshots; every strategy over each
+group) and ``configs/fer2013/cv_distill.yaml`` (a ResNet18 student of the whole-face members'
+soft vote), seed by seed, and writes ``benchmarks/results/fer2013.md`` after each step: the data
+as used, the tables, the cheap ensembles, each member's inference cost, the reading computed
+from the per-seed figures (and the issue's goals, met or not), wall times, the command, and
+confusion matrices beside it.
 
-A run that is interrupted resumes where it stopped (finished members and collected predictions
-are kept). Text under a ``## Notes by hand`` heading in the results file is kept when it is
-rewritten.
+Interrupted, it resumes where it stopped (finished members, a half-trained member's last epoch,
+collected predictions). Text under ``## Notes by hand`` in the results file is kept.
 """
 
 from __future__ import annotations
@@ -36,20 +35,19 @@ from benchmarks.common import machine  # noqa: E402
 
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "fer2013"
 NOTES = "## Notes by hand"
+PAPER = ["inception_v3", "resnet50", "sppnet"]
 #: Extra overrides per profile, on top of the configs (which are the CPU profile).
 PROFILES: dict[str, list[str]] = {
     "cpu": [],
-    # One H100: every member at 112 px with mixed precision, 12 epochs, big batches and many
-    # loader workers (the loader does ~1,300 faces/s per worker). Not run yet: no GPU was lent.
+    # One H100: every member at 112 px with mixed precision (the fast path chooses it), 12
+    # epochs on all training folds, big batches, many loader workers. Not run: no GPU was lent.
     "h100": [
-        "--trainer.precision=16-mixed",
         "--trainer.max_epochs=12",
         "--data.init_args.train_fraction=1.0",
         "--data.init_args.image_size=112",
         "--data.init_args.batch_size=256",
         "--data.init_args.num_workers=12",
-        "--model.init_args.lr=0.002",
-        "--model.init_args.channels_last=true",
+        "--model.init_args.cycles=3",
     ],
 }
 PUBLISHED = [
@@ -58,115 +56,237 @@ PUBLISHED = [
     ("Residual Masking Network with six other models", "76.8%", "PrivateTest"),
     ("Human accuracy (estimate)", "65 ± 5%", "-"),
 ]
+GROUP_TITLES = [
+    ("faces", "Whole faces", "Each member on the face (and `+ flip`: the mean of its probabilities on the face and "
+     "its mirror); each strategy over the four whole-face members on the face and its mirror."),
+    ("regions", "The paper's region vote with whole-face members",
+     "The whole-face members applied to the five landmark regions (left eye, right eye, nose, mouth, rest of the face): "
+     "4 x 5 votes. Plain rows: the same members on all six views and the mirror."),
+    ("experts", "Region experts (the paper's design)",
+     "A ResNet18 trained on each region at its own size, bound to it (`[experts]`: 5 votes); `[faces + experts]`: the "
+     "four whole-face members on the face and its mirror with the five experts."),
+]
 
 
-def _data_summary(root: Path, overrides: list[str]) -> dict:
-    """Counts of the splits as the members saw them, and the duplicate report."""
+def _data_summary(overrides: list[str]) -> dict:
+    """Counts of the splits as the ResNet18 member saw them, and the duplicate report."""
     from lightning_fer.build import build
 
-    dm = build(REPO / "configs/fer2013/resnet50.yaml", overrides).datamodule
+    dm = build(REPO / "configs/fer2013/resnet18.yaml", overrides).datamodule
     dm.prepare_data()
     dm.setup("fit")
     return {
         "counts": {name: {c: int((ds.labels == k).sum()) for k, c in enumerate(dm.class_names)}
                    for name, ds in dm.datasets.items()},
         "duplicates": str(dm.duplicate_report) if dm.duplicate_report else "kept as they are",
-        "duplicates_csv": str(dm.cache_dir / "duplicates.csv"),
         "index": str(dm.index_report),
     }
 
 
-def _per_seed(rows: dict[str, list[dict]], name: str) -> list[float]:
-    return [100 * r["acc"] for r in rows[name]]
+def per_seed(rows: dict[str, list[dict]], name: str, key: str = "acc") -> list[float]:
+    return [100 * r[key] for r in rows.get(name, [])]
 
 
-def reading(face: dict[str, list[dict]], regions: dict[str, list[dict]], members: list[str]) -> list[str]:
-    """Sentences computed from the per-seed figures: best member, best ensemble, the gap per
-    seed and the spread between seeds."""
-    import numpy as np
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
 
-    def mean(name, rows):
-        return float(np.mean(_per_seed(rows, name)))
 
-    best_member = max(members, key=lambda m: mean(m, face))
-    ensembles = [(n, face) for n in face if n not in members] + [(f"{n} on regions", regions) for n in regions
-                                                                    if n not in members and "[" not in n]
-    best_ens, best_rows = max(ensembles, key=lambda e: mean(e[0].removesuffix(" on regions"), e[1]))
-    key = best_ens.removesuffix(" on regions")
-    m_seed = _per_seed(face, best_member)
-    e_seed = _per_seed(best_rows, key)
-    gaps = [e - m for e, m in zip(e_seed, m_seed)]
-    spreads = {m: max(_per_seed(face, m)) - min(_per_seed(face, m)) for m in members}
-    out = [
-        f"- Best member: **{best_member}**, accuracy {', '.join(f'{v:.1f}' for v in m_seed)} % (seeds).",
-        f"- Best ensemble: **{best_ens}**, accuracy {', '.join(f'{v:.1f}' for v in e_seed)} % (seeds).",
-        f"- Ensemble minus best member, seed by seed: {', '.join(f'{g:+.1f}' for g in gaps)} points.",
-        "- Spread between the two seeds (max - min accuracy) of each member: "
-        + ", ".join(f"{m} {s:.1f}" for m, s in spreads.items()) + " points.",
-    ]
-    largest = max(spreads.values())
-    if min(gaps) > largest:
-        out.append(f"- The gain is larger than every member's seed spread ({largest:.1f} points) in both seeds.")
-    elif max(gaps) <= 0:
-        out.append("- The best ensemble does not beat the best member in either seed.")
-    else:
-        out.append(f"- The gain is not beyond the seed spread ({largest:.1f} points): not a clear win.")
-    hard = "HardVote"
-    if hard in regions:
-        out.append(
-            f"- The paper's region vote (HardVote over 3 members x 5 regions): "
-            f"{', '.join(f'{v:.1f}' for v in _per_seed(regions, hard))} % against the best member's "
-            f"{', '.join(f'{v:.1f}' for v in m_seed)} % on whole faces."
-        )
+def fmt(values: list[float]) -> str:
+    return ", ".join(f"{v:.1f}" for v in values)
+
+
+def group_of(name: str) -> str:
+    return name[name.index("[") + 1 : -1] if name.endswith("]") and " [" in name else ""
+
+
+def select(rows: dict[str, list[dict]], group: str, members: list[str], experts: bool = False) -> list[str]:
+    """Row names of one section: its members' rows and its strategies' rows."""
+    def is_member(n):
+        return "[" not in n and not any(s in n for s in ("HardVote", "SoftVote", "Stacking"))
+
+    out = []
+    for n in rows:
+        if group == "faces" and is_member(n) and n.split(" + ")[0] in members:
+            out.append(n)
+        elif group == "experts" and is_member(n) and "@" in n and "#" not in n:
+            out.append(n)
+        elif group_of(n) == group or (group == "regions" and not is_member(n) and group_of(n) == ""):
+            out.append(n)
+        elif group == "experts" and group_of(n) == "faces + experts":
+            out.append(n)
     return out
 
 
-def write_results(path: Path, args, data: dict, face: dict, regions: dict, seconds: dict, members: list[str],
-                  pictures: list[Path], member_seconds: dict[str, list[float]]) -> None:
+def table(rows: dict[str, list[dict]], names: list[str]) -> list[str]:
+    """Markdown rows: mean ± std over seeds (accuracy ... ECE in %, NLL in nats), and per-seed accuracy."""
+    import numpy as np
+
+    from lightning_fer.cv.report import COLUMNS
+
+    head = "| model | " + " | ".join(h for _, h, _ in COLUMNS) + " | accuracy per seed |"
+    out = [head, "|---" * (len(COLUMNS) + 2) + "|"]
+    for n in names:
+        cells = []
+        for key, _, pct in COLUMNS:
+            v = np.array([r[key] for r in rows[n]]) * (100 if pct else 1)
+            sd = v.std(ddof=1) if len(v) > 1 else 0.0
+            cells.append(f"{v.mean():.1f} ± {sd:.1f}" if pct else f"{v.mean():.3f} ± {sd:.3f}")
+        out.append(f"| {n} | " + " | ".join(cells) + f" | {fmt(per_seed(rows, n))} |")
+    return out
+
+
+def reading(rows: dict[str, list[dict]], distill: dict[str, list[dict]] | None, members: list[str],
+            train_minutes: dict[str, list[float]]) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """Sentences and goal checks computed from the per-seed figures."""
+    out: list[str] = []
+    goals: list[tuple[str, str, str]] = []
+    seeds = len(rows[members[0]])
+    best = max(members, key=lambda m: mean(per_seed(rows, m)))
+    spread = {m: max(per_seed(rows, m)) - min(per_seed(rows, m)) for m in members} if seeds > 1 else {}
+    out.append(f"- Best member: **{best}**, accuracy {fmt(per_seed(rows, best))} % (seed by seed), trained in "
+               f"{fmt(train_minutes.get(best, []))} min.")
+    ok = min(per_seed(rows, best)) >= 62 and max(train_minutes.get(best, [99])) <= 30
+    goals.append(("Best member >= 62% in <= 30 min", f"{best}: {fmt(per_seed(rows, best))} %, "
+                  f"{fmt(train_minutes.get(best, []))} min", "met" if ok else "not met"))
+    # Ensembles of >= 3 members with the paper's three among them: the groups over the face members.
+    ens = [n for n in rows if group_of(n) in ("", "faces", "regions", "faces + experts") and "[" in n or
+           (n.split(" ")[0] in ("HardVote", "SoftVote", "Stacking") and group_of(n) == "")]
+    best_ens = max(ens, key=lambda n: mean(per_seed(rows, n)))
+    gaps = [e - m for e, m in zip(per_seed(rows, best_ens), per_seed(rows, best))]
+    out.append(f"- Best ensemble with the paper's three among its members: **{best_ens}**, accuracy "
+               f"{fmt(per_seed(rows, best_ens))} %; minus the best member, seed by seed: "
+               f"{', '.join(f'{g:+.1f}' for g in gaps)} points.")
+    if spread:
+        out.append("- Spread between seeds (max - min accuracy) of each member: "
+                   + ", ".join(f"{m} {s:.1f}" for m, s in spread.items()) + " points.")
+    largest = max(spread.values()) if spread else 0.0
+    if max(gaps) <= 0:
+        out.append("- The best ensemble does not beat the best member in any seed.")
+    elif spread and min(gaps) > largest:
+        out.append(f"- The gain is larger than every member's seed spread ({largest:.1f} points) in every seed.")
+    elif spread:
+        out.append(f"- The gain is not beyond the seed spread ({largest:.1f} points): not a clear win.")
+    goals.append(("Best ensemble (>= 3 members, the paper's three among them) >= +1.5 points over the best member, "
+                  "each seed", f"{best_ens}: {', '.join(f'{g:+.1f}' for g in gaps)}",
+                  "met" if seeds > 1 and min(gaps) >= 1.5 else ("not met" if min(gaps) < 1.5 else "one seed only")))
+    snaps = [n for n in rows if n.startswith("SoftVote [snapshots ")]
+    for n in snaps:
+        owner = n[len("SoftVote [snapshots "):-1]
+        singles = [m for m in rows if m.startswith(f"{owner}#e")] + [owner]
+        best_single = [max(vals) for vals in zip(*[per_seed(rows, m) for m in singles])]
+        g = [e - b for e, b in zip(per_seed(rows, n), best_single)]
+        out.append(f"- Snapshot ensemble of {owner} ({len(singles) - 1} cycle ends, soft vote): "
+                   f"{fmt(per_seed(rows, n))} % against its best single checkpoint's {fmt(best_single)} %: "
+                   f"{', '.join(f'{x:+.1f}' for x in g)} points.")
+        if "@" not in owner:
+            goals.append((f"Snapshot ensemble >= +1 point over the best single checkpoint of its run ({owner})",
+                          ", ".join(f"{x:+.1f}" for x in g), "met" if min(g) >= 1 else "not met"))
+    if distill:
+        students = [n for n in distill if n.endswith(".student")]
+        for s in students:
+            teachers = [m for m in members if m in distill]
+            top = [max(v) for v in zip(*[per_seed(distill, m) for m in teachers])]
+            g = [a - b for a, b in zip(per_seed(distill, s), top)]
+            out.append(f"- Distilled student {s}: {fmt(per_seed(distill, s))} % against the best member it learned from "
+                       f"({fmt(top)} %): {', '.join(f'{x:+.1f}' for x in g)} points; its teacher (SoftVote of "
+                       f"{len(teachers)} members on the face and mirror): {fmt(per_seed(distill, 'SoftVote'))} %.")
+            goals.append(("Distilled student >= +1 point over the best member it learned from",
+                          ", ".join(f"{x:+.1f}" for x in g), "met" if min(g) >= 1 else "not met"))
+    for row, label in (("HardVote [experts]", "with ResNet18 region experts"),
+                       ("HardVote [regions]", "with the whole-face members on the regions")):
+        if row in rows:
+            ref = "resnet18" if "experts" in row else "HardVote [faces]"
+            out.append(f"- The paper's region vote (Eq. 8) {label}: {fmt(per_seed(rows, row))} % against "
+                       f"{ref} on whole faces: {fmt(per_seed(rows, ref))} %.")
+    return out, goals
+
+
+def inference_cost(run_dir: Path, names: list[str], image_size: int = 48, batch: int = 128) -> dict[str, float]:
+    """Milliseconds per face of each member's network on this machine (float32, one batch of
+    ``batch`` faces at the member's size, after a warm-up)."""
+    import torch
+
+    from lightning_fer.ensemble.members import load_member
+
+    out = {}
+    for n in names:
+        done = run_dir / n / "done.json"
+        if not done.is_file():
+            continue
+        m = load_member(json.loads(done.read_text())["checkpoint"]).eval()
+        x = torch.randn(batch, 3, m.image_size, m.image_size)
+        with torch.no_grad():
+            m(x)
+            t = time.perf_counter()
+            for _ in range(3):
+                m(x)
+        out[n] = 1000 * (time.perf_counter() - t) / (3 * batch)
+    return out
+
+
+def write_results(path: Path, args, data: dict, rows: dict, distill: dict | None, seconds: dict[str, float],
+                  members: list[str], pictures: list[Path], train_minutes: dict[str, list[float]],
+                  cost: dict[str, float]) -> None:
     notes = ""
     if path.is_file():
         text = path.read_text()
         if NOTES in text:
             notes = text[text.index(NOTES):]
     classes = list(next(iter(data["counts"].values())).keys())
+    seeds = len(rows[members[0]])
+    said, goals = reading(rows, distill, members, train_minutes)
     lines = [
-        "# FER2013: single networks against ensembles (Table II)",
-        "",
-        f"Machine: {machine()}",
-        "",
+        "# FER2013: single networks against ensembles (Table II)", "",
+        f"Machine: {machine()}", "",
         f"Command: `{' '.join(['python', 'benchmarks/fer2013.py', *sys.argv[1:]])}` (profile `{args.profile}`); "
-        f"wall time {seconds['total'] / 60:.1f} min in all (training and face ensembles "
-        f"{seconds['face'] / 60:.1f} min, region ensembles {seconds['regions'] / 60:.1f} min).",
-        "",
-        "Members' training time per run (s): "
-        + "; ".join(f"{m} {', '.join(f'{s:.0f}' for s in v)}" for m, v in member_seconds.items()) + ".",
-        "",
-        "## Data",
-        "",
+        + "; ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items()) + " of wall time in this call "
+        "(a resumed call counts only what it did).", "",
+        "Training time per member and seed (min, as recorded in each `done.json`; a resumed member counts its "
+        "last part only): " + "; ".join(f"{m} {fmt(v)}" for m, v in train_minutes.items()) + ".", "",
+        "## Data", "",
         "FER2013 as an image folder: the Training split is cut into 5 stratified folds (no identities exist, so "
-        "not subject-disjoint); members train on folds 1-4 and fold 0 validates (best epoch) and is what "
-        "stacking and calibration learn from; PublicTest (`val/`) is the test set. The official PrivateTest "
-        "split is not available here, so the published figures below are on another split.",
-        "",
+        "not subject-disjoint); members train on folds 1-4 (Inception V3 and ResNet50 on a stratified half of them) "
+        "and fold 0 validates (best epoch) and is what stacking and calibration learn from; PublicTest (`val/`) is "
+        "the test set. The official PrivateTest split is not available here: the published figures below are on "
+        "another split.", "",
         f"- Landmarks: {data['index']}",
-        f"- Duplicates (by file content, `duplicates: drop`): {data['duplicates']}; every decision in "
-        f"`{Path(data['duplicates_csv']).name}` in the cache folder.",
-        "",
+        f"- Duplicates (by file content, `duplicates: drop`): {data['duplicates']}.", "",
         "| split | " + " | ".join(classes) + " | total |",
         "|---|" + "---|" * (len(classes) + 1),
+        *[f"| {s} | " + " | ".join(str(c[k]) for k in classes) + f" | {sum(c.values())} |" for s, c in data["counts"].items()],
+        "",
+        f"Every table: mean ± sample standard deviation over {seeds} seed(s) (one run each), accuracy to ECE in "
+        "percent (ECE: 15 equal-width confidence bins), NLL in nats (probabilities floored at 1e-4, so a hard vote's "
+        "confident miss costs 9.2).", "",
     ]
-    for split, counts in data["counts"].items():
-        lines.append(f"| {split} | " + " | ".join(str(counts[c]) for c in classes) + f" | {sum(counts.values())} |")
-    lines += ["", "## Table II: whole faces", "", (args.out / "cv" / "table2.md").read_text().strip(), "",
-              "## Table II: the paper's region vote", "",
-              "Members trained on whole faces, each applied to the five landmark regions (left eye, right eye, nose, "
-              "mouth, rest of the face); the member rows are those members on whole faces, for reference.", "",
-              (args.out / "cv_regions" / "table2.md").read_text().strip(), "",
-              "Mean ± sample standard deviation over the two seeds (one run per seed).", "",
-              "## Reading (computed from the figures)", "", *reading(face, regions, members), "",
+    for group, title, text in GROUP_TITLES:
+        names = select(rows, group, members)
+        if names:
+            lines += [f"## Table II: {title.lower() if group != 'faces' else title}", "", text, "", *table(rows, names), ""]
+    snaps = [n for n in rows if "#e" in n or "[snapshots" in n]
+    if snaps:
+        lines += ["## Cheap ensembles: snapshots", "",
+                  "ResNet18's 6 epochs are 3 cosine cycles of 2 (`cosine_restarts`); the checkpoint at the end of each "
+                  "cycle (`#e1`, `#e3`, `#e5`) is a member; the best-by-validation checkpoint is the `resnet18` row.",
+                  "", *table(rows, [n for n in snaps if "@" not in n]), ""]
+    if distill:
+        names = [n for n in distill if "[" not in n and "#" not in n] + ["HardVote", "SoftVote"]
+        lines += ["## Cheap ensembles: distillation", "",
+                  "A ResNet18 with the ResNet18 member's recipe, trained on 0.5 x labels + 0.5 x the soft vote of the four "
+                  "whole-face members (their mean probabilities on each training face and its mirror, no augmentation, "
+                  "`configs/fer2013/cv_distill.yaml`).", "",
+                  *table(distill, [n for n in names if n in distill]), ""]
+    if cost:
+        ens = sum(v for k, v in cost.items() if k in members)
+        lines += ["## Inference cost (ms per face, float32, this machine, batch 128)", "",
+                  "| network | ms / face | x one ResNet18 |", "|---|---|---|",
+                  *[f"| {k} | {v:.2f} | {v / cost.get('resnet18', v):.1f} |" for k, v in cost.items()],
+                  f"| the four whole-face members (an ensemble on the face) | {ens:.2f} | {ens / cost.get('resnet18', ens):.1f} |",
+                  f"| the same with the mirror (flip TTA) | {2 * ens:.2f} | {2 * ens / cost.get('resnet18', ens):.1f} |", ""]
+    lines += ["## Reading (computed from the per-seed figures)", "", *said, "",
+              "| goal (issue 14) | figure | |", "|---|---|---|", *[f"| {a} | {b} | {c} |" for a, b, c in goals], "",
               "## Published figures, for orientation (FER2013 PrivateTest, not the split used here)", "",
-              "| model | accuracy | split |", "|---|---|---|",
-              *[f"| {a} | {b} | {c} |" for a, b, c in PUBLISHED], "",
+              "| model | accuracy | split |", "|---|---|---|", *[f"| {a} | {b} | {c} |" for a, b, c in PUBLISHED], "",
               "## Confusion matrices (test split, summed over seeds)", "",
               *[f"![{p.stem}]({p.parent.name}/{p.name})" for p in pictures], ""]
     text = "\n".join(lines) + ("\n" + notes if notes else "")
@@ -177,51 +297,73 @@ def write_results(path: Path, args, data: dict, face: dict, regions: dict, secon
 
 def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="the FER2013 folder (train/, val/)")
+    ap.add_argument("--root", type=Path, default=None,
+                    help="the FER2013 folder (train/, val/); default the configs' own, ../shared/data/fer2013")
     ap.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="run seed by seed, writing results after each")
+    ap.add_argument("--no-distill", action="store_true", help="skip the distilled student")
     ap.add_argument("--out", type=Path, default=None, help="run folder (default runs/fer2013-<profile>)")
     ap.add_argument("--results", type=Path, default=None,
                     help="results file (default benchmarks/results/fer2013.md, fer2013_<profile>.md for others)")
     ap.add_argument("--extra", nargs="*", default=[], help="more overrides for every member, e.g. --trainer.max_epochs=1")
     args = ap.parse_args(argv)
-    if not (args.root / "train").is_dir():
-        raise SystemExit(f"FER2013 not found at {args.root} (expected train/ and val/ in it); pass --root")
-    args.out = args.out or REPO / "runs" / f"fer2013-{args.profile}"
+    if not ((args.root or DEFAULT_ROOT) / "train").is_dir():
+        raise SystemExit(f"FER2013 not found at {args.root or DEFAULT_ROOT} (expected train/ and val/ in it); pass --root")
+    args.out = (args.out or REPO / "runs" / f"fer2013-{args.profile}").resolve()
     suffix = "" if args.profile == "cpu" else f"_{args.profile}"
-    results = args.results or HERE / "results" / f"fer2013{suffix}.md"
+    results = (args.results or HERE / "results" / f"fer2013{suffix}.md").resolve()
     from lightning_fer.cv import run_config
 
-    overrides = [f"--data.init_args.root={args.root}", "--trainer.enable_progress_bar=false",
-                 *PROFILES[args.profile], *args.extra]
+    # The configs' relative root names the same data, cache and fingerprints from any checkout.
+    root = [f"--data.init_args.root={args.root.resolve()}"] if args.root else []
+    overrides = [*root, "--trainer.enable_progress_bar=false", *PROFILES[args.profile], *args.extra]
     os.chdir(REPO)  # the cv configs name member configs relative to the repository
-    seconds = {}
-    t0 = time.perf_counter()
-    face = run_config("configs/fer2013/cv.yaml", output_dir=str(args.out / "cv"), overrides=overrides)
-    seconds["face"] = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    regions = run_config("configs/fer2013/cv_regions.yaml", output_dir=str(args.out / "cv_regions"),
-                         members_dir=str(args.out / "cv"), overrides=overrides)
-    seconds["regions"] = time.perf_counter() - t1
-    seconds["total"] = time.perf_counter() - t0
-    members = ["inception_v3", "resnet50", "sppnet"]
-    member_seconds = {m: [json.loads(p.read_text())["seconds"] for p in sorted(args.out.glob(f"cv/fold*/{m}/done.json"))]
-                      for m in members}
-    data = _data_summary(args.root, overrides)
-    pics_dir = results.parent / f"{results.stem}_figures"  # not ".../fer2013/*.png": that reads as data images
-    pics_dir.mkdir(parents=True, exist_ok=True)
-    pictures = []
-    for src, prefix in ((face["pictures"], "faces"), (regions["pictures"], "regions")):
-        for p in src:
-            if prefix == "regions" and "__" in p.stem:  # single members on single regions: many, skip
-                continue
-            if prefix == "regions" and p.stem.removeprefix("confusion_") in members:
-                continue  # the same members on whole faces are in the faces set already
-            dst = pics_dir / f"{prefix}_{p.name}"
-            shutil.copyfile(p, dst)
-            pictures.append(dst)
-    write_results(results, args, data, face["rows"], regions["rows"], seconds, members, pictures, member_seconds)
-    print(f"\nwrote {results} ({seconds['total'] / 60:.1f} min)")
+    seconds: dict[str, float] = {}
+    face = distill = None
+    steps = [("cv", args.seeds[: i + 1]) for i in range(len(args.seeds))]  # every seed's Table II first,
+    if not args.no_distill:  # then the students, seed by seed
+        steps += [("distillation", args.seeds[: i + 1]) for i in range(len(args.seeds))]
+    for what, seeds in steps:
+        t0 = time.perf_counter()
+        if what == "cv":
+            face = run_config("configs/fer2013/cv.yaml", output_dir=str(args.out / "cv"), seeds=seeds, overrides=overrides)
+        else:
+            distill = run_config("configs/fer2013/cv_distill.yaml", output_dir=str(args.out / "cv_distill"),
+                                 members_dir=str(args.out / "cv"), seeds=seeds, overrides=overrides)
+        seconds[f"{what} seeds {seeds}"] = time.perf_counter() - t0
+        write(args, results, face, distill, seconds, overrides, args.seeds[: len(seeds)] if what == "cv" else
+              args.seeds)
+    print(f"\nwrote {results}")
     return results
+
+
+def write(args, results: Path, face: dict, distill: dict | None, seconds: dict, overrides: list[str], seeds: list[int]):
+    from lightning_fer.cv.report import slug
+
+    rows = face["rows"]
+    members = [m for m in (*PAPER, "resnet18") if m in rows]
+    train_minutes = {}
+    for base, names in ((args.out / "cv", [n for n in rows if "[" not in n and "+" not in n and "#" not in n]),
+                        (args.out / "cv", [n for n in (distill or {}).get("rows", {}) if n.endswith(".student")])):
+        for n in names:
+            train_minutes[n] = [json.loads(p.read_text())["seconds"] / 60
+                                for s in seeds if (p := base / f"fold0-seed{s}" / n / "done.json").is_file()]
+    cost = inference_cost(args.out / "cv" / f"fold0-seed{seeds[0]}", [*members, "resnet18@mouth"])
+    data = _data_summary(overrides)
+    pics_dir = results.parent / f"{results.stem}_figures"  # not ".../fer2013/*.png": that reads as data images
+    if pics_dir.exists():
+        shutil.rmtree(pics_dir)
+    pics_dir.mkdir(parents=True)
+    best = max(members, key=lambda m: mean(per_seed(rows, m)))
+    wanted = [best, "SoftVote [faces]", "Stacking [faces]", "HardVote [regions]", "HardVote [experts]",
+              "Stacking [faces + experts]", "SoftVote [snapshots resnet18]"]
+    pictures = []
+    for name in wanted:
+        src = args.out / "cv" / f"confusion_{slug(name)}.png"
+        if src.is_file():
+            pictures.append(pics_dir / src.name)
+            shutil.copyfile(src, pictures[-1])
+    write_results(results, args, data, rows, (distill or {}).get("rows"), seconds, members, pictures, train_minutes, cost)
 
 
 if __name__ == "__main__":
