@@ -241,8 +241,7 @@ def write_results(path: Path, args, data: dict, rows: dict, distill: dict | None
         f"Command: `{' '.join(['python', 'benchmarks/fer2013.py', *sys.argv[1:]])}` (profile `{args.profile}`); "
         + "; ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items()) + " of wall time in this call "
         "(a resumed call counts only what it did).", "",
-        "Training time per member and seed (min, as recorded in each `done.json`; a resumed member counts its "
-        "last part only): " + "; ".join(f"{m} {fmt(v)}" for m, v in train_minutes.items()) + ".", "",
+        "Training time per member and seed (min, from each `done.json`; a resumed member's attempts added up): " + "; ".join(f"{m} {fmt(v)}" for m, v in train_minutes.items()) + ".", "",
         "## Data", "",
         "FER2013 as an image folder: the Training split is cut into 5 stratified folds (no identities exist, so "
         "not subject-disjoint); members train on folds 1-4 (Inception V3 and ResNet50 on a stratified half of them) "
@@ -320,9 +319,9 @@ def main(argv: list[str] | None = None) -> Path:
     os.chdir(REPO)  # the cv configs name member configs relative to the repository
     seconds: dict[str, float] = {}
     face = distill = None
-    steps = [("cv", args.seeds[: i + 1]) for i in range(len(args.seeds))]  # every seed's Table II first,
-    if not args.no_distill:  # then the students, seed by seed
-        steps += [("distillation", args.seeds[: i + 1]) for i in range(len(args.seeds))]
+    steps = []  # seed by seed: the Table II runs, then the student learning from them
+    for i in range(len(args.seeds)):
+        steps += [("cv", args.seeds[: i + 1])] + ([] if args.no_distill else [("distillation", args.seeds[: i + 1])])
     for what, seeds in steps:
         t0 = time.perf_counter()
         if what == "cv":
@@ -331,8 +330,7 @@ def main(argv: list[str] | None = None) -> Path:
             distill = run_config("configs/fer2013/cv_distill.yaml", output_dir=str(args.out / "cv_distill"),
                                  members_dir=str(args.out / "cv"), seeds=seeds, overrides=overrides)
         seconds[f"{what} seeds {seeds}"] = time.perf_counter() - t0
-        write(args, results, face, distill, seconds, overrides, args.seeds[: len(seeds)] if what == "cv" else
-              args.seeds)
+        write(args, results, face, distill, seconds, overrides, seeds)
     print(f"\nwrote {results}")
     return results
 
@@ -342,12 +340,10 @@ def write(args, results: Path, face: dict, distill: dict | None, seconds: dict, 
 
     rows = face["rows"]
     members = [m for m in (*PAPER, "resnet18") if m in rows]
-    train_minutes = {}
-    for base, names in ((args.out / "cv", [n for n in rows if "[" not in n and "+" not in n and "#" not in n]),
-                        (args.out / "cv", [n for n in (distill or {}).get("rows", {}) if n.endswith(".student")])):
-        for n in names:
-            train_minutes[n] = [json.loads(p.read_text())["seconds"] / 60
-                                for s in seeds if (p := base / f"fold0-seed{s}" / n / "done.json").is_file()]
+    students = [n for n in (distill or {}).get("rows", {}) if n.endswith(".student")]
+    trained = [n for n in rows if "[" not in n and "+" not in n and "#" not in n] + students
+    train_minutes = {n: [json.loads(p.read_text())["seconds"] / 60 for s in seeds
+                         if (p := args.out / "cv" / f"fold0-seed{s}" / n / "done.json").is_file()] for n in trained}
     cost = inference_cost(args.out / "cv" / f"fold0-seed{seeds[0]}", [*members, "resnet18@mouth"])
     data = _data_summary(overrides)
     pics_dir = results.parent / f"{results.stem}_figures"  # not ".../fer2013/*.png": that reads as data images

@@ -135,8 +135,11 @@ def test_killed_cv_resumes_the_half_trained_member_from_its_last_checkpoint(tmp_
     assert killed_at["global_step"] == 2 * (epoch + 1)
     stop = epoch + 3  # the rerun finishes two more epochs
     main(["cv", *common, "--overrides", json.dumps([*overrides, f"--trainer.max_epochs={stop}"])])
+    before = json.loads((member / "elapsed.json").read_text())["seconds"]
+    assert before > 0  # the killed attempt's time, written at its epoch ends
     done = json.loads((member / "done.json").read_text())
     assert done["resumed_from"] == str(last)
+    assert done["seconds"] > before  # both attempts counted
     final = torch.load(last, map_location="cpu", weights_only=True)
     assert final["global_step"] == 2 * stop
     assert final["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"] == stop

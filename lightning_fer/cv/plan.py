@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from lightning_fer.build import build
 from lightning_fer.data.regions import FLIP_VIEW, REGIONS
@@ -156,8 +157,24 @@ def snapshot_callback(model, trainer, dirpath: Path):
                            save_top_k=-1, monitor=None, enable_version_counter=False)
 
 
+class _Clock(Callback):
+    """Training time summed over attempts: earlier attempts' time (``elapsed.json``, written at
+    every epoch end) plus this one's."""
+
+    def __init__(self, path: Path, t0: float) -> None:
+        self.path, self.t0 = path, t0
+        self.before = float(json.loads(path.read_text())["seconds"]) if path.is_file() else 0.0
+
+    def total(self) -> float:
+        return self.before + time.perf_counter() - self.t0
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        write_text(self.path, json.dumps({"seconds": self.total()}))
+
+
 def train_member(plan: Plan, spec: MemberSpec, k: int, seed: int | None) -> Path:
-    """Train one member on fold ``k`` unless a finished run is there; returns its ``done.json``.
+    """Train one member on fold ``k`` unless a finished run is there; returns its ``done.json``
+    (best checkpoint, score, training seconds over all attempts, snapshots, region).
 
     A run that was interrupted (killed, out of time) resumes from its ``last.ckpt``: weights,
     optimiser, schedule, epoch and the best checkpoint so far."""
@@ -176,6 +193,8 @@ def train_member(plan: Plan, spec: MemberSpec, k: int, seed: int | None) -> Path
     snap = snapshot_callback(built.model, trainer, run_dir / "checkpoints")
     if snap is not None:
         trainer.callbacks.append(snap)
+    clock = _Clock(run_dir / "elapsed.json", t0)
+    trainer.callbacks.append(clock)
     last = run_dir / "checkpoints" / "last.ckpt"
     resumed = last.is_file()
     if resumed:
@@ -188,6 +207,6 @@ def train_member(plan: Plan, spec: MemberSpec, k: int, seed: int | None) -> Path
     snapshots = sorted((run_dir / "checkpoints").glob("snapshot-epoch=*.ckpt"),
                        key=lambda p: int(p.stem.split("=")[-1]))
     write_text(done, json.dumps({"checkpoint": ckpt.best_model_path, "best": float(score) if score is not None else None,
-                                 "seconds": time.perf_counter() - t0, "resumed_from": str(last) if resumed else None,
+                                 "seconds": clock.total(), "resumed_from": str(last) if resumed else None,
                                  "snapshots": [str(p) for p in snapshots], "region": spec.region}))
     return done
