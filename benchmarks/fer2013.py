@@ -194,8 +194,8 @@ def reading(rows: dict[str, list[dict]], distill: dict[str, list[dict]] | None, 
                           ", ".join(f"{x:+.1f}" for x in g), "met" if min(g) >= 1 else "not met"))
     for row, label in (("HardVote [experts]", "with ResNet18 region experts"),
                        ("HardVote [regions]", "with the whole-face members on the regions")):
-        if row in rows:
-            ref = "resnet18" if "experts" in row else "HardVote [faces]"
+        ref = "resnet18" if "experts" in row else "HardVote [faces]"
+        if row in rows and ref in rows:
             out.append(f"- The paper's region vote (Eq. 8) {label}: {fmt(per_seed(rows, row))} % against "
                        f"{ref} on whole faces: {fmt(per_seed(rows, ref))} %.")
     return out, goals
@@ -269,7 +269,7 @@ def write_results(path: Path, args, data: dict, rows: dict, distill: dict | None
                   "cycle (`#e1`, `#e3`, `#e5`) is a member; the best-by-validation checkpoint is the `resnet18` row.",
                   "", *table(rows, [n for n in snaps if "@" not in n]), ""]
     if distill:
-        names = [n for n in distill if "[" not in n and "#" not in n] + ["HardVote", "SoftVote"]
+        names = [n for n in distill if "[" not in n and "#" not in n]
         lines += ["## Cheap ensembles: distillation", "",
                   "A ResNet18 with the ResNet18 member's recipe, trained on 0.5 x labels + 0.5 x the soft vote of the four "
                   "whole-face members (their mean probabilities on each training face and its mirror, no augmentation, "

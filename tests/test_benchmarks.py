@@ -104,3 +104,35 @@ def test_fer2013_reading_follows_the_figures(ensemble, verdict, goal):
     assert verdicts["Snapshot ensemble"] == ("+1.0, +0.0", "not met")
     # The student against the best member it learned from, per seed (50.0, 51.0).
     assert verdicts["Distilled student"] == ("+2.0, +2.0", "met")
+
+
+def test_fer2013_results_file_from_per_seed_rows(tmp_path):
+    """The results file is written from the rows alone: every section, per-seed figures, goals."""
+    import argparse
+
+    from benchmarks.fer2013 import write_results
+
+    members = ["inception_v3", "resnet50", "sppnet", "resnet18"]
+    rows = {m: _rows([40.0 + i, 41.0 + i]) for i, m in enumerate(members)}
+    rows |= {"resnet18 + flip": _rows([44.0, 45.0]), "HardVote": _rows([30.0, 30.5]),
+             "SoftVote [faces]": _rows([45.0, 46.0]), "HardVote [regions]": _rows([30.0, 31.0]),
+             "resnet18@mouth": _rows([33.0, 34.0]), "HardVote [experts]": _rows([35.0, 36.0]),
+             "Stacking [faces + experts]": _rows([46.0, 47.5]), "resnet18#e1": _rows([40.0, 41.0]),
+             "SoftVote [snapshots resnet18]": _rows([44.5, 45.5])}
+    distill = {m: rows[m] for m in members} | {"resnet18.student": _rows([44.0, 45.0]), "SoftVote": _rows([46.0, 46.0]),
+                                               "HardVote": _rows([45.0, 45.0])}
+    data = {"counts": {"train": {"happy": 3, "sad": 2}, "test": {"happy": 1, "sad": 1}}, "duplicates": "none",
+            "index": "2 images"}
+    path = tmp_path / "fer2013.md"
+    path.write_text("old\n## Notes by hand\nkeep me\n")
+    write_results(path, argparse.Namespace(profile="cpu"), data, rows, distill, {"cv seeds [0, 1]": 600.0}, members,
+                  [], {"resnet18": [12.0, 13.0]}, {"resnet18": 1.0, "resnet50": 3.0, "sppnet": 0.5, "inception_v3": 4.0})
+    text = path.read_text()
+    for heading in ("## Table II: Whole faces", "## Table II: the paper's region vote with whole-face members",
+                    "## Table II: region experts (the paper's design)", "## Cheap ensembles: snapshots",
+                    "## Cheap ensembles: distillation", "## Inference cost", "## Reading"):
+        assert heading in text, heading
+    assert "| resnet18 + flip | 44.5 ± 0.7 |" in text and "| 44.0, 45.0 |" in text
+    assert "| the four whole-face members (an ensemble on the face) | 8.50 | 8.5 |" in text
+    assert "| Best member >= 62% in <= 30 min | resnet18: 43.0, 44.0 %, 12.0, 13.0 min | not met |" in text
+    assert text.rstrip().endswith("keep me")
