@@ -70,6 +70,15 @@ def test_experts_snapshots_flip_and_students_in_one_cv_run(tmp_path, monkeypatch
     targets = torch.load(tmp_path / "cv" / "fold0" / "soft_targets.pt", weights_only=True)
     known = ~torch.isnan(targets["probs"]).any(1)
     assert targets["teachers"] == ["sppnet"] and 0 < int(known.sum()) < len(known)
+    from lightning_fer.cv.distill import teachers
+
+    plan = _plan(tmp_path / "cv", snapshots_of="sppnet")
+    assert list(teachers(plan, 0, None)) == ["sppnet#e0", "sppnet#e1"]
+    plan.teacher_members = ["sppnet", "sppnet#e1"]
+    assert list(teachers(plan, 0, None)) == ["sppnet", "sppnet#e1"]
+    plan.teacher_members = ["sppnet#e7"]
+    with pytest.raises(ValueError, match="sppnet#e7"):
+        teachers(plan, 0, None)
     assert torch.allclose(targets["probs"][known].sum(1), torch.ones(int(known.sum())), atol=1e-5)
     student = torch.load(done["sppnet.student"]["checkpoint"], map_location="cpu", weights_only=True)
     assert student["hyper_parameters"]["teacher"].endswith("soft_targets.pt")
@@ -79,6 +88,13 @@ def test_experts_snapshots_flip_and_students_in_one_cv_run(tmp_path, monkeypatch
     csv_rows = {r["model"]: r for r in csv.DictReader(open(tmp_path / "cv" / "table2.csv"))}
     assert float(csv_rows["sppnet"]["nll mean"]) == pytest.approx(result["rows"]["sppnet"][0]["nll"], abs=1e-3)
     assert float(csv_rows["sppnet"]["ece mean"]) == pytest.approx(100 * result["rows"]["sppnet"][0]["ece"], abs=1e-3)
+
+
+def _plan(out, snapshots_of):
+    from lightning_fer.cv.plan import Plan, member_specs
+
+    return Plan(member_specs([SPP], ["mouth", "nose"], students=[SPP]), out, out, [(0, None)], 3, ["face", "nose", "mouth"],
+                [], "val/acc", 8, None, torch.device("cpu"), teacher_members=[f"{snapshots_of}#snapshots"])
 
 
 def test_flip_rows_average_the_image_and_its_mirror(tmp_path, monkeypatch):

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import torch
 
+from lightning_fer.cv.distill import write_soft_targets
 from lightning_fer.cv.plan import Plan, member_specs, train_member
 from lightning_fer.cv.report import METRICS, log_to_wandb, plot_confusions, scores, write_table
-from lightning_fer.cv.run import collect, evaluate, fit_strategies, unique_names, write_soft_targets
+from lightning_fer.cv.run import collect, evaluate, fit_strategies, unique_names
 from lightning_fer.ensemble.strategies import EnsembleStrategy
 
 log = logging.getLogger(__name__)
@@ -97,9 +98,11 @@ def run_cv(
             every whole-face member votes on and every strategy counts (when ``face`` is among
             ``views``); each member also gets a row ``<member> + flip``.
         students: member configs trained by distillation on the run's soft targets (the mean
-            probabilities of ``teacher_members`` on the face, and its mirror with ``flip``),
+            probabilities of ``teacher_members`` on the training faces, and their mirrors with ``flip``),
             named ``<config>.student``.
-        teacher_members: the whole-face members whose soft vote teaches the students (default: all).
+        teacher_members: who teaches the students (their soft vote): whole-face members, their
+            snapshots (``resnet18#e5``) or all of a member's snapshots (``resnet18#snapshots``);
+            default every whole-face member.
 
     A member whose config trains with ``scheduler: cosine_restarts`` and ``cycles`` > 1 keeps a
     checkpoint at the end of every cycle: its snapshots are members too (``<member>#e<epoch>``),

@@ -1,5 +1,5 @@
 """Running a ``cv`` experiment after training: collect every member's predictions on its views
-(each member once, kept on disk), the teacher's soft targets for students, the ensembles
+(each member once, kept on disk), the ensembles
 (groups of member-views) the strategies combine, fitting them out of fold, and scoring."""
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def collected_members(plan: Plan, k: int, seed: int | None) -> list[Collected]:
     return out
 
 
-def _datamodule(plan: Plan, k: int, views: list[str], **data):
+def run_datamodule(plan: Plan, k: int, views: list[str], **data):
+    """The data of fold ``k`` as the run's members saw it, yielding ``views`` (``data`` overrides)."""
     init = {"views": views, "batch_size": plan.batch_size, **data}
     cfg = plan.members[0].config
     dm = build(cfg, list(plan.overrides), plan.folds_override(k), {"data": {"init_args": init}}).datamodule
@@ -64,7 +65,9 @@ def _datamodule(plan: Plan, k: int, views: list[str], **data):
     return dm
 
 
-def _net(plan: Plan, ckpts: list[str], views: list[str], image_size: int | None = None) -> tuple[EnsembleNet, object]:
+def member_net(plan: Plan, ckpts: list[str], views: list[str], image_size: int | None = None) -> tuple[EnsembleNet, object]:
+    """Checkpoints as one :class:`EnsembleNet` on ``views`` (with the run's flip) on the run's
+    device, and the fast path to run it under."""
     fp = choose(plan.fast_path, plan.device.type)
     members = [load_member(c, i).set_channels_last(fp.channels_last) for i, c in enumerate(ckpts)]
     return EnsembleNet(members, views=views, image_size=image_size, flip=plan.flip).to(plan.device), fp
@@ -94,8 +97,8 @@ def collect(plan: Plan, k: int, seed: int | None) -> dict:
 
 
 def _collect_members(plan: Plan, k: int, run_dir: Path, todo: list[Collected], data_views: list[str]) -> None:
-    net, fp = _net(plan, [m.checkpoint for m in todo], data_views, plan.image_size)
-    dm = _datamodule(plan, k, data_views, image_size=net.image_size)
+    net, fp = member_net(plan, [m.checkpoint for m in todo], data_views, plan.image_size)
+    dm = run_datamodule(plan, k, data_views, image_size=net.image_size)
     per_split = {}
     for split in ("val", "test"):
         with fp.autocast():
@@ -136,30 +139,6 @@ def _assemble(plan: Plan, run_dir: Path, members: list[Collected], pred_file: Pa
     d["collected"] = d["mask"] = collected
     save_torch(d, pred_file)
     return d
-
-
-def write_soft_targets(plan: Plan, k: int, seed: int | None) -> Path:
-    """The teacher's probabilities on the run's training images (no augmentation): the mean of
-    the softmax of the teacher members (default: every whole-face member) on the face (and its
-    mirror with ``flip``), i.e. :class:`~lightning_fer.ensemble.SoftVote`; for its students."""
-    path = plan.soft_targets(k, seed)
-    if path.is_file():
-        return path
-    teachers = [s for s in plan.members if not s.expert and not s.student
-                and (plan.teacher_members is None or s.name in plan.teacher_members)]
-    if not teachers:
-        raise ValueError(f"no teacher among the members for the students: teacher_members={plan.teacher_members}")
-    ckpts = [json.loads((plan.member_dir(k, seed, s.name) / "done.json").read_text())["checkpoint"] for s in teachers]
-    net, fp = _net(plan, ckpts, ["face"], plan.image_size)
-    dm = _datamodule(plan, k, ["face"], image_size=net.image_size, augment=False)
-    with fp.autocast():
-        logits, _, index, _ = net.collect(dm.loader("train", distributed=False))
-    probs = torch.full((len(dm.records), logits.shape[-1]), float("nan"))
-    probs[index] = logits.float().softmax(-1).mean((1, 2))
-    save_torch({"probs": probs, "class_names": list(net.class_names), "data_print": dm.fingerprint(),
-                "teachers": [s.name for s in teachers]}, path)
-    log.info("soft targets of %s on %d training images: %s", [s.name for s in teachers], len(index), path)
-    return path
 
 
 @dataclass
@@ -290,5 +269,5 @@ def evaluate(plan: Plan, collected: dict[str, dict], fitted: dict, row_names: li
     return rows, confusion
 
 
-__all__ = ["Collected", "Group", "MemberSpec", "Plan", "collect", "evaluate", "fit_strategies", "groups",
-           "unique_names", "voters", "write_soft_targets"]
+__all__ = ["Collected", "Group", "MemberSpec", "Plan", "collect", "evaluate", "fit_strategies", "groups", "member_net",
+           "run_datamodule", "unique_names", "voters"]

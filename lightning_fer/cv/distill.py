@@ -1,0 +1,63 @@
+"""Distillation in a ``cv`` run: who teaches, and the teachers' soft targets on the training
+images (``soft_targets.pt``) that the students (``FERClassifier(teacher=...)``) learn from."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from lightning_fer.cv.plan import Plan
+from lightning_fer.cv.run import member_net, run_datamodule
+from lightning_fer.files import save_torch
+
+log = logging.getLogger(__name__)
+
+__all__ = ["teachers", "write_soft_targets"]
+
+
+def teachers(plan: Plan, k: int, seed: int | None) -> dict[str, str]:
+    """The networks that teach the students, name -> checkpoint: ``teacher_members`` names
+    whole-face members, snapshots (``resnet18#e5``) or all of a member's snapshots
+    (``resnet18#snapshots``); default every whole-face member."""
+    known: dict[str, str] = {}
+    snapshots: dict[str, list[str]] = {}
+    for s in plan.members:
+        if s.expert or s.student:
+            continue
+        done = json.loads((plan.member_dir(k, seed, s.name) / "done.json").read_text())
+        known[s.name] = done["checkpoint"]
+        for snap in done.get("snapshots") or []:
+            name = f"{s.name}#e{int(Path(snap).stem.split('=')[-1])}"
+            known[name] = snap
+            snapshots.setdefault(s.name, []).append(name)
+    wanted = plan.teacher_members or [s.name for s in plan.members if not s.expert and not s.student]
+    names = [n for w in wanted for n in (snapshots.get(w.removesuffix("#snapshots"), [None])
+                                         if w.endswith("#snapshots") else [w])]
+    bad = [w for w, n in zip(wanted, names) if n not in known]
+    if bad or not names:
+        raise ValueError(f"teacher_members {bad or wanted} are not whole-face members or their snapshots of this run; "
+                         f"known: {sorted(known)} (and <member>#snapshots)")
+    return {n: known[n] for n in names}
+
+
+def write_soft_targets(plan: Plan, k: int, seed: int | None) -> Path:
+    """The teachers' probabilities on the run's training images (no augmentation): the mean of
+    their softmax on the face (and its mirror with ``flip``), i.e.
+    :class:`~lightning_fer.ensemble.SoftVote`; for the students (:func:`teachers` says who teaches)."""
+    path = plan.soft_targets(k, seed)
+    if path.is_file():
+        return path
+    who = teachers(plan, k, seed)
+    net, fp = member_net(plan, list(who.values()), ["face"], plan.image_size)
+    dm = run_datamodule(plan, k, ["face"], image_size=net.image_size, augment=False)
+    with fp.autocast():
+        logits, _, index, _ = net.collect(dm.loader("train", distributed=False))
+    probs = torch.full((len(dm.records), logits.shape[-1]), float("nan"))
+    probs[index] = logits.float().softmax(-1).mean((1, 2))
+    save_torch({"probs": probs, "class_names": list(net.class_names), "data_print": dm.fingerprint(),
+                "teachers": list(who)}, path)
+    log.info("soft targets of %s on %d training images: %s", list(who), len(index), path)
+    return path
