@@ -65,7 +65,7 @@ def summarise(rows: dict[str, list[dict]]) -> list[tuple[str, int, np.ndarray, n
     Example:
         >>> [(n, k, m.round(2).tolist(), s.round(2).tolist())
         ...  for n, k, m, s in summarise({"a": [dict.fromkeys(METRICS, 0.5), dict.fromkeys(METRICS, 0.7)]})]
-        [('a', 2, [0.6, 0.6, 0.6, 0.6, 0.6], [0.14, 0.14, 0.14, 0.14, 0.14])]
+        [('a', 2, [0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6], [0.14, 0.14, 0.14, 0.14, 0.14, 0.14, 0.14])]
     """
     out = []
     for name, per_run in rows.items():

@@ -178,14 +178,15 @@ def test_cv_writes_table_ii_and_resumes(tmp_path, monkeypatch):
     assert logged["summary"]["Stacking/acc_mean"] == pytest.approx(result["rows"]["Stacking"][0]["acc"] / 2
                                                                    + result["rows"]["Stacking"][1]["acc"] / 2)
     table = (out / "table2.md").read_text()
-    for row in ("sppnet", "resnet50", "HardVote", "SoftVote", "Stacking"):
-        assert f"| {row}" in table
+    # Views with the face and a part: every strategy on both, on the face alone, on the part alone.
+    for row in ("sppnet", "resnet50", "HardVote", "SoftVote", "Stacking", "HardVote [faces]", "Stacking [regions]"):
+        assert f"| {row} |" in table
     rows = list(csv.DictReader(open(out / "table2.csv")))
-    assert len(rows) == 5 and all(r["runs"] == "2" for r in rows)
+    assert len(rows) == 2 + 3 * 3 and all(r["runs"] == "2" for r in rows)
     for r in rows:  # the CSV's mean is the mean of the per-run figures cv returned
         assert float(r["acc mean"]) == pytest.approx(100 * sum(f["acc"] for f in result["rows"][r["model"]]) / 2, abs=1e-3)
     pngs = sorted(out.glob("confusion_*.png"))
-    assert len(pngs) == 5 and all(p.stat().st_size > 10_000 for p in pngs)
+    assert len(pngs) == 11 and all(p.stat().st_size > 10_000 for p in pngs)
     assert len(result["rows"]["Stacking"]) == 2
     # Resume: nothing is trained or collected again.
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("done.json")} | {p: p.stat().st_mtime_ns for p in out.rglob("predictions.pt")}
