@@ -52,7 +52,9 @@ def write_soft_targets(plan: Plan, k: int, seed: int | None) -> Path:
         return path
     who = teachers(plan, k, seed)
     net, fp = member_net(plan, list(who.values()), ["face"], plan.image_size)
-    dm = run_datamodule(plan, k, ["face"], image_size=net.image_size, augment=False)
+    # The students' data (a teacher's config may train on fewer images: every student image needs a target).
+    student = next(s.config for s in plan.members if s.student)
+    dm = run_datamodule(plan, k, ["face"], student, image_size=net.image_size, augment=False)
     with fp.autocast():
         logits, _, index, _ = net.collect(dm.loader("train", distributed=False))
     probs = torch.full((len(dm.records), logits.shape[-1]), float("nan"))

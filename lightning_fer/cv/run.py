@@ -33,7 +33,8 @@ class Collected:
     region: str
     checkpoint: str
     views: tuple[str, ...]
-    kind: str  # "face", "expert", "student" or "snapshot"
+    kind: str  # "face", "expert", "student" or "snapshot:<member>"
+    config: str = ""  # the config it was trained from
 
 
 def collected_members(plan: Plan, k: int, seed: int | None) -> list[Collected]:
@@ -43,22 +44,23 @@ def collected_members(plan: Plan, k: int, seed: int | None) -> list[Collected]:
     for spec in plan.members:
         done = json.loads((plan.member_dir(k, seed, spec.name) / "done.json").read_text())
         if spec.expert:
-            out.append(Collected(spec.name, spec.region, done["checkpoint"], (spec.region,), "expert"))
+            out.append(Collected(spec.name, spec.region, done["checkpoint"], (spec.region,), "expert", spec.config))
         elif spec.student:
-            out.append(Collected(spec.name, "face", done["checkpoint"], face_views, "student"))
+            out.append(Collected(spec.name, "face", done["checkpoint"], face_views, "student", spec.config))
         else:
-            out.append(Collected(spec.name, "face", done["checkpoint"], tuple(plan.all_views), "face"))
+            out.append(Collected(spec.name, "face", done["checkpoint"], tuple(plan.all_views), "face", spec.config))
         for snap in done.get("snapshots") or []:  # on the face (an expert's: on its region)
             epoch = int(Path(snap).stem.split("=")[-1])
             out.append(Collected(f"{spec.name}#e{epoch}", spec.region, snap, (spec.region,) if spec.expert else face_views,
-                                 f"snapshot:{spec.name}"))
+                                 f"snapshot:{spec.name}", spec.config))
     return out
 
 
-def run_datamodule(plan: Plan, k: int, views: list[str], **data):
-    """The data of fold ``k`` as the run's members saw it, yielding ``views`` (``data`` overrides)."""
+def run_datamodule(plan: Plan, k: int, views: list[str], config: str | None = None, **data):
+    """The data of fold ``k`` as ``config``'s member saw it (default the first member's; its
+    model must take the views' size), yielding ``views`` (``data`` overrides)."""
     init = {"views": views, "batch_size": plan.batch_size, **data}
-    cfg = plan.members[0].config
+    cfg = config or plan.members[0].config
     dm = build(cfg, list(plan.overrides), plan.folds_override(k), {"data": {"init_args": init}}).datamodule
     dm.prepare_data()
     dm.setup("fit")
@@ -98,7 +100,9 @@ def collect(plan: Plan, k: int, seed: int | None) -> dict:
 
 def _collect_members(plan: Plan, k: int, run_dir: Path, todo: list[Collected], data_views: list[str]) -> None:
     net, fp = member_net(plan, [m.checkpoint for m in todo], data_views, plan.image_size)
-    dm = run_datamodule(plan, k, data_views, image_size=net.image_size)
+    # The data as the largest member saw it: a config whose model takes the collection's size.
+    biggest = max(range(len(todo)), key=lambda i: net.members[i].image_size)
+    dm = run_datamodule(plan, k, data_views, todo[biggest].config or None, image_size=net.image_size)
     per_split = {}
     for split in ("val", "test"):
         with fp.autocast():
