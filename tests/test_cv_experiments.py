@@ -166,3 +166,21 @@ def test_killed_cv_resumes_the_half_trained_member_from_its_last_checkpoint(tmp_
     logs = sorted((member / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
     epochs = {int(float(r["epoch"])) for r in csv.DictReader(open(logs[-1])) if r.get("epoch")}
     assert min(epochs) >= epoch + 1 and max(epochs) == stop - 1
+
+
+def test_snapshots_are_collected_at_their_own_size_beside_a_larger_first_member(tmp_path, monkeypatch):
+    """Inception V3 (80 px; 75 at least) listed first and SPP-net's snapshots at 64 px: the
+    snapshots' data module comes from a config that takes 64 px (Inception V3's refuses it)."""
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    cyclic = yaml.safe_load(open(SPP))
+    cyclic["model"]["init_args"].update(scheduler="cosine_restarts", cycles=2)
+    (tmp_path / "sppnet.yaml").write_text(yaml.safe_dump(cyclic))
+    result = main(["cv", "--members", json.dumps([str(REPO / "configs" / "demo" / "inception_v3.yaml"),
+                                                  str(tmp_path / "sppnet.yaml")]),
+                   "--output_dir", "cv", "--folds", "[0]", "--num_folds", "3", "--views", '["face"]',
+                   "--strategies", '[{"class_path": "lightning_fer.ensemble.SoftVote"}]',
+                   "--overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8), "--trainer.max_epochs=2",
+                                              "--trainer.limit_train_batches=1"])])
+    assert "SoftVote [snapshots sppnet]" in result["rows"] and "sppnet#e1" in result["rows"]
