@@ -205,12 +205,34 @@ def voters(d: dict, split: str, group: Group) -> tuple[torch.Tensor, torch.Tenso
     return missing_views(logits, group.mask[:, cols], d[f"{split}_view_mask"][:, cols], face, face_members)
 
 
+def check_members(plan: Plan, k: int, seed: int | None, d: dict, members: list[int], cache: dict) -> None:
+    """:func:`check_held_out` for the given members of a run: each against the data of fold
+    ``k`` as its own config yields it. Configs that train on a stratified part of the training
+    folds (``train_fraction``) have other training images than the data the predictions were
+    collected with, but the same held-out fold (same source, folds, seed and fold are checked)."""
+    configs = {m.name: m.config for m in collected_members(plan, k, seed)}
+    prints, data_prints = [], []
+    for i in members:
+        mp = json.loads(d["member_prints"][i]) if d["member_prints"][i] != "null" else None
+        data = json.loads(d["data_print"])
+        cfg = configs.get(d["names"][i])
+        if mp and cfg and mp.get("train_hash") != data.get("train_hash"):
+            if (k, cfg) not in cache:
+                cache[k, cfg] = run_datamodule(plan, k, ["face"], cfg).fingerprint()
+            data = cache[k, cfg]
+        prints.append(mp)
+        data_prints.append(data)
+    for i, mp, data in zip(members, prints, data_prints):
+        check_held_out([mp], data, [f"{plan.run_name(k, seed)}/{d['names'][i]}"])
+
+
 def fit_strategies(plan: Plan, collected: dict[str, dict], strategies: list[EnsembleStrategy],
                    num_classes: int) -> dict[tuple[int | None, str], list[EnsembleStrategy]]:
     """Per seed and group, the strategies fitted on that seed's pooled out-of-fold predictions
     (each fold's members checked against the fold they were held out from)."""
     seeds = list(dict.fromkeys(sd for _, sd in plan.runs))
     fitted: dict[tuple[int | None, str], list[EnsembleStrategy]] = {}
+    own_prints: dict = {}
     for sd in seeds:
         own = [plan.run_name(k, s) for k, s in plan.runs if s == sd]
         for g_i, group in enumerate(groups(plan, collected[own[0]])):
@@ -221,11 +243,8 @@ def fit_strategies(plan: Plan, collected: dict[str, dict], strategies: list[Ense
                 s.setup(len(group.members), cols, num_classes)
                 if not s.requires_fit:
                     continue
-                for run in own:
-                    d = collected[run]
-                    prints = [json.loads(d["member_prints"][i]) if d["member_prints"][i] != "null" else None
-                              for i in group.members]
-                    check_held_out(prints, json.loads(d["data_print"]), [f"{run}/{d['names'][i]}" for i in group.members])
+                for (k, _), run in zip([r for r in plan.runs if r[1] == sd], own):
+                    check_members(plan, k, sd, collected[run], group.members, own_prints)
                 pairs = [voters(collected[run], "val", group) for run in own]
                 labels = torch.cat([collected[run]["val_labels"] for run in own])
                 s.fit(torch.cat([z for z, _ in pairs]), labels, torch.cat([m for _, m in pairs]))
