@@ -172,11 +172,13 @@ def reading(rows: dict[str, list[dict]], distill: dict[str, list[dict]] | None, 
     snaps = [n for n in rows if n.startswith("SoftVote [snapshots ")]
     for n in snaps:
         owner = n[len("SoftVote [snapshots "):-1]
-        singles = [m for m in rows if m.startswith(f"{owner}#e")] + [owner]
+        ends = [m for m in rows if m.startswith(f"{owner}#e") and " + " not in m]
+        singles = [m for m in rows if m == owner or m.startswith((f"{owner}#e", f"{owner} + "))]
         best_single = [max(vals) for vals in zip(*[per_seed(rows, m) for m in singles])]
         g = [e - b for e, b in zip(per_seed(rows, n), best_single)]
-        out.append(f"- Snapshot ensemble of {owner} ({len(singles) - 1} cycle ends, soft vote): "
-                   f"{fmt(per_seed(rows, n))} % against its best single checkpoint's {fmt(best_single)} %: "
+        out.append(f"- Snapshot ensemble of {owner} ({len(ends)} cycle ends, soft vote on the face and its mirror): "
+                   f"{fmt(per_seed(rows, n))} % against its best single checkpoint's {fmt(best_single)} % (the best of "
+                   f"the best-by-validation checkpoint and the cycle ends, with or without the mirror): "
                    f"{', '.join(f'{x:+.1f}' for x in g)} points.")
         if "@" not in owner:
             goals.append((f"Snapshot ensemble >= +1 point over the best single checkpoint of its run ({owner})",
@@ -347,6 +349,7 @@ def write(args, results: Path, face: dict, distill: dict | None, seconds: dict, 
     trained = [n for n in rows if "[" not in n and "+" not in n and "#" not in n] + students
     train_minutes = {n: [json.loads(p.read_text())["seconds"] / 60 for s in seeds
                          if (p := args.out / "cv" / f"fold0-seed{s}" / n / "done.json").is_file()] for n in trained}
+    train_minutes = {n: v for n, v in train_minutes.items() if v}  # strategies train nothing
     cost = inference_cost(args.out / "cv" / f"fold0-seed{seeds[0]}", [*members, "resnet18@mouth"])
     data = _data_summary(overrides)
     pics_dir = results.parent / f"{results.stem}_figures"  # not ".../fer2013/*.png": that reads as data images
