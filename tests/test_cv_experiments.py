@@ -184,3 +184,16 @@ def test_snapshots_are_collected_at_their_own_size_beside_a_larger_first_member(
                    "--overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8), "--trainer.max_epochs=2",
                                               "--trainer.limit_train_batches=1"])])
     assert "SoftVote [snapshots sppnet]" in result["rows"] and "sppnet#e1" in result["rows"]
+
+
+def test_bad_expert_options_are_named_before_anything_trains(tmp_path, monkeypatch):
+    from lightning_fer.cv import run_cv
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"expert regions must be among .*'chin'"):
+        run_cv([SPP], output_dir="cv", expert_regions=["chin"])
+    with pytest.raises(ValueError, match=r"expert regions \['mouth'\] are not among views \['face'\]: add them"):
+        run_cv([SPP], output_dir="cv", views=["face"], expert_regions=["mouth"])
+    with pytest.raises(ValueError, match="distinct file names"):
+        run_cv([SPP, SPP], output_dir="cv")
+    assert not list((tmp_path / "cv").rglob("*.ckpt"))  # nothing was trained

@@ -239,15 +239,17 @@ def fit_strategies(plan: Plan, collected: dict[str, dict], strategies: list[Ense
             fresh = len(seeds) == 1 and g_i == 0
             fitted[sd, group.label] = ss = strategies if fresh else [copy.deepcopy(s) for s in strategies]
             for s in ss:
-                cols = int(group.mask.any(0).sum())
-                s.setup(len(group.members), cols, num_classes)
-                if not s.requires_fit:
-                    continue
-                for (k, _), run in zip([r for r in plan.runs if r[1] == sd], own):
-                    check_members(plan, k, sd, collected[run], group.members, own_prints)
-                pairs = [voters(collected[run], "val", group) for run in own]
-                labels = torch.cat([collected[run]["val_labels"] for run in own])
-                s.fit(torch.cat([z for z, _ in pairs]), labels, torch.cat([m for _, m in pairs]))
+                s.setup(len(group.members), int(group.mask.any(0).sum()), num_classes)
+            if not any(s.requires_fit for s in ss):
+                continue
+            for (k, _), run in zip([r for r in plan.runs if r[1] == sd], own):  # once per group, not per strategy
+                check_members(plan, k, sd, collected[run], group.members, own_prints)
+            pairs = [voters(collected[run], "val", group) for run in own]
+            z, mask = torch.cat([z for z, _ in pairs]), torch.cat([m for _, m in pairs])
+            labels = torch.cat([collected[run]["val_labels"] for run in own])
+            for s in ss:
+                if s.requires_fit:
+                    s.fit(z, labels, mask)
     return fitted
 
 
