@@ -51,7 +51,7 @@ def landmark_rows(root: Path, n: int, work: Path) -> list[list]:
     source = ManifestSource(subset_manifest(root, n, work, "landmarks.csv"))
     rows = []
     times = {}
-    for label, batch in (("batched MTCNN (32 per call)", 32), ("one image per MTCNN call", 1)):
+    for _label, batch in (("batched MTCNN (32 per call)", 32), ("one image per MTCNN call", 1)):
         dm = FERDataModule(source, landmarks="mtcnn", detect_batch_size=batch, num_workers=2,
                            cache_dir=str(work / f"lm{batch}"), fold=None)
         with Timer() as t:

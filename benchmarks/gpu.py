@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append([f"ResNet50 training, FER2013 through FERDataModule ({args.workers} workers)", real,
                      f"{real / syn:.2f}"])
         real8 = train_real(args, cache, wire="uint8")
-        rows.append([f"  the same with uint8 views on the wire, normalised on the device", real8, f"{real8 / syn:.2f}"])
+        rows.append(["  the same with uint8 views on the wire, normalised on the device", real8, f"{real8 / syn:.2f}"])
         ens_syn, ens_real = ensemble_inference(args, cache)
         rows.append(["Ensemble inference, 3 members x 5 regions, synthetic views (faces/s)", ens_syn, "1.00"])
         rows.append(["Ensemble inference, FER2013 PublicTest through the loader (faces/s)", ens_real,

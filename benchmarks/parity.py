@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from benchmarks.common import machine, table
+from benchmarks.common import machine, table  # noqa: E402
 
 
 def probabilities(model, loader, fast: bool) -> tuple[torch.Tensor, torch.Tensor, float]:

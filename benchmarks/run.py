@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from benchmarks import backbones, data_loading, ensemble, fastpath, options, training
+from benchmarks import backbones, data_loading, ensemble, fastpath, options, training  # noqa: E402
 
 DEFAULT_FER2013 = HERE.parents[1] / "shared" / "data" / "fer2013"
 NAMES = ["backbones", "training", "ensemble", "options", "fastpath", "data"]

@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from benchmarks.common import machine, table
+from benchmarks.common import machine, table  # noqa: E402
 
 
 def write_video(path: Path, faces: int, frames: int, fps: int = 30) -> Path:

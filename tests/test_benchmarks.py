@@ -3,6 +3,7 @@ reading follows its figures."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -127,7 +128,8 @@ def test_fer2013_results_file_from_per_seed_rows(tmp_path):
             "index": "2 images"}
     path = tmp_path / "fer2013.md"
     path.write_text("old\n## Notes by hand\nkeep me\n")
-    write_results(path, argparse.Namespace(profile="cpu"), data, rows, distill, {"cv seeds [0, 1]": 600.0}, members,
+    wall = {"cv seed 0": 3000.0, "distillation seed 0": 600.0, "cv seed 1": 3000.0, "distillation seed 1": 660.0}
+    write_results(path, argparse.Namespace(profile="cpu"), data, rows, distill, wall, members,
                   [], {"resnet18": [12.0, 13.0]}, {"resnet18": 1.0, "resnet50": 3.0, "sppnet": 0.5, "inception_v3": 4.0})
     text = path.read_text()
     for heading in ("## Table II: Whole faces", "## Table II: the paper's region vote with whole-face members",
@@ -137,4 +139,21 @@ def test_fer2013_results_file_from_per_seed_rows(tmp_path):
     assert "| resnet18 + flip | 44.5 ± 0.7 |" in text and "| 44.0, 45.0 |" in text
     assert "| the four whole-face members (an ensemble on the face) | 8.50 | 8.5 |" in text
     assert "| Best member >= 62% in <= 30 min | resnet18: 43.0, 44.0 %, 12.0, 13.0 min | not met |" in text
+    assert "cv seed 0 50.0 min; distillation seed 0 10.0 min; cv seed 1 50.0 min; distillation seed 1 11.0 min; " \
+        "in all 121.0 min." in text
+    assert "| Whole experiment (every seed's cv and student) <= 120 min, resumable | 121 min for 2 seed(s) | not met |" \
+        in text
     assert text.rstrip().endswith("keep me")
+
+
+def test_fer2013_wall_time_adds_up_over_resumed_calls(tmp_path):
+    """Each call adds its seconds to its step in wall.json, so a resumed experiment reports its whole cost."""
+    from benchmarks.fer2013 import add_wall
+
+    path = tmp_path / "wall.json"
+    add_wall(path, "cv seed 0", 60.0)  # a call that was killed after this step
+    add_wall(path, "cv seed 0", 30.0)  # the call that resumed it
+    wall = add_wall(path, "distillation seed 0", 15.0)
+    assert wall == {"cv seed 0": 90.0, "distillation seed 0": 15.0}
+    assert json.loads(path.read_text()) == wall
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wall.json"]  # no temporary file left

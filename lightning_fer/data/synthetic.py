@@ -160,7 +160,7 @@ def draw_face(
 
     img = _background(rng, size)
     P = tf(pts)
-    O = tf(outline)
+    Q = tf(outline)  # the face outline
     # Lighting: a gradient across the face and an overall brightness.
     gain = rng.uniform(0.7, 1.2)
     skin = np.clip(subject["skin"] * gain, 0, 255)
@@ -180,7 +180,7 @@ def draw_face(
                            [(subject["a"] * 1.2 * math.cos(t), -4 - (subject["top"] + 6) * math.sin(t))
                             for t in np.linspace(math.pi, 0, 20)]))
         poly(back, hair, fill=True)
-    poly(O, skin.tolist(), fill=True)
+    poly(Q, skin.tolist(), fill=True)
     cap = tf(np.array([(subject["a"] * 1.05 * math.cos(t), -4 - (subject["top"] + 4) * math.sin(t))
                        for t in np.linspace(0.05, math.pi - 0.05, 20)] +
                       [(subject["a"] * 0.9 * math.cos(t), -4 - subject["top"] * 0.75 * math.sin(t))
@@ -225,6 +225,6 @@ def draw_face(
     img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.3, 0.9))
     img = img + rng.normal(0, rng.uniform(2, 7), img.shape)
     img = np.clip(img, 0, 255).astype(np.uint8)
-    x0, y0 = O.min(0)
-    x1, y1 = O.max(0)
+    x0, y0 = Q.min(0)
+    x1, y1 = Q.max(0)
     return img, P.astype(np.float32), (float(x0), float(y0), float(x1 - x0), float(y1 - y0))
