@@ -7,10 +7,10 @@
 Runs the public ``cv`` with ``configs/fer2013/cv.yaml`` (four whole-face members, ResNet18
 region experts, flip test-time augmentation, ResNet18's snapshots; every strategy over each
 group) and ``configs/fer2013/cv_distill.yaml`` (a ResNet18 student of the soft vote of ResNet18's
-snapshots), seed by seed, and writes ``benchmarks/results/fer2013.md`` after each step: the data
-as used, the tables, the cheap ensembles, each member's inference cost, the reading computed
-from the per-seed figures (and the issue's goals, met or not), wall times, the command, and
-confusion matrices beside it.
+snapshots), seed by seed (every seed's Table II, then every seed's student), and writes
+``benchmarks/results/fer2013.md`` after each step: the data as used, the tables, the cheap
+ensembles, each member's inference cost, the reading computed from the per-seed figures (and the
+issue's goals, met or not), wall times, the command, and confusion matrices beside it.
 
 Interrupted, it resumes where it stopped (finished members, a half-trained member's last epoch,
 collected predictions). Text under ``## Notes by hand`` in the results file is kept.
@@ -326,10 +326,7 @@ def main(argv: list[str] | None = None) -> Path:
     overrides = [*root, "--trainer.enable_progress_bar=false", *PROFILES[args.profile], *args.extra]
     os.chdir(REPO)  # the cv configs name member configs relative to the repository
     face = distill = None
-    steps = []  # seed by seed: the Table II runs, then the student learning from them
-    for i in range(len(args.seeds)):
-        steps += [("cv", args.seeds[: i + 1])] + ([] if args.no_distill else [("distillation", args.seeds[: i + 1])])
-    for what, seeds in steps:
+    for what, seeds in steps(args.seeds, distill=not args.no_distill):
         t0 = time.perf_counter()
         if what == "cv":
             face = run_config("configs/fer2013/cv.yaml", output_dir=str(args.out / "cv"), seeds=seeds, overrides=overrides)
@@ -340,6 +337,18 @@ def main(argv: list[str] | None = None) -> Path:
         write(args, results, face, distill, seconds, overrides, seeds)
     print(f"\nwrote {results}")
     return results
+
+
+def steps(seeds: list[int], distill: bool = True) -> list[tuple[str, list[int]]]:
+    """The calls, seed by seed: every seed's Table II first (the question the experiment asks), then
+    the students; each call covers the seeds so far, so the results file grows one seed at a time.
+
+    Example:
+        >>> steps([0, 1])
+        [('cv', [0]), ('cv', [0, 1]), ('distillation', [0]), ('distillation', [0, 1])]
+    """
+    prefixes = [seeds[: i + 1] for i in range(len(seeds))]
+    return [("cv", s) for s in prefixes] + ([("distillation", s) for s in prefixes] if distill else [])
 
 
 def add_wall(path: Path, step: str, seconds: float) -> dict[str, float]:

@@ -157,3 +157,11 @@ def test_fer2013_wall_time_adds_up_over_resumed_calls(tmp_path):
     assert wall == {"cv seed 0": 90.0, "distillation seed 0": 15.0}
     assert json.loads(path.read_text()) == wall
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wall.json"]  # no temporary file left
+
+
+def test_fer2013_runs_every_table_before_the_students():
+    """Both seeds' Table II land in the results file before any student trains."""
+    from benchmarks.fer2013 import steps
+
+    assert steps([0, 1]) == [("cv", [0]), ("cv", [0, 1]), ("distillation", [0]), ("distillation", [0, 1])]
+    assert steps([3], distill=False) == [("cv", [3])]
