@@ -170,7 +170,8 @@ def test_killed_cv_resumes_the_half_trained_member_from_its_last_checkpoint(tmp_
 
 def test_snapshots_are_collected_at_their_own_size_beside_a_larger_first_member(tmp_path, monkeypatch):
     """Inception V3 (80 px; 75 at least) listed first and SPP-net's snapshots at 64 px: the
-    snapshots' data module comes from a config that takes 64 px (Inception V3's refuses it)."""
+    snapshots' data module comes from a config that takes 64 px (Inception V3's refuses it). With a
+    part among the views, the members and the snapshots (face only) are collected apart."""
     import yaml
 
     monkeypatch.chdir(tmp_path)
@@ -179,11 +180,19 @@ def test_snapshots_are_collected_at_their_own_size_beside_a_larger_first_member(
     (tmp_path / "sppnet.yaml").write_text(yaml.safe_dump(cyclic))
     result = main(["cv", "--members", json.dumps([str(REPO / "configs" / "demo" / "inception_v3.yaml"),
                                                   str(tmp_path / "sppnet.yaml")]),
-                   "--output_dir", "cv", "--folds", "[0]", "--num_folds", "3", "--views", '["face"]',
+                   "--output_dir", "cv", "--folds", "[0]", "--num_folds", "3", "--views", '["face", "mouth"]',
                    "--strategies", '[{"class_path": "lightning_fer.ensemble.SoftVote"}]',
                    "--overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8), "--trainer.max_epochs=2",
                                               "--trainer.limit_train_batches=1"])])
     assert "SoftVote [snapshots sppnet]" in result["rows"] and "sppnet#e1" in result["rows"]
+    # Each network sees the faces drawn at its own size: SPP-net's best checkpoint (collected beside
+    # Inception V3) and its snapshot of the same epoch are the same weights, so the same logits.
+    run = tmp_path / "cv" / "fold0"
+    done = json.loads((run / "sppnet" / "done.json").read_text())
+    epoch = torch.load(done["checkpoint"], map_location="cpu", weights_only=False)["epoch"]
+    best, snap = (torch.load(run / "logits" / f"{n}.pt", weights_only=True) for n in ("sppnet", f"sppnet#e{epoch}"))
+    face = best["views"].index("face")
+    torch.testing.assert_close(best["test_logits"][:, face], snap["test_logits"][:, 0])
 
 
 def test_bad_expert_options_are_named_before_anything_trains(tmp_path, monkeypatch):

@@ -10,12 +10,23 @@ from pathlib import Path
 import torch
 
 from lightning_fer.cv.plan import Plan
-from lightning_fer.cv.run import member_net, run_datamodule
+from lightning_fer.cv.run import run_datamodule
+from lightning_fer.ensemble.members import load_member
+from lightning_fer.ensemble.net import EnsembleNet
+from lightning_fer.fastpath import choose
 from lightning_fer.files import save_torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["teachers", "write_soft_targets"]
+__all__ = ["member_net", "teachers", "write_soft_targets"]
+
+
+def member_net(plan: Plan, ckpts: list[str], views: list[str], image_size: int | None = None) -> tuple[EnsembleNet, object]:
+    """Checkpoints as one :class:`EnsembleNet` on ``views`` (with the run's flip) on the run's
+    device, and the fast path to run it under."""
+    fp = choose(plan.fast_path, plan.device.type)
+    members = [load_member(c, i).set_channels_last(fp.channels_last) for i, c in enumerate(ckpts)]
+    return EnsembleNet(members, views=views, image_size=image_size, flip=plan.flip).to(plan.device), fp
 
 
 def teachers(plan: Plan, k: int, seed: int | None) -> dict[str, str]:

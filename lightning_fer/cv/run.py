@@ -67,14 +67,6 @@ def run_datamodule(plan: Plan, k: int, views: list[str], config: str | None = No
     return dm
 
 
-def member_net(plan: Plan, ckpts: list[str], views: list[str], image_size: int | None = None) -> tuple[EnsembleNet, object]:
-    """Checkpoints as one :class:`EnsembleNet` on ``views`` (with the run's flip) on the run's
-    device, and the fast path to run it under."""
-    fp = choose(plan.fast_path, plan.device.type)
-    members = [load_member(c, i).set_channels_last(fp.channels_last) for i, c in enumerate(ckpts)]
-    return EnsembleNet(members, views=views, image_size=image_size, flip=plan.flip).to(plan.device), fp
-
-
 def collect(plan: Plan, k: int, seed: int | None) -> dict:
     """Every member's logits on its views of fold ``k`` (out of fold) and of the test split:
     ``{split}_logits`` ``[N, M, V, C]`` over :attr:`Plan.all_views` (zeros where a member is not
@@ -99,23 +91,28 @@ def collect(plan: Plan, k: int, seed: int | None) -> dict:
 
 
 def _collect_members(plan: Plan, k: int, run_dir: Path, todo: list[Collected], data_views: list[str]) -> None:
-    net, fp = member_net(plan, [m.checkpoint for m in todo], data_views, plan.image_size)
-    # The data as the largest member saw it: a config whose model takes the collection's size.
-    biggest = max(range(len(todo)), key=lambda i: net.members[i].image_size)
-    dm = run_datamodule(plan, k, data_views, todo[biggest].config or None, image_size=net.image_size)
-    per_split = {}
-    for split in ("val", "test"):
+    """Each member sees its views drawn at the size it was trained on (one data module per size:
+    a 48 px member is not shown faces drawn at 75 px and shrunk), unless the run names one size."""
+    fp = choose(plan.fast_path, plan.device.type)
+    loaded = [load_member(m.checkpoint, i).set_channels_last(fp.channels_last) for i, m in enumerate(todo)]
+    by_size: dict[int, list[int]] = {}
+    for i, member in enumerate(loaded):
+        by_size.setdefault(plan.image_size or member.image_size, []).append(i)
+    for size, idx in by_size.items():  # the data from the largest member's config, which takes this size
+        net = EnsembleNet([loaded[i] for i in idx], views=data_views, image_size=size, flip=plan.flip).to(plan.device)
+        dm = run_datamodule(plan, k, data_views, todo[max(idx, key=lambda i: loaded[i].image_size)].config or None,
+                            image_size=size)
         with fp.autocast():
-            per_split[split] = net.collect(dm.loader(split, distributed=False))
-    views = net.voter_views
-    for i, m in enumerate(todo):
-        cols = [views.index(v) for v in m.views]
-        d = {f"{s}_{key}": val for s, (lg, lab, idx, loc) in per_split.items()
-             for key, val in (("logits", lg[:, i][:, cols]), ("labels", lab), ("index", idx), ("view_mask", loc[:, cols]))}
-        d.update(views=list(m.views), class_names=list(net.class_names), data_print=json.dumps(dm.fingerprint(), sort_keys=True),
-                 member_print=json.dumps(net.members[i].data_fingerprint, sort_keys=True))
-        save_torch(d, run_dir / "logits" / f"{m.name}.pt")
-    log.info("collected %s on %s", [m.name for m in todo], views)
+            per_split = {split: net.collect(dm.loader(split, distributed=False)) for split in ("val", "test")}
+        views = net.voter_views
+        for j, m in enumerate(todo[i] for i in idx):
+            cols = [views.index(v) for v in m.views]
+            d = {f"{s}_{key}": val for s, (lg, lab, ix, loc) in per_split.items()
+                 for key, val in (("logits", lg[:, j][:, cols]), ("labels", lab), ("index", ix), ("view_mask", loc[:, cols]))}
+            d.update(views=list(m.views), class_names=list(net.class_names), data_print=json.dumps(dm.fingerprint(), sort_keys=True),
+                     member_print=json.dumps(net.members[j].data_fingerprint, sort_keys=True))
+            save_torch(d, run_dir / "logits" / f"{m.name}.pt")
+        log.info("collected %s at %d px on %s", [todo[i].name for i in idx], size, views)
 
 
 def _assemble(plan: Plan, run_dir: Path, members: list[Collected], pred_file: Path) -> dict:
@@ -294,5 +291,5 @@ def evaluate(plan: Plan, collected: dict[str, dict], fitted: dict, row_names: li
     return rows, confusion
 
 
-__all__ = ["Collected", "Group", "MemberSpec", "Plan", "collect", "evaluate", "fit_strategies", "groups", "member_net",
+__all__ = ["Collected", "Group", "MemberSpec", "Plan", "collect", "evaluate", "fit_strategies", "groups",
            "run_datamodule", "unique_names", "voters"]
