@@ -309,6 +309,8 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="run seed by seed, writing results after each")
     ap.add_argument("--no-distill", action="store_true", help="skip the distilled student")
+    ap.add_argument("--distill-seeds", type=int, nargs="+", default=None,
+                    help="seeds that get a student (default all of --seeds)")
     ap.add_argument("--out", type=Path, default=None, help="run folder (default runs/fer2013-<profile>)")
     ap.add_argument("--results", type=Path, default=None,
                     help="results file (default benchmarks/results/fer2013.md, fer2013_<profile>.md for others)")
@@ -326,29 +328,33 @@ def main(argv: list[str] | None = None) -> Path:
     overrides = [*root, "--trainer.enable_progress_bar=false", *PROFILES[args.profile], *args.extra]
     os.chdir(REPO)  # the cv configs name member configs relative to the repository
     face = distill = None
-    for what, seeds in steps(args.seeds, distill=not args.no_distill):
+    students = [] if args.no_distill else (args.seeds if args.distill_seeds is None else args.distill_seeds)
+    for what, seeds in steps(args.seeds, students):
         t0 = time.perf_counter()
         if what == "cv":
             face = run_config("configs/fer2013/cv.yaml", output_dir=str(args.out / "cv"), seeds=seeds, overrides=overrides)
+            cv_seeds = seeds  # the seeds of the tables (a student step may cover fewer)
         else:
             distill = run_config("configs/fer2013/cv_distill.yaml", output_dir=str(args.out / "cv_distill"),
                                  members_dir=str(args.out / "cv"), seeds=seeds, overrides=overrides)
         seconds = add_wall(args.out / "wall.json", f"{what} seed {seeds[-1]}", time.perf_counter() - t0)
-        write(args, results, face, distill, seconds, overrides, seeds)
+        write(args, results, face, distill, seconds, overrides, cv_seeds)
     print(f"\nwrote {results}")
     return results
 
 
-def steps(seeds: list[int], distill: bool = True) -> list[tuple[str, list[int]]]:
+def steps(seeds: list[int], students: list[int] | None = None) -> list[tuple[str, list[int]]]:
     """The calls, seed by seed: every seed's Table II first (the question the experiment asks), then
-    the students; each call covers the seeds so far, so the results file grows one seed at a time.
+    the students of ``students`` (default every seed); each call covers the seeds so far, so the
+    results file grows one seed at a time.
 
     Example:
         >>> steps([0, 1])
         [('cv', [0]), ('cv', [0, 1]), ('distillation', [0]), ('distillation', [0, 1])]
     """
-    prefixes = [seeds[: i + 1] for i in range(len(seeds))]
-    return [("cv", s) for s in prefixes] + ([("distillation", s) for s in prefixes] if distill else [])
+    students = seeds if students is None else students
+    return [("cv", seeds[: i + 1]) for i in range(len(seeds))] + [
+        ("distillation", students[: i + 1]) for i in range(len(students))]
 
 
 def add_wall(path: Path, step: str, seconds: float) -> dict[str, float]:

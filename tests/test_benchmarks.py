@@ -164,4 +164,5 @@ def test_fer2013_runs_every_table_before_the_students():
     from benchmarks.fer2013 import steps
 
     assert steps([0, 1]) == [("cv", [0]), ("cv", [0, 1]), ("distillation", [0]), ("distillation", [0, 1])]
-    assert steps([3], distill=False) == [("cv", [3])]
+    assert steps([3], []) == [("cv", [3])]
+    assert steps([0, 1], [1]) == [("cv", [0]), ("cv", [0, 1]), ("distillation", [1])]
