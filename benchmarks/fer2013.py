@@ -1,6 +1,6 @@
 """FER2013 Table II: single networks against their ensembles, on real faces, in one command.
 
-    python benchmarks/fer2013.py                    # 2 CPU cores: about 2 hours, resumable
+    python benchmarks/fer2013.py                    # 2 CPU cores: 2-4.5 hours (bf16 units or not), resumable
     python benchmarks/fer2013.py --seeds 0          # one seed (the first half)
     python benchmarks/fer2013.py --profile h100     # one H100: the paper's three at 112 px
 
