@@ -258,7 +258,9 @@ def write_results(path: Path, args, data: dict, rows: dict, distill: dict | None
     lines = [
         "# FER2013: single networks against ensembles (Table II)", "",
         f"Machine: {machine()}", "",
-        f"Command: `{command_line(sys.argv[1:])}` (profile `{args.profile}`). "
+        f"Command: `{command_line([a for a in sys.argv[1:] if a != '--report-only'])}` (profile `{args.profile}`"
+        + ("; this file then rewritten from the finished run folder by the same call with `--report-only`, which adds "
+           "no wall time" if getattr(args, "report_only", False) else "") + "). "
         "Wall time per step, summed over every call that worked on it (`wall.json` in the run folder): "
         + "; ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items()) + f"; in all {total:.1f} min.", "",
         "Training time per member and seed (min, from each `done.json`; a resumed member's attempts added up): " + "; ".join(f"{m} {fmt(v)}" for m, v in train_minutes.items()) + ".", "",
@@ -337,6 +339,13 @@ def main(argv: list[str] | None = None) -> Path:
     args.out = (args.out or REPO / "runs" / f"fer2013-{args.profile}").resolve()
     suffix = "" if args.profile == "cpu" else f"_{args.profile}"
     results = (args.results or HERE / "results" / f"fer2013{suffix}.md").resolve()
+    students = [] if args.no_distill else (args.seeds if args.distill_seeds is None else args.distill_seeds)
+    todo = steps(args.seeds, students)
+    if args.report_only:
+        if missing := unfinished(args.out / "wall.json", todo):
+            raise SystemExit(f"--report-only: {args.out} has not finished {', '.join(missing)}; "
+                             "rerun without it to resume")
+        todo = [s for i, s in enumerate(todo) if i + 1 == len(todo) or todo[i + 1][0] != s[0]]  # the last of each kind
     from lightning_fer.cv import run_config
 
     # The configs' relative root names the same data, cache and fingerprints from any checkout.
@@ -344,12 +353,6 @@ def main(argv: list[str] | None = None) -> Path:
     overrides = [*root, "--trainer.enable_progress_bar=false", *PROFILES[args.profile], *args.extra]
     os.chdir(REPO)  # the cv configs name member configs relative to the repository
     face = distill = None
-    students = [] if args.no_distill else (args.seeds if args.distill_seeds is None else args.distill_seeds)
-    if args.report_only and (missing := unfinished(args.out / "wall.json", steps(args.seeds, students))):
-        raise SystemExit(f"--report-only: {args.out} has not finished {', '.join(missing)}; rerun without it to resume")
-    todo = steps(args.seeds, students)
-    if args.report_only:  # each kind's last call covers every seed
-        todo = [s for i, s in enumerate(todo) if i + 1 == len(todo) or todo[i + 1][0] != s[0]]
     for what, seeds in todo:
         t0 = time.perf_counter()
         if what == "cv":
@@ -359,7 +362,7 @@ def main(argv: list[str] | None = None) -> Path:
             distill = run_config("configs/fer2013/cv_distill.yaml", output_dir=str(args.out / "cv_distill"),
                                  members_dir=str(args.out / "cv"), seeds=seeds, overrides=overrides)
         spent = 0.0 if args.report_only else time.perf_counter() - t0
-        seconds = add_wall(args.out / "wall.json", f"{what} seed {seeds[-1]}", spent)
+        seconds = add_wall(args.out / "wall.json", step_name(what, seeds), spent)
         write(args, results, face, distill, seconds, overrides, cv_seeds)
     print(f"\nwrote {results}")
     return results
@@ -382,7 +385,12 @@ def steps(seeds: list[int], students: list[int] | None = None) -> list[tuple[str
 def unfinished(path: Path, todo: list[tuple[str, list[int]]]) -> list[str]:
     """The steps of ``todo`` with no wall time in ``path`` (``wall.json``: a step is recorded when it ends)."""
     wall = json.loads(path.read_text()) if path.is_file() else {}
-    return [f"{what} seed {seeds[-1]}" for what, seeds in todo if f"{what} seed {seeds[-1]}" not in wall]
+    return [step_name(*step) for step in todo if step_name(*step) not in wall]
+
+
+def step_name(what: str, seeds: list[int]) -> str:
+    """A step's key in ``wall.json``: ``cv seed 1`` is the call that ran seeds up to 1."""
+    return f"{what} seed {seeds[-1]}"
 
 
 def add_wall(path: Path, step: str, seconds: float) -> dict[str, float]:

@@ -138,6 +138,19 @@ def test_fer2013_report_only_needs_every_step_finished(tmp_path):
     assert add_wall(wall, "cv seed 0", 0.0)["cv seed 0"] == 60.0  # a report-only call adds nothing
 
 
+def test_fer2013_report_only_refuses_an_unfinished_run_and_names_it(tmp_path):
+    from benchmarks.fer2013 import add_wall, main
+
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    out = tmp_path / "run"
+    out.mkdir()
+    add_wall(out / "wall.json", "cv seed 0", 60.0)
+    results = tmp_path / "fer2013.md"
+    with pytest.raises(SystemExit, match=r"run has not finished cv seed 1, distillation seed 0, distillation seed 1"):
+        main(["--root", str(tmp_path / "data"), "--out", str(out), "--results", str(results), "--report-only"])
+    assert not results.exists() and json.loads((out / "wall.json").read_text()) == {"cv seed 0": 60.0}
+
+
 def test_fer2013_command_line_hides_this_machines_paths():
     from benchmarks.fer2013 import command_line
 
