@@ -121,3 +121,52 @@ def test_cross_dataset_script_names_a_missing_checkpoint(tmp_path):
     with pytest.raises(SystemExit, match=r"model 'm': checkpoint .*no\.ckpt does not exist; train it first"):
         cross(["--spec", str(spec), "--out", str(tmp_path / "out.md")])
     assert not (tmp_path / "out.md").exists()
+
+
+def test_labels_are_matched_by_name_when_the_data_lacks_the_models_first_class(synthetic_source, tmp_path,
+                                                                                monkeypatch):
+    """The data has as many classes as the model (7) but not the same ones: no neutral (the
+    model's first class), and contempt (which the model does not know). The logged accuracy must
+    equal a hand count that never touches the library's class indices: each image's prediction
+    named with the checkpoint's class list, compared with the label written in the manifest."""
+    monkeypatch.chdir(tmp_path)
+    synthetic_source.load()
+    src = next(synthetic_source.root.rglob("manifest.csv"))
+    rows = []
+    for r in csv.DictReader(open(src)):
+        label = "contempt" if r["label"] == "neutral" else r["label"]
+        rows.append({"path": str(src.parent / r["path"]), "label": label, "landmarks": r["landmarks"]})
+    manifest = tmp_path / "other.csv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.DictWriter(f, ["path", "label", "landmarks"])
+        w.writeheader()
+        w.writerows(rows)
+    ckpt = REPO / "tests" / "assets" / "checkpoints_v0" / "member.ckpt"
+    cli = main(["test", "--config", str(REPO / "configs" / "demo" / "resnet50.yaml"),
+                "--model.init_args.backbone=squeezenet1_1", "--data.init_args.image_size=64",
+                "--data.init_args.source=manifest", f"--data.init_args.root={manifest}",
+                "--data.init_args.eval_split=all", "--data.init_args.num_workers=2",  # workers copy the labels
+                "--data.init_args.cache_dir=cache", "--trainer.accelerator=cpu", "--trainer.logger=false",
+                "--trainer.enable_progress_bar=false", f"--ckpt_path={ckpt}"])
+    assert cli.datamodule.class_names == ["happy", "sad", "surprise", "fear", "disgust", "anger", "contempt"]
+    logged = float(cli.trainer.callback_metrics["test/acc"])
+
+    ref = FERClassifier.load_from_checkpoint(ckpt, weights_only=True).eval()
+    ev = FERDataModule(ManifestSource(manifest), image_size=64, num_workers=0, eval_split="all",
+                       cache_dir=str(tmp_path / "hand"))
+    ev.prepare_data()
+    ev.setup("test")
+    ds = ev.datasets["test"]
+    written = {r["path"]: r["label"] for r in rows}
+    hits = total = 0
+    with torch.no_grad():
+        for i in range(len(ds)):
+            truth = written[ds.paths[i]]
+            if truth not in ref.class_names:
+                continue
+            said = ref.class_names[int(ref(ds[i]["views"][:1]).argmax(1))]
+            hits += said == truth
+            total += 1
+    assert total == sum(r["label"] != "contempt" for r in rows)
+    assert hits > 0
+    assert logged == pytest.approx(hits / total, abs=1e-6)

@@ -256,7 +256,10 @@ class FERDataModule(L.LightningDataModule):
         """Relabel the evaluation splits for a model whose classes are ``model_classes``
         (:func:`~lightning_fer.data.dataset.match_classes`: by name, unknown classes get -1 and
         are listed in ``unmatched-<split>.csv`` in the cache folder)."""
-        self.class_match = match_classes(self.datasets, self.class_names, model_classes, self.cache_dir)
+        key = tuple(model_classes)
+        if getattr(self, "_matched_for", None) != key:  # once per model class list: one log, one listing
+            self.class_match = match_classes(self.datasets, self.class_names, model_classes, self.cache_dir)
+            self._matched_for = key
         return self.class_match
 
     # -- loaders -----------------------------------------------------------------------------
@@ -267,6 +270,13 @@ class FERDataModule(L.LightningDataModule):
     def loader(self, name: str, train: bool = False, distributed: bool = True) -> DataLoader:
         """A loader over split ``name``: shuffled (or class-balanced) for training; for
         evaluation, each sample once, sharded over DDP processes unless ``distributed=False``."""
+        if not train and self.trainer is not None:
+            # Relabel by class name before the loader's workers copy the dataset: a model's
+            # on_test_start runs after Lightning has started them, and relabelling there
+            # reached only num_workers=0 (with workers, labels were compared index to index).
+            names = getattr(self.trainer.lightning_module, "class_names", None)
+            if names:
+                self.match_classes(list(names))
         ds = self.datasets[name]
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
         counts = self.train_class_counts() if train and self.balanced_sampler else None
