@@ -27,6 +27,15 @@ def _end_wandb_session():
         wandb.teardown()
 
 
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """Run in ``tmp_path`` (configs write ``runs/`` relative to the working directory), with the
+    library's cache home there too."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LIGHTNING_FER_HOME", str(tmp_path / "home"))
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def fer2013_root() -> Path:
     """../shared/data/fer2013 (or $LIGHTNING_FER_FER2013); the test is skipped where absent."""

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from conftest import REPO
 
 from lightning_fer import EnsembleModule, FERClassifier
 from lightning_fer.build import build
 
-REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs" / "demo"
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("LIGHTNING_FER_HOME", str(tmp_path / "home"))
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 def test_overrides_as_dicts_and_strings_apply_in_order():

@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import parse_only, tiny_args
+from conftest import REPO, parse_only, tiny_args
 
 from lightning_fer.cli import main
 from lightning_fer.ensemble.strategy import EnsembleStrategy
 
-REPO = Path(__file__).resolve().parents[1]
 # Complete experiment configs (sweeps/ and loggers/ are tested in their own files).
 EXPERIMENTS = [REPO / "configs" / d for d in ("demo", "fer2013", "affectnet")]
 CONFIGS = sorted(p for d in EXPERIMENTS for p in d.glob("*.yaml") if not p.stem.startswith("cv"))
@@ -25,10 +24,7 @@ CV_CONFIGS = sorted(p for d in EXPERIMENTS for p in d.glob("cv*.yaml"))
 DEMO = [REPO / "configs" / "demo" / f"{b}.yaml" for b in ("inception_v3", "resnet50", "sppnet")]
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # configs write to runs/ relative to the working directory
-    monkeypatch.setenv("LIGHTNING_FER_HOME", str(tmp_path / "home"))
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")

@@ -4,11 +4,10 @@ members answer as eager ones."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 
 from lightning_fer import EnsembleModule, FERClassifier, FERDataModule
 from lightning_fer.build import build
@@ -16,14 +15,10 @@ from lightning_fer.data.sources import SyntheticSource
 from lightning_fer.data.transforms import _SCALE, normalize_batch
 from lightning_fer.fastpath import FLAGS_ENV, choose, cpu_has_bf16_units
 
-REPO = Path(__file__).resolve().parents[1]
 AMX = "fpu sse avx2 avx512f avx512_bf16 amx_bf16 amx_tile"
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("LIGHTNING_FER_HOME", str(tmp_path / "home"))
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 @pytest.mark.parametrize(("flags", "setting", "precision", "channels_last"), [

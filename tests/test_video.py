@@ -11,12 +11,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import REPO
 from skimage import data as skdata
 
 from lightning_fer.cli import main
 from lightning_fer.data.video import IoUTracker
 
-REPO = Path(__file__).resolve().parents[1]
 MEMBER = REPO / "tests" / "assets" / "checkpoints_v0" / "member.ckpt"
 FPS, FRAMES, EMPTY = 10, 14, (6, 7)  # frames 6 and 7 show no face
 
