@@ -71,6 +71,11 @@ class FERCLI(LightningCLI):
             cfg.trainer.precision = fp.precision
             chosen.append(f"precision {fp.precision}")
         init = cfg.model.get("init_args")
+        data_init = cfg.data.get("init_args") if cfg.get("data") is not None else None
+        channels = data_init.get("channels") if data_init is not None else None
+        if init is not None and "in_channels" in init and channels is not None and init.in_channels != channels:
+            # data.channels is said once, in the data; the classifier follows it as it follows num_classes.
+            init.in_channels = channels
         if init is not None and "channels_last" in init and init.channels_last is None:
             init.channels_last = fp.channels_last
             chosen.append("channels-last" if fp.channels_last else "contiguous")

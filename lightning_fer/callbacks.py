@@ -1,4 +1,5 @@
-"""Callbacks: the pictures of a run, written as PNG files and sent to W&B when it logs."""
+"""Callbacks: the pictures of a run (PNG files, and W&B when it logs), and weight averaging whose
+checkpoints evaluate as averaged."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import logging
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import EMAWeightAveraging as _LightningEMA
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_fer.plots import (
@@ -93,3 +96,30 @@ class FERPlots(L.Callback):
         path = plot_learning_curves(self.history, f"{model}: learning curves", self._dir(trainer) / "learning_curves.png")
         for lg in _wandb_loggers(trainer):
             lg.log_image(key="learning_curves", images=[str(path)])
+
+
+class EMAWeightAveraging(_LightningEMA):
+    """Lightning's exponential moving average of the weights, evaluated as averaged.
+
+    Checkpoints hold the averaged weights as their ``state_dict`` (the raw ones beside them,
+    for resuming), as Lightning's callback writes them. Lightning's callback also loads the raw
+    weights back whenever a checkpoint is restored in a trainer that has fitted, so ``fit`` then
+    ``test(ckpt_path=...)`` in one process (``test_after_fit``) tested the raw weights. This one
+    restores the raw weights only to resume training; ``validate``, ``test`` and ``predict`` see
+    the average.
+
+    Args:
+        decay: the average's decay per optimiser step.
+        update_starting_at_step, update_starting_at_epoch, update_every_n_steps, device,
+        use_buffers: as Lightning's ``EMAWeightAveraging``.
+
+    Example:
+        >>> ema = EMAWeightAveraging(decay=0.999)
+        >>> ema.should_update(step_idx=0)
+        True
+    """
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if trainer.state.fn != TrainerFn.FITTING:
+            return  # evaluation: the checkpoint's state_dict, the average, is already loaded
+        super().on_load_checkpoint(trainer, pl_module, checkpoint)

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from conftest import REPO
 
 from lightning_fer.build import build
 
-REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = [REPO / "configs" / d for d in ("demo", "fer2013", "affectnet")]
 MEMBERS = sorted(p for d in EXPERIMENTS for p in d.glob("*.yaml") if not p.stem.startswith(("cv", "ensemble_")))
 ENSEMBLES = sorted(p for d in EXPERIMENTS for p in d.glob("ensemble_*.yaml"))
@@ -35,16 +36,14 @@ def _tiny(root: Path) -> dict:
     }
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # configs write to runs/ relative to the working directory
-    monkeypatch.setenv("LIGHTNING_FER_HOME", str(tmp_path / "home"))
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 @pytest.mark.parametrize("config", MEMBERS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_member_config_fits_one_batch(config, tmp_path):
     built = build(config, _tiny(tmp_path / "synthetic"), {"model": {"init_args": {"pretrained": None}}})
-    assert built.model.hparams.backbone == config.stem and built.model.hparams.image_size == 80
+    own = yaml.safe_load(config.read_text())["model"]["init_args"]["backbone"]
+    assert built.model.hparams.backbone == own and built.model.hparams.image_size == 80
     before = {k: v.clone() for k, v in built.model.state_dict().items() if v.is_floating_point()}
     built.trainer.fit(built.model, datamodule=built.datamodule)
     assert built.trainer.state.finished and built.trainer.global_step == 1

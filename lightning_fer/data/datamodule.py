@@ -101,6 +101,8 @@ class FERDataModule(L.LightningDataModule):
             and ``fit`` is refused.
         wire: ``uint8``: batches carry pixels, normalised by the model on its device (4x fewer
             bytes from workers and to a GPU); ``float32``: normalised in the workers.
+        channels: 3, or 1 for grey data (FER2013, CK+): views carry one channel, and the CLI
+            gives the model ``in_channels`` from it.
 
     Example:
         >>> import tempfile
@@ -146,6 +148,7 @@ class FERDataModule(L.LightningDataModule):
         train_fraction: float = 1.0,
         eval_split: Literal["official", "all"] = "official",
         wire: Literal["float32", "uint8"] = "float32",
+        channels: Literal[1, 3] = 3,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["source"] if isinstance(source, FERSource) else None)
@@ -160,6 +163,8 @@ class FERDataModule(L.LightningDataModule):
         _one_of("duplicates", duplicates, ("keep", "drop"))
         _one_of("eval_split", eval_split, ("official", "all"))
         _one_of("wire", wire, ("float32", "uint8"))
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
         if not 0.0 <= min_view_inside <= 1.0:
             raise ValueError(f"min_view_inside must be in [0, 1], got {min_view_inside}")
         if not 0.0 < train_fraction <= 1.0:
@@ -169,7 +174,7 @@ class FERDataModule(L.LightningDataModule):
         self.face_box, self.min_view_inside, self.eval_split = face_box, min_view_inside, eval_split
         self.balanced_sampler, self.augment, self.augmentation = balanced_sampler, augment, augmentation
         self.duplicates, self.train_fraction, self.skip_bad_images = duplicates, train_fraction, skip_bad_images
-        self.detect_device, self.wire = detect_device, wire
+        self.detect_device, self.wire, self.channels = detect_device, wire, channels
         self.landmark_settings = LandmarkSettings(mode=landmarks, no_face=no_face)
         self.prepared = PreparedSource(self.source, self.landmark_settings, cache_dir, duplicates, skip_bad_images,
                                        num_workers, detect_batch_size, detect_device)
@@ -223,7 +228,8 @@ class FERDataModule(L.LightningDataModule):
                 self.photo_scan = scan_photos(self.photos.path, self.photos.min_prob, self.detect_device,
                                               self.photos.video)
                 self.datasets["predict"] = PhotoFacesDataset(
-                    self.photo_scan, FaceTransform(self.views, self.image_size, None, wire=self.wire)
+                    self.photo_scan, FaceTransform(self.views, self.image_size, None, wire=self.wire,
+                                                                    channels=self.channels)
                 )
             return
         if "train" in self.datasets:
@@ -242,7 +248,8 @@ class FERDataModule(L.LightningDataModule):
         if self.augment:
             aug = AffineAugment() if self.augmentation == "affine" else train_augmentation()
         for name, ids in self.splits.items():
-            tf = FaceTransform(self.views, self.image_size, aug if name == "train" else None, wire=self.wire)
+            tf = FaceTransform(self.views, self.image_size, aug if name == "train" else None, wire=self.wire,
+                               channels=self.channels)
             self.datasets[name] = FERDataset.of_records(records, ids, points, boxes, masks, tf)
         counts = {k: len(v) for k, v in self.splits.items()}
         log.info("splits %s, classes %s", counts, self.class_names)

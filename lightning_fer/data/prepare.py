@@ -166,8 +166,8 @@ class PreparedSource:
         else:
             train, val = idx[ok & np.isin(split, ["train", ""])], idx[ok & (split == "val")]
             if len(val) == 0:
-                raise ValueError(f"{self.source.describe()}: fold=None asks for the official splits, but there is no "
-                                 "'val' split; set fold to a number to cut folds")
+                log.warning("%s: fold=None and no official 'val' split: training on every training image, with no "
+                            "validation (set fold to a number to hold a fold out)", self.source.describe())
         if len(test) == 0:
             log.warning("no official test split: the test set is the validation set")
             test = val

