@@ -42,3 +42,39 @@ class BestMember(EnsembleStrategy):
             score[~mask.to(logits.device)] = -1.0
         m, v = divmod(int(score.argmax()), logits.shape[2])
         return logits[:, m, v].float().softmax(-1)
+
+
+class GrowingPrior(EnsembleStrategy):
+    """Learns the class shares of the held-out labels: a buffer registered empty and assigned a
+    tensor of a new shape in ``fit`` (the README's pattern for learnt state)."""
+
+    requires_fit = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("prior", torch.zeros(0))
+
+    def fit(self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        self.prior = torch.bincount(labels, minlength=logits.shape[-1]).float() / len(labels)
+
+    def combine(self, logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return (logits.float().softmax(-1).mean((1, 2)) + self.prior.to(logits.device)) / 2
+
+
+class AccuracyWeighted(EnsembleStrategy):
+    """Written against the 0.1 contract: ``self.flatten(logits, mask)`` inside ``fit``, and a
+    weight per real member-view learnt there."""
+
+    requires_fit = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("weights", torch.zeros(0))
+
+    def fit(self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        flat = self.flatten(logits, mask)  # [N, E, C]
+        self.weights = (flat.argmax(-1) == labels[:, None]).float().mean(0) + 1e-3
+
+    def combine(self, logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        flat = self.flatten(logits.float().softmax(-1), mask)
+        return (flat * self.weights.to(flat.device)[None, :, None]).sum(1) / self.weights.sum()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-from abc import ABCMeta, abstractmethod
 from typing import ClassVar
 
 import torch
@@ -21,35 +20,49 @@ from torch import nn
 from lightning_fer.ensemble.functional import exporting
 
 
-class _StrategyMeta(ABCMeta):
-    """Wraps each subclass's ``fit`` so that the base class records, when it returns, that the
-    strategy is fitted (as torchmetrics' ``Metric`` wraps ``update``): a subclass never sets a
-    flag itself."""
+def _record_init_args(init):
+    """Wrap a subclass's ``__init__`` so that the instance remembers how it was made (the
+    ensemble's checkpoint makes it again from that): the most derived ``__init__`` returns last,
+    so its arguments win."""
 
-    def __new__(mcs, name, bases, namespace, **kwargs):
-        fit = namespace.get("fit")
-        if fit is not None and not getattr(fit, "_marks_fitted", False):
-
-            @functools.wraps(fit)
-            def wrapped(self, *args, **kw):
-                out = fit(self, *args, **kw)
-                self._fitted.fill_(True)
-                return out
-
-            wrapped._marks_fitted = True  # type: ignore[attr-defined]
-            namespace["fit"] = wrapped
-        return super().__new__(mcs, name, bases, namespace, **kwargs)
-
-    def __call__(cls, *args, **kwargs):
-        # Remember how the strategy was made, so that the ensemble's checkpoint can make it again.
-        obj = super().__call__(*args, **kwargs)
-        bound = inspect.signature(cls.__init__).bind(obj, *args, **kwargs)
+    @functools.wraps(init)
+    def wrapped(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        bound = inspect.signature(init).bind(self, *args, **kwargs)
         bound.apply_defaults()
-        obj.init_args = {k: v for k, v in list(bound.arguments.items())[1:] if k not in ("args", "kwargs")}
-        return obj
+        params = inspect.signature(init).parameters
+        args_ = {k: v for k, v in list(bound.arguments.items())[1:] if params[k].kind not in (
+            inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)}
+        object.__setattr__(self, "init_args", args_)
+
+    wrapped._records_init_args = True  # type: ignore[attr-defined]
+    return wrapped
 
 
-class EnsembleStrategy(nn.Module, metaclass=_StrategyMeta):
+def _marking_fit(fit):
+    """Wrap a subclass's ``fit``: a per-sample mask that every sample shares is passed as the one
+    ``[M, V]`` mask ``combine`` sees, and the base records that the strategy is fitted when
+    ``fit`` returns (as torchmetrics' ``Metric`` wraps ``update``)."""
+
+    @functools.wraps(fit)
+    def wrapped(self, logits, labels, mask=None, *args, **kwargs):
+        out = fit(self, logits, labels, _shared_mask(mask), *args, **kwargs)
+        self._fitted.fill_(True)
+        return out
+
+    wrapped._marks_fitted = True  # type: ignore[attr-defined]
+    return wrapped
+
+
+def _shared_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """``[N, M, V]`` whose rows are all equal -> that ``[M, V]`` row; anything else unchanged."""
+    if mask is None or mask.ndim != 3 or len(mask) == 0:
+        return mask
+    first = mask[0]
+    return first if bool((mask == first).all()) else mask
+
+
+class EnsembleStrategy(nn.Module):
     """Base class of ensemble strategies.
 
     Subclasses implement :meth:`combine`. A strategy that learns sets ``requires_fit = True``
@@ -58,7 +71,12 @@ class EnsembleStrategy(nn.Module, metaclass=_StrategyMeta):
     first). The base class owns the rest: it records that ``fit`` returned (:attr:`is_fitted`),
     saves that, with whatever the strategy registered as parameters or buffers, in the
     ensemble's checkpoint, refuses to combine before fitting, and splits a batch whose samples
-    have different masks into groups, so that :meth:`combine` always sees one ``[M, V]`` mask.
+    have different masks into groups, so that :meth:`combine` always sees one ``[M, V]`` mask;
+    :meth:`fit` sees that ``[M, V]`` mask too when every held-out sample shares it (else the
+    per-sample ``[N, M, V]``). Learnt state may be assigned in ``fit`` as a new tensor of any
+    shape (``self.prior = ...`` on a registered buffer): a fresh instance takes the saved shape
+    when it loads the checkpoint. No metaclass: ``__init_subclass__`` wraps a subclass's
+    ``__init__`` (to remember its arguments) and ``fit``.
 
     Attributes:
         requires_fit: the strategy must see held-out predictions before it can combine.
@@ -88,20 +106,35 @@ class EnsembleStrategy(nn.Module, metaclass=_StrategyMeta):
         True
         >>> s(torch.randn(1, 1, 1, 2))
         tensor([[0.2500, 0.7500]])
+        >>> fresh = Prior(); _ = fresh.load_state_dict(s.state_dict()); fresh(torch.randn(1, 1, 1, 2))
+        tensor([[0.2500, 0.7500]])
     """
 
     requires_fit: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        init, fit = cls.__dict__.get("__init__"), cls.__dict__.get("fit")
+        if init is not None and not getattr(init, "_records_init_args", False):
+            cls.__init__ = _record_init_args(init)
+        if fit is not None and not getattr(fit, "_marks_fitted", False):
+            cls.fit = _marking_fit(fit)
+
     def __init__(self) -> None:
+        if type(self).combine is EnsembleStrategy.combine:
+            raise TypeError(f"can't instantiate abstract strategy {type(self).__name__}: it must implement "
+                            "combine(logits, mask)")
         super().__init__()
         self.register_buffer("_fitted", torch.tensor(False))
+        if not hasattr(self, "init_args"):
+            object.__setattr__(self, "init_args", {})
 
     def setup(self, num_members: int, num_views: int, num_classes: int) -> None:
         """Called once by the ensemble when its shape is known (build learnable parts here)."""
 
-    @abstractmethod
     def combine(self, logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Combine ``logits`` ``[B, M, V, C]`` into scores ``[B, C]``; ``mask`` is ``[M, V]``."""
+        raise NotImplementedError
 
     def fit(self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         """Learn from held-out ``logits`` ``[N, M, V, C]`` and ``labels`` ``[N]``; ``mask`` is
@@ -152,16 +185,38 @@ class EnsembleStrategy(nn.Module, metaclass=_StrategyMeta):
         # Checkpoints written before the base class owned the fitted state lack it for
         # strategies that never learn: keep the current value rather than fail to load.
         state_dict.setdefault(prefix + "_fitted", self._fitted.clone())
+        self._take_saved_shapes(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _take_saved_shapes(self, state_dict: dict, prefix: str) -> None:
+        """Resize this strategy's buffers and parameters, and its plain submodules' (a nested
+        strategy does this itself), to the shapes saved, so that state learnt with a new shape
+        in ``fit`` reloads into a fresh instance."""
+        todo = [(self, prefix)]
+        while todo:
+            module, base = todo.pop()
+            for store, make in ((module._buffers, lambda t, old: t), (module._parameters, nn.Parameter)):
+                for name, old in list(store.items()):
+                    saved = state_dict.get(base + name)
+                    if old is not None and isinstance(saved, torch.Tensor) and saved.shape != old.shape:
+                        fresh = torch.empty(saved.shape, dtype=old.dtype, device=old.device)
+                        store[name] = fresh if store is module._buffers else make(fresh, old.requires_grad)
+            todo += [(child, f"{base}{name}.") for name, child in module._modules.items()
+                     if child is not None and not isinstance(child, EnsembleStrategy)]
 
     @staticmethod
     def flatten(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, M, V, ...]`` -> ``[B, E, ...]``, keeping only the real member-view pairs of an
-        ``[M, V]`` mask."""
+        ``[M, V]`` mask (a per-sample ``[B, M, V]`` mask that every sample shares counts as that
+        ``[M, V]``; one that varies has no single ``E``, and is refused)."""
         b, m, v = x.shape[:3]
         flat = x.reshape(b, m * v, *x.shape[3:])
         if mask is None:
             return flat
+        mask = _shared_mask(mask)
+        if mask.ndim == 3:
+            raise ValueError("flatten takes one [M, V] mask, and these samples have different ones: use "
+                             "self.sample_mask(mask, N, M, V) and weigh each sample's member-views instead")
         return flat[:, mask.reshape(-1).to(flat.device)]
 
     @staticmethod

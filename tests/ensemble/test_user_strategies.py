@@ -96,3 +96,46 @@ def test_a_checkpoint_strategy_that_cannot_be_made_again_is_named():
     from lightning_fer.ensemble import Stacking
 
     assert Stacking(meta_learner=torch.nn.Linear(3, 2)).spec()["unsaved"] == ["meta_learner"]
+
+
+def test_a_strategy_written_for_0_1_flattens_inside_fit_when_every_view_is_located():
+    from user_strategies import AccuracyWeighted
+
+    s = AccuracyWeighted()
+    logits, labels = torch.randn(175, 2, 7, 7), torch.randint(0, 7, (175,))
+    s.fit(logits, labels, torch.ones(175, 2, 7, dtype=torch.bool))  # the per-sample mask the ensemble passes
+    assert s.is_fitted and s.weights.shape == (14,)
+    assert s(logits, torch.ones(2, 7, dtype=torch.bool)).shape == (175, 7)
+    varied = torch.ones(175, 2, 7, dtype=torch.bool)
+    varied[0, 0, 1] = False
+    with pytest.raises(ValueError, match=r"flatten takes one \[M, V\] mask.*self.sample_mask"):
+        s.flatten(logits, varied)
+
+
+def test_learnt_state_of_a_new_shape_reloads_into_a_fresh_instance():
+    from user_strategies import GrowingPrior
+
+    s = GrowingPrior()
+    s.fit(torch.randn(8, 1, 1, 3), torch.tensor([0, 1, 1, 1, 2, 2, 2, 2]))
+    fresh = GrowingPrior()
+    fresh.load_state_dict(s.state_dict())
+    assert fresh.is_fitted and fresh.prior.tolist() == [0.125, 0.375, 0.5]
+    x = torch.randn(4, 1, 1, 3)
+    torch.testing.assert_close(fresh(x), s(x))
+
+
+@pytest.mark.parametrize("strategy", ["user_strategies.GrowingPrior", "user_strategies.AccuracyWeighted"])
+def test_learning_strategy_with_new_shaped_state_reloads_from_an_ensemble_checkpoint(strategy, trained_members,
+                                                                                    tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    members = "--model.init_args.members=" + json.dumps([str(p) for p in trained_members["ckpts"].values()])
+    cli = main(["test", "--config", str(REPO / "configs" / "demo" / "ensemble_hard.yaml"), *trained_members["args"],
+                members, f"--model.strategy={strategy}"])
+    ens = cli.model
+    assert ens.strategy.is_fitted
+    ckpt = tmp_path / "ensemble.ckpt"
+    cli.trainer.save_checkpoint(ckpt)
+    loaded = EnsembleModule.load_from_checkpoint(ckpt, weights_only=True)
+    assert type(loaded.strategy).__name__ == strategy.split(".")[1] and loaded.strategy.is_fitted
+    views = torch.randn(4, 1, 3, 80, 80)
+    torch.testing.assert_close(loaded.eval()(views), ens.eval()(views))
