@@ -4,6 +4,7 @@ checkpoints evaluate as averaged."""
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import lightning as L
@@ -123,3 +124,21 @@ class EMAWeightAveraging(_LightningEMA):
         if trainer.state.fn != TrainerFn.FITTING:
             return  # evaluation: the checkpoint's state_dict, the average, is already loaded
         super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+
+class EpochTimer(L.Callback):
+    """Log each training epoch's wall time as ``train/epoch_seconds`` (learning curves against
+    time; a benchmark that shares its cores can take the median epoch instead of the total).
+
+    Example:
+        >>> EpochTimer().key
+        'train/epoch_seconds'
+    """
+
+    key = "train/epoch_seconds"
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.log(self.key, time.perf_counter() - self._start, on_step=False, on_epoch=True, sync_dist=False)
