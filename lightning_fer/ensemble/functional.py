@@ -144,3 +144,76 @@ def missing_views(
     else:
         real[none] = static
     return logits, real
+
+
+def ensemble_selection(probs: torch.Tensor, labels: torch.Tensor, rounds: int,
+                       real: torch.Tensor | None = None) -> torch.Tensor:
+    """Greedy forward selection with replacement (Caruana et al., 2004) on held-out predictions.
+
+    Starting from the empty ensemble, each round adds the voter whose addition gives the highest
+    held-out accuracy of the mean probability of the voters chosen so far (a voter may be chosen
+    again: that raises its weight). Ties go to the lower negative log-likelihood, then to the
+    lower voter index.
+
+    Args:
+        probs: ``[N, E, C]`` held-out probabilities of E voters.
+        labels: ``[N]``.
+        rounds: how many voters are added (with repetition).
+        real: ``[N, E]`` which voters saw each sample (a missing view does not vote on it).
+
+    Returns:
+        ``[E]`` how often each voter was chosen (its weight, up to the factor ``rounds``).
+
+    Example:
+        >>> p = torch.tensor([[[.9, .1], [.6, .4]], [[.4, .6], [.1, .9]], [[.6, .4], [.3, .7]]])
+        >>> ensemble_selection(p, torch.tensor([0, 1, 1]), rounds=2)
+        tensor([0., 2.])
+    """
+    n, e, c = probs.shape
+    probs = probs.float()
+    w_real = torch.ones(n, e, device=probs.device) if real is None else real.float()
+    counts = torch.zeros(e, device=probs.device)
+    total = torch.zeros(n, c, device=probs.device)
+    weight = torch.zeros(n, device=probs.device)
+    hit_index = labels[:, None, None].expand(n, e, 1)
+    for _ in range(rounds):
+        cand = (total[:, None] + probs * w_real[..., None]) / (weight[:, None] + w_real).clamp(min=1e-12)[..., None]
+        acc = (cand.argmax(-1) == labels[:, None]).float().mean(0)  # [E]
+        nll = -cand.gather(-1, hit_index).squeeze(-1).clamp(min=1e-12).log().mean(0)  # [E]
+        nll = torch.where(acc >= acc.max() - 1e-9, nll, torch.full_like(nll, float("inf")))
+        best = int(nll.argmin())  # the first of equal values: the lowest index
+        counts[best] += 1
+        total += probs[:, best] * w_real[:, best, None]
+        weight += w_real[:, best]
+    return counts
+
+
+def selective_accuracy(confidence: torch.Tensor, correct: torch.Tensor, coverage: float) -> float:
+    """Accuracy on the ``coverage`` share of samples with the highest ``confidence`` (the rest
+    would be flagged for a person): ``ceil(coverage * N)`` samples, ties in confidence broken by
+    sample order.
+
+    Example:
+        >>> selective_accuracy(torch.tensor([0.9, 0.2, 0.8, 0.4]), torch.tensor([1, 0, 1, 0]), 0.5)
+        1.0
+    """
+    if not 0.0 < coverage <= 1.0:
+        raise ValueError(f"coverage must be in (0, 1], got {coverage}")
+    n = len(confidence)
+    k = max(1, int(torch.ceil(torch.tensor(coverage * n - 1e-9)).item()))
+    order = torch.sort(confidence.float(), descending=True, stable=True).indices[:k]
+    return float(correct.float()[order].mean())
+
+
+def agreement(logits: torch.Tensor, scores: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
+    """Share of voters whose class is the ensemble's decision, per sample: ``logits`` ``[N, E, C]``,
+    ``scores`` ``[N, C]``, ``real`` ``[N, E]`` (missing voters do not count). A confidence for
+    :func:`selective_accuracy`.
+
+    Example:
+        >>> agreement(torch.tensor([[[2.0, 0], [0, 1.0], [3.0, 0]]]), torch.tensor([[0.7, 0.3]]))
+        tensor([0.6667])
+    """
+    agree = (logits.argmax(-1) == scores.argmax(-1)[:, None]).float()
+    w = torch.ones_like(agree) if real is None else real.float()
+    return (agree * w).sum(1) / w.sum(1).clamp(min=1)

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_fer.ensemble.functional import TieBreak, hard_vote, soft_vote
+from lightning_fer.ensemble.functional import TieBreak, ensemble_selection, hard_vote, soft_vote
 from lightning_fer.ensemble.strategy import EnsembleStrategy, strategy_from_spec
 
-__all__ = ["EnsembleStrategy", "HardVote", "SoftVote", "Stacking", "strategy_from_spec"]
+__all__ = ["EnsembleSelection", "EnsembleStrategy", "HardVote", "SoftVote", "Stacking", "strategy_from_spec"]
 
 
 class HardVote(EnsembleStrategy):
@@ -195,3 +195,51 @@ class Stacking(EnsembleStrategy):
                     F.cross_entropy(self.meta_learner(x), y).backward()
                     opt.step()
         self.meta_learner.eval()
+
+
+class EnsembleSelection(EnsembleStrategy):
+    """Ensemble selection (Caruana et al., 2004): greedy forward selection with replacement of
+    member-views on held-out predictions (:func:`~lightning_fer.ensemble.functional.ensemble_selection`),
+    then a soft vote weighted by how often each was chosen. A member-view chosen twice votes
+    twice; one never chosen does not vote.
+
+    Args:
+        rounds: how many member-views are added (with repetition).
+
+    Example:
+        >>> s = EnsembleSelection(rounds=2)
+        >>> logits = torch.tensor([[[[2.2, 0.0]], [[0.4, 0.0]]], [[[0.0, 0.4]], [[0.0, 2.2]]]])  # [N, M, V, C]
+        >>> s.fit(logits, torch.tensor([0, 1])); s.counts.tolist()  # both right; together surer
+        [1.0, 1.0]
+        >>> s(logits).argmax(-1).tolist()
+        [0, 1]
+    """
+
+    requires_fit = True
+
+    def __init__(self, rounds: int = 25) -> None:
+        super().__init__()
+        if rounds < 1:
+            raise ValueError(f"rounds must be at least 1, got {rounds}")
+        self.rounds = rounds
+        self.register_buffer("counts", torch.zeros(0))
+
+    def fit(self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        n, m, v, c = logits.shape
+        real = self.sample_mask(mask, n, m, v, logits.device).reshape(n, m * v)
+        probs = logits.float().softmax(-1).reshape(n, m * v, c)
+        self.counts = ensemble_selection(probs, labels.to(logits.device), self.rounds, real)
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """``[M * V]`` the share of the rounds each member-view was chosen."""
+        return self.counts / self.counts.sum().clamp(min=1)
+
+    def combine(self, logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        w = self.counts.to(logits.device)
+        if mask is not None:
+            w = w[mask.reshape(-1).to(logits.device)]
+        flat = self.flatten(logits, mask)
+        if not bool(w.sum() > 0):  # none of the chosen member-views saw these samples
+            w = torch.ones_like(w)
+        return soft_vote(flat, w)

@@ -221,3 +221,33 @@ def test_ema_weights_are_what_the_checkpoint_holds_and_what_test_uses(tmp_path):
     tested = built.trainer.test(built.model, datamodule=built.datamodule, ckpt_path=ckpt_path)[0]
     assert torch.equal(built.model.state_dict()[key], averaged[key])
     assert tested["test/acc"] >= 0
+
+
+@pytest.mark.usefixtures("isolated")
+def test_best_member_recipe_on_data_with_official_train_val_and_test_folders(synthetic_source, tmp_path):
+    """best_member.yaml (fold: null) on a folder data set that has train/, val/ and test/: it
+    trains on train, validates on val and tests on test."""
+    import csv
+    import shutil
+
+    synthetic_source.load()
+    src = next(synthetic_source.root.rglob("manifest.csv"))
+    rows = list(csv.DictReader(open(src)))
+    root = tmp_path / "faces"
+    for i, r in enumerate(rows):
+        split = "test" if r["split"] == "test" else ("val" if i % 4 == 0 else "train")
+        dest = root / split / r["label"] / f"{i}.png"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src.parent / r["path"], dest)
+    counts = {s: sum(1 for _ in (root / s).rglob("*.png")) for s in ("train", "val", "test")}
+    built = build(REPO / "configs" / "fer2013" / "best_member.yaml",
+                  [f"--data.init_args.root={root}", "--data.init_args.split_map=null", "--data.init_args.num_workers=0",
+                   "--data.init_args.batch_size=8", "--data.init_args.duplicates=keep",
+                   "--model.init_args.backbone_args={widths: [8, 16]}", "--trainer.max_epochs=1",
+                   "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false"])
+    built.trainer.fit(built.model, datamodule=built.datamodule)
+    sizes = {k: len(v) for k, v in built.datamodule.splits.items()}
+    assert sizes == counts and all(sizes.values())
+    assert "val/acc" in built.trainer.callback_metrics
+    tested = built.trainer.test(built.model, datamodule=built.datamodule, ckpt_path="best")[0]
+    assert 0 <= tested["test/acc"] <= 1
