@@ -26,7 +26,7 @@ from lightning_fer.data.video import VideoOptions
 log = logging.getLogger(__name__)
 
 
-def _one_of(option: str, value: str, choices: tuple[str, ...]) -> None:
+def _one_of(option: str, value, choices: tuple) -> None:
     if value not in choices:
         listing = ", ".join(repr(c) for c in choices[:-1]) + f" or {choices[-1]!r}"
         raise ValueError(f"{option} must be {listing}, got {value!r}")
@@ -42,7 +42,8 @@ class FERDataModule(L.LightningDataModule):
     Splits: records with the official ``test`` split form the test set (AffectNet's validation
     set, the demo's held-out subjects); with ``fold`` set, the others are cut into
     ``num_folds`` stratified folds (subject-disjoint where subjects are known) and fold
-    ``fold`` validates; with ``fold=None`` the official ``train`` and ``val`` splits are used.
+    ``fold`` validates; with ``fold=None`` the official ``train`` and ``val`` splits are used
+    (with no ``val`` split, every training image trains and nothing validates).
 
     Args:
         source: ``synthetic``, ``affectnet``, ``folder``, ``manifest`` (with ``root``), or a
@@ -64,41 +65,35 @@ class FERDataModule(L.LightningDataModule):
         no_face: where MTCNN finds no face: ``template``, ``skip`` or ``error``. The template's
             parts on such a face are a guess: its part views (and ``rest``) are marked missing
             in the batch's ``view_mask``.
-        face_box: what the ``face`` view shows. ``auto``: the annotated box, else MTCNN's box,
-            else (template landmarks) the whole image. ``image``: the whole image, for data sets
-            of pre-cropped faces (FER2013, CK+48, RAF-DB aligned, AffectNet's crops), where
-            MTCNN's box is larger than the crop and shrinks the face inside padding; the parts
-            still come from the landmarks. ``landmarks``: MTCNN's box, or one derived from the
-            landmarks. ``annotation``: the annotated box (an error lists records without one).
+        face_box: what the ``face`` view shows. ``auto``: the annotated box, else MTCNN's, else
+            (template landmarks) the whole image. ``image``: the whole image, for pre-cropped
+            faces (FER2013, CK+48, RAF-DB aligned), where MTCNN's box is larger than the crop;
+            parts still come from the landmarks. ``landmarks``: MTCNN's box, or one derived from
+            the landmarks. ``annotation``: the annotated box (an error lists records without one).
         min_view_inside: a part whose box (as the landmarks place it) lies less than this share
             inside the image is marked missing for that face.
         skip_bad_images: leave unreadable images out (counted, listed in ``skipped.csv``)
             instead of failing before training.
         cache_dir: folder for the landmark cache, folds and lists (default: ``.lightning_fer``
-            next to the data when writable, else ``~/.cache/lightning_fer/<hash>``). When
-            several machines train, put it on storage they all see.
+            next to the data when writable, else ``~/.cache/lightning_fer/<hash>``).
         balanced_sampler: draw training samples with probability inverse to their class size.
         augment: augment training images.
         augmentation: ``affine`` (default, :class:`~lightning_fer.data.augment.AffineAugment`:
             one warp per view) or ``albumentations`` (the same distribution, ~4x slower per face).
         detect_batch_size: MTCNN batch size in ``prepare_data()``.
         detect_device: device for MTCNN (default: CUDA when available).
-        predict_path: an image, a video, or a folder of them: ``predict`` then finds every face in
-            them (MTCNN; in videos, followed as tracks, see ``video``) instead of using the test split.
-        predict_output: where ``predict`` writes a row per face (``.csv`` or ``.json``; default
-            ``runs/predict/predictions.csv`` when ``predict_path`` is set).
-        annotate_dir: also write copies of the photos with boxes and labels there.
-        min_face_prob: MTCNN probability a face needs to count, in ``predict_path`` photos.
-        video: how ``predict_path`` videos are read (:class:`~lightning_fer.data.video.VideoOptions`).
+        predict_path: an image, a video, or a folder of them: ``predict`` labels every face MTCNN
+            finds there (tracked in videos) instead of the test split.
+        predict_output: ``predict``'s rows per face (``.csv`` or ``.json``; default
+            ``runs/predict/predictions.csv``); annotate_dir: copies with boxes and labels;
+            min_face_prob: MTCNN's threshold; video: :class:`~lightning_fer.data.video.VideoOptions`.
         duplicates: ``keep`` byte-identical images, or ``drop`` copies (one kept in the most
             protected split; see :mod:`lightning_fer.data.duplicates`), listed in ``duplicates.csv``.
         train_fraction: train on a stratified, seeded subset of this fraction of the training
             split (validation and test splits stay whole), to fit a time budget.
-        eval_split: ``official``: validate on the validation split (a fold, or ``val``) and test
-            on ``test``. ``all``: validate, test and predict on every usable image of the
-            source, whatever its splits (a manifest without a split column, another data set
-            tested with a model trained elsewhere); folds and ``train_fraction`` are not used,
-            and ``fit`` is refused.
+        eval_split: ``official``: validate on the validation split (a fold, or ``val``), test on
+            ``test``. ``all``: validate, test and predict on every usable image, whatever its
+            split (another data set tested with a model trained elsewhere); ``fit`` is refused.
         wire: ``uint8``: batches carry pixels, normalised by the model on its device (4x fewer
             bytes from workers and to a GPU); ``float32``: normalised in the workers.
         channels: 3, or 1 for grey data (FER2013, CK+): views carry one channel, and the CLI
@@ -158,13 +153,11 @@ class FERDataModule(L.LightningDataModule):
             raise ValueError(f"fold must be in [0, {num_folds}) or None, got {fold}")
         if image_size < 8:
             raise ValueError(f"image_size must be at least 8, got {image_size}")
-        _one_of("face_box", face_box, ("auto", "image", "landmarks", "annotation"))
-        _one_of("augmentation", augmentation, ("affine", "albumentations"))
-        _one_of("duplicates", duplicates, ("keep", "drop"))
-        _one_of("eval_split", eval_split, ("official", "all"))
-        _one_of("wire", wire, ("float32", "uint8"))
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        for option, value, choices in (("face_box", face_box, ("auto", "image", "landmarks", "annotation")),
+                                       ("augmentation", augmentation, ("affine", "albumentations")),
+                                       ("duplicates", duplicates, ("keep", "drop")), ("channels", channels, (1, 3)),
+                                       ("eval_split", eval_split, ("official", "all")), ("wire", wire, ("float32", "uint8"))):
+            _one_of(option, value, choices)
         if not 0.0 <= min_view_inside <= 1.0:
             raise ValueError(f"min_view_inside must be in [0, 1], got {min_view_inside}")
         if not 0.0 < train_fraction <= 1.0:
@@ -182,15 +175,12 @@ class FERDataModule(L.LightningDataModule):
         self.photos = PhotoOptions(predict_path, predict_output or DEFAULT_OUTPUT, annotate_dir, min_face_prob,
                                    video or VideoOptions()) if predict_path else None
         self.class_match: dict[str, dict] = {}
-        self.photo_scan = None
-        self.splits: dict[str, np.ndarray] = {}
-        self.datasets: dict[str, FERDataset] = {}
+        self.photo_scan, self.splits, self.datasets = None, {}, {}
 
     # -- what the prepared source knows ----------------------------------------------------
     @property
     def cache_dir(self) -> Path:
-        """The landmark cache, folds and lists (``cache_dir``, else beside the data when writable,
-        else under ``~/.cache/lightning_fer``)."""
+        """The landmark cache, folds and lists (``cache_dir``, or :func:`~lightning_fer.data.prepare.default_cache_dir`)."""
         return self.prepared.cache_dir
 
     @property
@@ -203,9 +193,7 @@ class FERDataModule(L.LightningDataModule):
         """Class names in label order (reads the source on first use)."""
         return self.prepared.load()[1]
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
+    num_classes = property(lambda self: len(self.class_names), doc="Number of classes.")
 
     index_report = property(lambda self: self.prepared.index_report, doc="What the landmark pass found.")
     duplicate_report = property(lambda self: self.prepared.duplicate_report, doc="What ``duplicates: drop`` did.")
@@ -251,8 +239,7 @@ class FERDataModule(L.LightningDataModule):
             tf = FaceTransform(self.views, self.image_size, aug if name == "train" else None, wire=self.wire,
                                channels=self.channels)
             self.datasets[name] = FERDataset.of_records(records, ids, points, boxes, masks, tf)
-        counts = {k: len(v) for k, v in self.splits.items()}
-        log.info("splits %s, classes %s", counts, self.class_names)
+        log.info("splits %s, classes %s", {k: len(v) for k, v in self.splits.items()}, self.class_names)
         if not masks.all():
             used = np.concatenate(list(self.splits.values()))
             real = masks[used].mean(0)
@@ -278,9 +265,7 @@ class FERDataModule(L.LightningDataModule):
         """A loader over split ``name``: shuffled (or class-balanced) for training; for
         evaluation, each sample once, sharded over DDP processes unless ``distributed=False``."""
         if not train and self.trainer is not None:
-            # Relabel by class name before the loader's workers copy the dataset: a model's
-            # on_test_start runs after Lightning has started them, and relabelling there
-            # reached only num_workers=0 (with workers, labels were compared index to index).
+            # Relabel by name before the workers copy the dataset (on_test_start comes after).
             names = getattr(self.trainer.lightning_module, "class_names", None)
             if names:
                 self.match_classes(list(names))

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
-import urllib.error
 from collections.abc import Sequence
-from pathlib import Path
 
-import torch
 import torchvision
 from torch import nn
 
@@ -28,6 +24,9 @@ from lightning_fer.models.registry import (
 )
 from lightning_fer.models.small_faces import FERVGGNet, FERXceptionNet
 from lightning_fer.models.spp import SPPNet, zf5
+from lightning_fer.models.weights import adapt_first_conv, load_matching, load_state, looks_like_path
+
+__all__ = ["available_backbones", "create_backbone", "load_matching", "load_state"]
 
 log = logging.getLogger(__name__)
 
@@ -44,108 +43,10 @@ def available_backbones() -> list[str]:
     return [n for n in backbone_names() if n not in ("torchvision", "timm")]
 
 
-def _resolve_weights(model_name: str, spec: str):
-    """A torchvision weights enum from ``ResNet50_Weights.IMAGENET1K_V2``, ``IMAGENET1K_V1`` or
-    ``DEFAULT``."""
-    try:
-        if "." in spec:
-            return torchvision.models.get_weight(spec)
-        return torchvision.models.get_model_weights(model_name)[spec]
-    except (KeyError, ValueError, AttributeError) as err:
-        try:
-            known = [w.name for w in torchvision.models.get_model_weights(model_name)] + ["DEFAULT"]
-        except (KeyError, ValueError):
-            known = []
-        raise ValueError(
-            f"pretrained={spec!r} is neither a file nor torchvision weights for {model_name!r} "
-            f"(known: {known}) ({err})"
-        ) from None
-
-
-def _looks_like_path(spec: str) -> bool:
-    return os.sep in spec or spec.endswith((".pt", ".pth", ".ckpt", ".bin")) or Path(spec).exists()
-
-
-def load_state(spec: str, model_name: str) -> dict[str, torch.Tensor]:
-    """Pretrained tensors from a local file or from torchvision weights (downloaded, or taken
-    from the torch hub cache when already there)."""
-    if _looks_like_path(spec):
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"pretrained weights file {path} does not exist")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:  # a Lightning checkpoint
-            state = state["state_dict"]
-        if not isinstance(state, dict):
-            raise ValueError(f"{path}: expected a state dict, found {type(state).__name__}")
-        out = {}
-        for k, v in state.items():
-            for prefix in ("backbone.", "module.", "model."):
-                if k.startswith(prefix):
-                    k = k[len(prefix) :]
-            out[k] = v
-        return out
-    weights = _resolve_weights(model_name, spec)
-    try:
-        return weights.get_state_dict(progress=False, check_hash=True)
-    except (urllib.error.URLError, OSError, RuntimeError) as err:
-        fname = weights.url.rsplit("/", 1)[-1]
-        raise RuntimeError(
-            f"could not fetch {weights} from {weights.url} ({err}). Without a network, download that file "
-            f"elsewhere and either pass it as pretrained=/path/to/{fname} (--model.pretrained=...) or put it in "
-            f"{Path(torch.hub.get_dir()) / 'checkpoints'}/"
-        ) from None
-
-
-def load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> list[str]:
-    """Load the tensors whose names and shapes match; a 3-channel first convolution feeds a
-    1-channel one by summing over colour. Returns the names left as initialised."""
-    own = model.state_dict()
-    matched = {}
-    for k, v in state.items():
-        if k not in own:
-            continue
-        if v.shape == own[k].shape:
-            matched[k] = v
-        elif v.ndim == 4 and own[k].ndim == 4 and v.shape[1] == 3 and own[k].shape[1] == 1 and v.shape[0] == own[k].shape[0]:
-            matched[k] = v.sum(1, keepdim=True)
-    if len(matched) < 0.5 * len(own):
-        raise ValueError(
-            f"{source}: only {len(matched)} of the model's {len(own)} tensors match by name and shape; "
-            "is this the right architecture?"
-        )
-    model.load_state_dict(matched, strict=False)
-    left = [k for k in own if k not in matched]
-    log.info("loaded %d/%d tensors from %s; left as initialised: %s", len(matched), len(own), source, left[:6])
-    return left
-
-
-def _adapt_first_conv(model: nn.Module, in_channels: int) -> None:
-    """Swap the first 3-channel convolution for an ``in_channels`` one (weights summed)."""
-    if in_channels == 3:
-        return
-    if in_channels != 1:
-        raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
-    for parent in model.modules():
-        for name, child in parent.named_children():
-            if isinstance(child, nn.Conv2d) and child.in_channels == 3:
-                new = nn.Conv2d(
-                    1, child.out_channels, child.kernel_size, child.stride, child.padding,
-                    child.dilation, child.groups, child.bias is not None,
-                )
-                with torch.no_grad():
-                    new.weight.copy_(child.weight.sum(1, keepdim=True))
-                    if child.bias is not None:
-                        new.bias.copy_(child.bias)
-                setattr(parent, name, new)
-                return
-    raise ValueError("no 3-channel convolution found to adapt to in_channels=1")
-
-
 def _trunk(name: str, pretrained: str | None) -> nn.Module:
     """Convolutional layers of a torchvision model, a small-face network or ZF-5, for SPP-net."""
     if name == "zf5":
-        if pretrained and not _looks_like_path(pretrained):
+        if pretrained and not looks_like_path(pretrained):
             raise ValueError("the zf5 trunk has no torchvision weights; give a local file or a torchvision trunk")
         return zf5()
     if name in SMALL_FACE_TRUNKS:
@@ -153,7 +54,7 @@ def _trunk(name: str, pretrained: str | None) -> nn.Module:
     if name not in torchvision.models.list_models(module=torchvision.models):
         raise ValueError(f"unknown SPP trunk {name!r}; use {SPP_TRUNKS}")
     model = torchvision.models.get_model(name, weights=None)
-    if pretrained and not _looks_like_path(pretrained):
+    if pretrained and not looks_like_path(pretrained):
         load_matching(model, load_state(pretrained, name), pretrained)
     if hasattr(model, "layer4"):
         return nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool, model.layer1, model.layer2, model.layer3, model.layer4)
@@ -190,6 +91,7 @@ def create_backbone(
             any keyword of ``timm.create_model`` for ``timm/<name>``.
 
     Example:
+        >>> import torch
         >>> net = create_backbone("resnet18", num_classes=7)
         >>> net(torch.randn(2, 3, 64, 64)).shape
         torch.Size([2, 7])
@@ -218,9 +120,9 @@ def _build_sppnet(num_classes: int, in_channels: int = 3, image_size: int = 224,
         raise ValueError(f"stem={stem!r} is for ResNet-family backbones, not sppnet")
     trunk = _trunk(spp_trunk, pretrained)
     model: nn.Module = SPPNet(trunk, num_classes, spp_levels, spp_hidden, dropout)
-    if pretrained and _looks_like_path(pretrained):
+    if pretrained and looks_like_path(pretrained):
         load_matching(model, load_state(pretrained, "sppnet"), pretrained)
-    _adapt_first_conv(model, in_channels)
+    adapt_first_conv(model, in_channels)
     return model
 
 
@@ -244,7 +146,7 @@ def _build_torchvision(name: str, num_classes: int, in_channels: int = 3, image_
             )
         # transform_input converts ImageNet-normalised input to the [-1, 1] range torchvision's
         # pretrained Inception weights expect; from scratch, leave the input alone.
-        kwargs = dict(aux_logits=aux, transform_input=bool(pretrained and not _looks_like_path(pretrained)), init_weights=True)
+        kwargs = dict(aux_logits=aux, transform_input=bool(pretrained and not looks_like_path(pretrained)), init_weights=True)
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
     if name == "inception_v3":
         # torchvision initialises every layer of Inception V3 with a truncated normal of std 0.1;
@@ -257,7 +159,7 @@ def _build_torchvision(name: str, num_classes: int, in_channels: int = 3, image_
     _small_stem(model, name, stem)
     if pretrained:
         load_matching(model, load_state(pretrained, name), pretrained)
-    _adapt_first_conv(model, in_channels)
+    adapt_first_conv(model, in_channels)
     return model
 
 
@@ -273,7 +175,7 @@ def _build_timm(name: str, num_classes: int, in_channels: int = 3, image_size: i
         raise ValueError(f"timm has no model {model_name!r} (timm.list_models() lists them)")
     model = timm.create_model(model_name, pretrained=False, num_classes=num_classes, in_chans=in_channels, **options)
     if pretrained:
-        if not _looks_like_path(pretrained):
+        if not looks_like_path(pretrained):
             raise ValueError(f"pretrained={pretrained!r}: for timm/<name> give a local weights file")
         load_matching(model, load_state(pretrained, model_name), pretrained)
     return model
@@ -297,7 +199,7 @@ def _build_fer_xception(num_classes: int, in_channels: int = 3, image_size: int 
 
 def _local_weights(model: nn.Module, pretrained: str | None) -> nn.Module:
     if pretrained:
-        if not _looks_like_path(pretrained):
+        if not looks_like_path(pretrained):
             raise ValueError(f"pretrained={pretrained!r}: the small-face networks have no torchvision weights; "
                              "give a local weights file")
         load_matching(model, load_state(pretrained, "small-face network"), pretrained)

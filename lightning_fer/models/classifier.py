@@ -3,45 +3,28 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lightning_fer.data.regions import REGIONS
 from lightning_fer.models.backbones import create_backbone
 from lightning_fer.models.evaluation import EvaluationMixin
-from lightning_fer.models.registry import builder_options, get_builder
+from lightning_fer.models.mixing import BatchMix, make_mixer, masked_cross_entropy
+from lightning_fer.models.optim import optimizer_and_schedule
+from lightning_fer.models.registry import builder_kwargs
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class BatchMix:
-    """Mixup and CutMix on training batches (torchvision's ``MixUp`` and ``CutMix``; with both
-    on, one of the two per batch).
-
-    Args:
-        mixup_alpha: Beta(alpha, alpha) of mixup's weights; 0 turns mixup off.
-        cutmix_alpha: Beta(alpha, alpha) of CutMix's box area; 0 turns CutMix off.
-        p: share of training batches mixed.
-    """
-
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    p: float = 1.0
 
 
 class FERClassifier(EvaluationMixin, L.LightningModule):
     """A facial expression classifier on one backbone, trained on the face or on one region.
 
-    Logs ``{stage}/loss``, ``{stage}/acc``, ``{stage}/balanced_acc``, ``{stage}/precision``,
-    ``{stage}/recall``, ``{stage}/f1`` (macro) and ``{stage}/f1_<class>`` on val and test;
-    torchmetrics syncs them across processes, and the data module's evaluation sampler counts
-    each sample once. ``predict_step`` returns class probabilities.
+    Logs ``{stage}/loss``, ``acc``, ``balanced_acc``, macro ``precision``, ``recall``, ``f1`` and
+    ``f1_<class>`` on val and test (torchmetrics, synced across processes; each sample counted
+    once). ``predict_step`` returns class probabilities.
 
     Args:
         backbone: a registered name (``fer_vgg``, ``fer_xception``, ``sppnet``, ``inception_v3``,
@@ -60,11 +43,9 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         lr: learning rate.
         weight_decay: weight decay.
         optimizer: ``adamw`` or ``sgd`` (momentum 0.9, Nesterov).
-        scheduler: ``cosine`` (over ``max_epochs``, per step), ``cosine_restarts`` (``cycles``
-            cosine cycles of equal length, each restarting at ``lr``: a snapshot ensemble's
-            schedule, whose cycle ends ``cv`` keeps as checkpoints), ``onecycle`` (linear-cosine
-            warm-up to ``lr`` over the first ``warmup`` share of the steps, then cosine down to
-            ``lr / 25e4``, momentum cycled; per step) or ``none``.
+        scheduler: per step: ``cosine``, ``cosine_restarts`` (``cycles`` equal cosine cycles, a
+            snapshot ensemble's schedule), ``onecycle`` (warm-up to ``lr`` over ``warmup`` of the
+            steps, then cosine to ``lr / 25e4``, momentum cycled) or ``none``.
         cycles: number of cycles of ``cosine_restarts``.
         warmup: share of the steps ``onecycle`` spends warming up.
         mix: mixup / CutMix on training batches (:class:`BatchMix`); ``None``: off.
@@ -74,12 +55,8 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         class_weights: ``None``, ``balanced`` (n / (k * count) on the training split) or one
             weight per class.
         aux_weight: weight of Inception V3's auxiliary loss (the paper's 0.4).
-        spp_levels: SPP-net pyramid grid sides.
-        spp_trunk: SPP-net trunk (``zf5`` or a torchvision model name).
-        spp_hidden: SPP-net hidden width.
-        dropout: SPP-net dropout.
-        stem: ``imagenet``, or for small faces in ResNets ``small_pool`` / ``small``
-            (:func:`~lightning_fer.models.backbones.create_backbone`).
+        spp_levels, spp_trunk, spp_hidden, dropout, stem: SPP-net's options and the ResNet stem
+            as flat options (as in 0.1 checkpoints; ``backbone_args`` wins where both are set).
         channels_last: use the channels-last memory format; ``None``: as the CLI's ``--fast_path``
             chooses (contiguous when the model is built in Python).
         compile: run the backbone through ``torch.compile`` (``nn.Module.compile``: the weights'
@@ -138,10 +115,8 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
             raise ValueError(f"cycles must be at least 1, got {cycles}")
         if not 0.0 < warmup < 1.0:
             raise ValueError(f"warmup must be in (0, 1), got {warmup}")
-        if tta not in ("none", "flip"):
-            raise ValueError(f"tta must be 'none' or 'flip', got {tta!r}")
-        if in_channels not in (1, 3):
-            raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
+        if tta not in ("none", "flip") or in_channels not in (1, 3):
+            raise ValueError(f"tta must be 'none' or 'flip' and in_channels 1 or 3, got {tta!r}, {in_channels}")
         if not 0.0 <= distill_weight <= 1.0 or distill_temperature <= 0:
             raise ValueError(f"distill_weight must be in [0, 1] and distill_temperature > 0, got {distill_weight}, "
                              f"{distill_temperature}")
@@ -153,26 +128,18 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         self.data_fingerprint: dict | None = None
         self.teacher_probs: torch.Tensor | None = None
 
-    # -- hooks that build ----------------------------------------------------------------
     def configure_model_(self) -> None:
         hp = self.hparams
         self.backbone: nn.Module = create_backbone(
-            hp.backbone, hp.num_classes, hp.in_channels, hp.image_size, hp.pretrained, **self._backbone_options()
+            hp.backbone, hp.num_classes, hp.in_channels, hp.image_size, hp.pretrained,
+            **builder_kwargs(hp.backbone, hp, ("spp_levels", "spp_trunk", "spp_hidden", "dropout", "stem"),
+                             hp.get("backbone_args")),
         )
-        self._mixer = _mixer(hp.get("mix"), hp.num_classes)
+        self._mixer = make_mixer(hp.get("mix"), hp.num_classes)
         if hp.channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
         if hp.get("compile"):
             self.backbone.compile()
-
-    def _backbone_options(self) -> dict[str, Any]:
-        """``backbone_args``, and the older flat options (``spp_*``, ``dropout``, ``stem``) that
-        the builder takes."""
-        hp = self.hparams
-        known = builder_options(get_builder(hp.backbone))
-        flat = {k: hp.get(k) for k in ("spp_levels", "spp_trunk", "spp_hidden", "dropout", "stem") if k in hp}
-        opts = {k: v for k, v in flat.items() if k in known}
-        return {**opts, **dict(hp.get("backbone_args") or {})}
 
     def setup(self, stage: str) -> None:
         cw = self.hparams.class_weights
@@ -200,16 +167,10 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
             if names and list(names) != self.class_names:
                 raise ValueError(f"the data's classes {names} differ from the model's {self.class_names}")
         if self.hparams.get("teacher") and stage == "fit":
-            from lightning_fer.models.distill import load_soft_targets
+            from lightning_fer.models.distill import teacher_targets
 
-            self.teacher_probs = load_soft_targets(self.hparams.teacher, self.class_names, self.data_fingerprint)
-            train = getattr(dm, "splits", {}).get("train", []) if dm is not None else []
-            missing = int(torch.isnan(self.teacher_probs[torch.as_tensor(list(train), dtype=torch.long)]).any(1).sum())
-            if missing:
-                raise ValueError(f"teacher soft targets {self.hparams.teacher} lack {missing} of the {len(train)} "
-                                 "training images: compute them on this run's training split")
+            self.teacher_probs = teacher_targets(self.hparams.teacher, self.class_names, self.data_fingerprint, dm)
 
-    # -- forward and steps ---------------------------------------------------------------
     @property
     def region(self) -> str:
         return self.hparams.region or "face"
@@ -238,18 +199,9 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         return logits
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
-        """Cross-entropy over the samples whose view is real (``real`` ``[B]``; ``None``: all).
-        Samples whose view could not be located add nothing, and a batch without any gives a
-        zero loss that still takes part in the step (so that DDP processes stay in step)."""
-        w = self.loss_weights.to(logits.device)
-        if y.ndim == 2:  # mixed soft targets (mixup / CutMix): every sample is real there
-            return F.cross_entropy(logits.float(), y, weight=w, label_smoothing=self.hparams.label_smoothing)
-        if real is None or bool(real.all()):
-            return F.cross_entropy(logits.float(), y, weight=w, label_smoothing=self.hparams.label_smoothing)
-        per = F.cross_entropy(logits.float(), y, weight=w, label_smoothing=self.hparams.label_smoothing, reduction="none")
-        keep = real.to(per.dtype)
-        # As the weighted mean cross_entropy computes: divided by the summed class weights.
-        return (per * keep).sum() / (w[y] * keep).sum().clamp(min=1e-12)
+        """Cross-entropy over the samples whose view is real (``real`` ``[B]``; ``None``: all;
+        :func:`~lightning_fer.models.mixing.masked_cross_entropy`); ``y`` may be mixed soft targets."""
+        return masked_cross_entropy(logits, y, self.loss_weights.to(logits.device), self.hparams.label_smoothing, real)
 
     def _main_loss(self, logits: torch.Tensor, batch: dict, y: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
         """The training loss of the main head: cross-entropy, or with a teacher the distillation
@@ -304,25 +256,9 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
             out.update(index=batch["index"], label=batch["label"])
         return out
 
-    # -- optimisation and checkpoints ----------------------------------------------------
     def configure_optimizers(self):
-        hp = self.hparams
-        params = self.parameters()
-        if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=hp.lr, momentum=0.9, nesterov=True, weight_decay=hp.weight_decay)
-        else:
-            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        if hp.scheduler == "none":
-            return opt
-        steps = max(int(self.trainer.estimated_stepping_batches), 1)
-        if hp.scheduler == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=steps,
-                                                        pct_start=hp.get("warmup", 0.2))
-        elif hp.scheduler == "cosine_restarts":
-            sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=max(steps // hp.cycles, 1))
-        else:
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        steps = max(int(self.trainer.estimated_stepping_batches), 1) if self.hparams.scheduler != "none" else 1
+        return optimizer_and_schedule(self.hparams, self.parameters(), steps)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["lightning_fer"] = {
@@ -344,40 +280,21 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
             # checkpoint's input, and _input converts the batches.
             log.info("checkpoint takes %d input channel(s); data.channels gives %d: batches are converted",
                      channels, self.hparams.in_channels)
-            self.hparams.in_channels = channels
-            pretrained, self.hparams.pretrained = self.hparams.pretrained, None
-            device = next(self.parameters()).device
-            self.configure_model_()
-            self.hparams.pretrained = pretrained
-            self.to(device)
+            self._rebuild(in_channels=channels)
         names = meta.get("class_names")
         if names and list(names) != self.class_names:
             log.info("checkpoint classes %s replace %s", list(names), self.class_names)
-            self.hparams.num_classes = len(names)
-            self.hparams.class_names = list(names)
             self.class_names = list(names)
-            pretrained, self.hparams.pretrained = self.hparams.pretrained, None  # the weights come from the checkpoint
-            device = next(self.parameters()).device
-            self.configure_model_()
-            self.hparams.pretrained = pretrained
+            self._rebuild(num_classes=len(names), class_names=list(names))
             self.configure_metrics()
             self.loss_weights = torch.ones(len(names))
-            self.to(device)
 
-
-def _mixer(mix: BatchMix | dict | None, num_classes: int):
-    """torchvision's MixUp / CutMix (or a random choice of the two) for ``mix``; ``None`` when off."""
-    if mix is None:
-        return None
-    if isinstance(mix, dict):
-        mix = BatchMix(**mix)
-    from torchvision.transforms import v2
-
-    parts = []
-    if mix.mixup_alpha > 0:
-        parts.append(v2.MixUp(alpha=mix.mixup_alpha, num_classes=num_classes))
-    if mix.cutmix_alpha > 0:
-        parts.append(v2.CutMix(alpha=mix.cutmix_alpha, num_classes=num_classes))
-    if not parts:
-        return None
-    return parts[0] if len(parts) == 1 else v2.RandomChoice(parts)
+    def _rebuild(self, **changes) -> None:
+        """Build the backbone again with ``changes`` to the options, on the same device, without
+        pretrained weights (the checkpoint's follow)."""
+        device = next(self.parameters()).device
+        pretrained, self.hparams.pretrained = self.hparams.pretrained, None
+        self.hparams.update(changes)
+        self.configure_model_()
+        self.hparams.pretrained = pretrained
+        self.to(device)

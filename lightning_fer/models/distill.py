@@ -65,3 +65,14 @@ def load_soft_targets(path: str | Path, class_names: list[str], data_print: dict
             raise ValueError(f"teacher soft targets {path} were computed on other data ({', '.join(diff)} differ): "
                              f"train the student with the data settings of the teacher's run")
     return d["probs"].float()
+
+
+def teacher_targets(path, class_names: list[str], fingerprint: dict | None, datamodule) -> torch.Tensor:
+    """:func:`load_soft_targets`, checked to cover every training image of ``datamodule``."""
+    probs = load_soft_targets(path, class_names, fingerprint)
+    train = getattr(datamodule, "splits", {}).get("train", []) if datamodule is not None else []
+    missing = int(torch.isnan(probs[torch.as_tensor(list(train), dtype=torch.long)]).any(1).sum())
+    if missing:
+        raise ValueError(f"teacher soft targets {path} lack {missing} of the {len(train)} "
+                         "training images: compute them on this run's training split")
+    return probs

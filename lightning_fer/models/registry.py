@@ -95,3 +95,11 @@ def builder_options(builder: Builder) -> list[str]:
 
 def takes_any_option(builder: Builder) -> bool:
     return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(builder).parameters.values())
+
+
+def builder_kwargs(name: str, flat, flat_names, args: dict | None) -> dict:
+    """The options for ``name``'s builder: ``args`` (``backbone_args``), over the ``flat_names``
+    entries of ``flat`` (a classifier's older flat options) that the builder takes."""
+    known = builder_options(get_builder(name))
+    opts = {k: flat[k] for k in flat_names if k in flat and k in known}
+    return {**opts, **dict(args or {})}

@@ -143,7 +143,7 @@ def test_flip_tta_averages_the_logits_of_the_mirror():
 
 def test_mixup_and_cutmix_train_on_soft_targets():
     from lightning_fer import FERClassifier
-    from lightning_fer.models.classifier import BatchMix
+    from lightning_fer.models.mixing import BatchMix
 
     model = FERClassifier("fer_vgg", backbone_args={"widths": [8]}, image_size=32, in_channels=1,
                           mix=BatchMix(mixup_alpha=0.4, cutmix_alpha=1.0), label_smoothing=0.1)
