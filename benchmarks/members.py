@@ -45,9 +45,10 @@ class Run:
 
 
 RUNS = [
-    Run("best_member", "configs/fer2013/best_member.yaml", "VGG 32-256, 30 epochs, EMA, flip TTA"),
+    Run("best_member", "configs/fer2013/best_member.yaml", "VGG 32-256, 30 epochs, EMA 0.999",
+        (EMA,)),
     Run("quick", "configs/fer2013/quick_member.yaml", "VGG 24-192, 12 epochs"),
-    Run("quick_ema", "configs/fer2013/quick_member.yaml", "VGG 24-192, 12 epochs, + EMA 0.999", (EMA,)),
+    Run("quick_ema", "configs/fer2013/quick_member.yaml", "VGG 24-192, 12 epochs, EMA 0.999", (EMA,)),
     Run("xception", "configs/fer2013/quick_member.yaml", "mini-Xception-style 32 / 64-512, 12 epochs",
         ("--model.init_args.backbone=fer_xception", "--model.init_args.backbone_args={}")),
     Run("sppnet_vgg", "configs/fer2013/sppnet_small.yaml", "SPP-net on the VGG 32-256 trunk, 12 epochs"),
@@ -107,26 +108,54 @@ def mflops(model, size: int, channels: int) -> float:
     return counter.get_total_flops() / 1e6
 
 
-def score(run: Run, folder: Path, info: dict, root: str, cache: dict) -> dict:
-    """PublicTest accuracy with and without flip TTA, and the costs, of one finished run."""
-    import numpy as np
+def final_weights(ckpt: Path) -> Path | None:
+    """For a run with weight averaging: a copy of its checkpoint holding the raw final weights
+    (``current_model_state``) as its state dict, beside it. Averaging is passive (the raw weights
+    follow the same path with or without it), so this is the same run without averaging."""
+    import torch
+
+    out = ckpt.with_name(ckpt.stem + ".final_weights.ckpt")
+    if out.is_file():
+        return out
+    data = torch.load(ckpt, map_location="cpu", weights_only=True)
+    if "current_model_state" not in data:
+        return None
+    data["state_dict"] = data.pop("current_model_state")
+    data.pop("averaging_state", None)
+    tmp = out.with_suffix(".tmp")
+    torch.save(data, tmp)
+    tmp.replace(out)
+    return out
+
+
+def score(run: Run, folder: Path, info: dict, root: str, cache: dict) -> list[dict]:
+    """PublicTest accuracy with and without flip TTA, and the costs, of one finished run (two
+    rows for a run with weight averaging: the average, and the final weights)."""
+    ckpt = checkpoint(folder)
+    rows = [_score_weights(run.name, run.recipe, ckpt, folder, info, root, cache)]
+    raw = final_weights(ckpt)
+    if raw is not None:
+        rows.append(_score_weights(f"{run.name} (final weights)", run.recipe.replace("EMA", "no EMA: final weights"),
+                                   raw, folder, info, root, cache))
+    return rows
+
+
+def _score_weights(name: str, recipe: str, ckpt: Path, folder: Path, info: dict, root: str, cache: dict) -> dict:
     import torch
 
     from benchmarks.peers import member_predictions, public_test, scores
     from lightning_fer import FERClassifier
 
-    ckpt = checkpoint(folder)
     model = FERClassifier.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).eval()
     hp = model.hparams
     key = (hp.image_size, hp.in_channels)
     if key not in cache:
         cache[key] = public_test(root, "drop", *key)[0]
     dm = cache[key]
-    names = dm.class_names
     acc = {}
     for mode in ("none", "flip"):
         pred, y = member_predictions(model, dm, mode)
-        acc[mode] = scores(pred, y, names)
+        acc[mode] = scores(pred, y, dm.class_names)
     torch.set_num_threads(2)
     faces = torch.stack([dm.datasets["test"][i]["views"][0] for i in range(256)])
     model.hparams.tta = "none"
@@ -136,18 +165,15 @@ def score(run: Run, folder: Path, info: dict, root: str, cache: dict) -> dict:
         for _ in range(3):
             model.evaluate(model._input(faces))
         infer = 3 * 256 / (time.perf_counter() - t0)
-    epochs = _epochs(folder)
-    n_train = _train_images(folder)
-    median = _median_epoch_seconds(folder)
+    epochs, n_train, median = _epochs(folder), _train_images(folder), _median_epoch_seconds(folder)
     return {
-        "name": run.name, "backbone": hp.backbone, "recipe": run.recipe, "ckpt": str(ckpt),
+        "name": name, "backbone": hp.backbone, "recipe": recipe, "ckpt": str(ckpt),
         "params": sum(p.numel() for p in model.parameters()), "mflops": mflops(model.backbone, *key),
         "size": hp.image_size, "minutes": info["wall_s"] / 60, "epochs": epochs,
         "train_minutes": median * epochs / 60 if median else float("nan"),
         "train_ips": n_train / median if n_train and median else float("nan"),
         "infer_ips": infer, "acc": 100 * acc["none"]["acc"], "acc_flip": 100 * acc["flip"]["acc"],
         "f1_flip": 100 * acc["flip"]["f1"], "n": acc["none"]["n"],
-        "ok": bool(np.isfinite(acc["none"]["acc"])),
     }
 
 
@@ -218,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     for run in RUNS:
         done = out / run.name / "done.json"
         if done.is_file() and checkpoint(out / run.name):
-            rows.append(score(run, out / run.name, json.loads(done.read_text()), args.root, cache))
+            rows += score(run, out / run.name, json.loads(done.read_text()), args.root, cache)
     if not rows:
         raise SystemExit(f"no finished run under {out}")
     best = max(rows, key=lambda r: max(r["acc"], r["acc_flip"]))

@@ -180,17 +180,18 @@ def test_onecycle_warms_up_to_the_peak_then_anneals(tmp_path):
 
 @pytest.mark.usefixtures("isolated")
 def test_ema_weights_are_what_the_checkpoint_holds_and_what_test_uses(tmp_path):
-    """best_member.yaml averages its weights (EMAWeightAveraging): the checkpoint's state_dict is
-    the average (the raw weights beside it), and ``test``/``predict`` from it see the average,
-    also in the trainer that fitted (where Lightning's own callback loads the raw weights back)."""
-    config = REPO / "configs" / "fer2013" / "best_member.yaml"
+    """A recipe with EMAWeightAveraging: the checkpoint's state_dict is the average (the raw
+    weights beside it), and ``test``/``predict`` from it see the average, also in the trainer
+    that fitted (where Lightning's own callback loads the raw weights back)."""
+    config = REPO / "configs" / "fer2013" / "quick_member.yaml"
     tiny = _tiny(tmp_path / "synthetic", 48, 1)
     tiny = [a for a in tiny if not a.startswith(("--trainer.callbacks", "--trainer.enable_checkpointing",
                                                  "--trainer.logger"))]
     # a constant, large lr so that the raw weights move well away from their average in 4 steps
     built = build(config, tiny, ["--model.init_args.backbone_args={widths: [8, 16]}", "--trainer.max_steps=4",
                                  "--model.init_args.scheduler=none", "--model.init_args.lr=0.5",
-                                 "--trainer.precision=32-true"])
+                                 "--trainer.precision=32-true",
+                                 "--trainer.callbacks+=lightning_fer.callbacks.EMAWeightAveraging"])
     ema = next(c for c in built.trainer.callbacks if type(c).__name__ == "EMAWeightAveraging")
     assert ema._kwargs["avg_fn"] is not None
     built.trainer.fit(built.model, datamodule=built.datamodule)
