@@ -135,7 +135,7 @@ def score(run: Run, folder: Path, info: dict, root: str, cache: dict) -> list[di
     rows = [_score_weights(run.name, run.recipe, ckpt, folder, info, root, cache)]
     raw = final_weights(ckpt)
     if raw is not None:
-        rows.append(_score_weights(f"{run.name} (final weights)", run.recipe.replace("EMA", "no EMA: final weights"),
+        rows.append(_score_weights(f"{run.name} (final weights)", run.recipe.replace("EMA 0.999", "final weights (EMA off)"),
                                    raw, folder, info, root, cache))
     return rows
 
@@ -204,12 +204,17 @@ def _train_images(folder: Path) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def _num(v: float, digits: int | None = None):
+    """A figure for the table, or "-" where it was not measured (a run without EpochTimer)."""
+    return "-" if v != v else round(v, digits) if digits else round(v)
+
+
 def report(rows: list[dict], peers_md: str | None, cmd: str, line: str = "") -> str:
     headers = ["run", "backbone", "recipe", "params", "MFLOPs", "px", "epochs", "fit minutes (wall)",
                "train minutes (median epoch x epochs)", "train img/s",
                "infer img/s (2 thr)", "PublicTest %", "+ flip TTA %", "macro F1 % (TTA)"]
     body = [[r["name"], r["backbone"], r["recipe"], f"{r['params']:,}", round(r["mflops"], 1), r["size"],
-             r["epochs"], round(r["minutes"], 1), round(r["train_minutes"], 1), round(r["train_ips"]), round(r["infer_ips"]),
+             r["epochs"], round(r["minutes"], 1), _num(r["train_minutes"], 1), _num(r["train_ips"]), round(r["infer_ips"]),
              round(r["acc"], 1), round(r["acc_flip"], 1), round(r["f1_flip"], 1)] for r in rows]
     parts = [f"Machine: {machine()}", "FER2013 PublicTest, duplicates dropped (3,549 faces); trained from scratch on all "
              "of Training, duplicates dropped (27,170 faces), no validation fold; one seed (0).",
