@@ -252,3 +252,14 @@ def test_best_member_recipe_on_data_with_official_train_val_and_test_folders(syn
     assert "val/acc" in built.trainer.callback_metrics
     tested = built.trainer.test(built.model, datamodule=built.datamodule, ckpt_path="best")[0]
     assert 0 <= tested["test/acc"] <= 1
+
+
+def test_bad_channel_and_recipe_options_are_named():
+    from lightning_fer import FERClassifier, FERDataModule
+
+    with pytest.raises(ValueError, match="channels must be 1 or 3, got 2"):
+        FERDataModule("synthetic", channels=2)
+    with pytest.raises(ValueError, match="tta must be 'none' or 'flip'"):
+        FERClassifier("fer_vgg", tta="tencrop")
+    with pytest.raises(ValueError, match=r"warmup must be in \(0, 1\), got 1.5"):
+        FERClassifier("fer_vgg", scheduler="onecycle", warmup=1.5)
