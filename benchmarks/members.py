@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from benchmarks.common import machine, table  # noqa: E402
+from benchmarks.common import machine, median_time, table  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 EMA = "--trainer.callbacks+=lightning_fer.callbacks.EMAWeightAveraging"
@@ -160,11 +160,7 @@ def _score_weights(name: str, recipe: str, ckpt: Path, folder: Path, info: dict,
     faces = torch.stack([dm.datasets["test"][i]["views"][0] for i in range(256)])
     model.hparams.tta = "none"
     with torch.inference_mode():
-        model.evaluate(model._input(faces))
-        t0 = time.perf_counter()
-        for _ in range(3):
-            model.evaluate(model._input(faces))
-        infer = 3 * 256 / (time.perf_counter() - t0)
+        infer = 256 / median_time(lambda: model.evaluate(model._input(faces)), repeats=3)
     epochs, n_train, median = _epochs(folder), _train_images(folder), _median_epoch_seconds(folder)
     return {
         "name": name, "backbone": hp.backbone, "recipe": recipe, "ckpt": str(ckpt),

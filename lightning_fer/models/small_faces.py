@@ -27,7 +27,22 @@ def _init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class FERVGGNet(nn.Module):
+class _PooledNet(nn.Module):
+    """A convolutional trunk (``features``), global average pooling, dropout and one linear layer."""
+
+    def _finish(self, features: nn.Sequential, channels: int, num_classes: int, drop_rate: float) -> None:
+        #: the convolutional trunk (SPP-net can pool it: ``spp_trunk: fer_vgg``).
+        self.features = features
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(drop_rate), nn.Linear(channels, num_classes))
+        self.num_features = channels
+        _init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.features(x)))
+
+
+class FERVGGNet(_PooledNet):
     """A plain VGG-style CNN for small faces: ``convs_per_stage`` 3x3 conv + BN + ReLU per stage,
     a 2x2 max-pool between stages, global average pooling, dropout and one linear layer.
 
@@ -64,15 +79,7 @@ class FERVGGNet(nn.Module):
             for _ in range(convs_per_stage):
                 layers += _conv_bn_relu(cin, w)
                 cin = w
-        #: the convolutional trunk (SPP-net can pool it: ``spp_trunk: fer_vgg``).
-        self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(drop_rate), nn.Linear(cin, num_classes))
-        self.num_features = cin
-        _init(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pool(self.features(x)))
+        self._finish(nn.Sequential(*layers), cin, num_classes, drop_rate)
 
 
 class SeparableConv(nn.Sequential):
@@ -100,7 +107,7 @@ class XceptionBlock(nn.Module):
         return self.main(x) + self.shortcut(x)
 
 
-class FERXceptionNet(nn.Module):
+class FERXceptionNet(_PooledNet):
     """A depthwise-separable residual network for small faces, after mini-Xception: a stem of
     two 3x3 convolutions at full resolution, one :class:`XceptionBlock` per entry of ``widths``
     (each halves the map), global average pooling, dropout and a linear layer.
@@ -135,11 +142,4 @@ class FERXceptionNet(nn.Module):
             blocks.append(XceptionBlock(cin, w))
             cin = w
         blocks.append(nn.ReLU(inplace=True))
-        self.features = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(drop_rate), nn.Linear(cin, num_classes))
-        self.num_features = cin
-        _init(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pool(self.features(x)))
+        self._finish(nn.Sequential(*blocks), cin, num_classes, drop_rate)
