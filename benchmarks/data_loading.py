@@ -52,7 +52,7 @@ def landmark_rows(root: Path, n: int, work: Path) -> list[list]:
     rows = []
     times = {}
     for _label, batch in (("batched MTCNN (32 per call)", 32), ("one image per MTCNN call", 1)):
-        dm = FERDataModule(source, landmarks="mtcnn", detect_batch_size=batch, num_workers=2,
+        dm = FERDataModule(source, landmarks={"mode": "mtcnn", "batch_size": batch}, num_workers=2,
                            cache_dir=str(work / f"lm{batch}"), fold=None)
         with Timer() as t:
             dm.prepared.index()
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
                 for workers in args.workers:
                     d = FERDataModule(source, landmarks="template", views=views, image_size=args.image_size,
                                       batch_size=args.batch, num_workers=workers, cache_dir=str(work / "cache"),
-                                      augmentation=augmentation)
+                                      training={"augmentation": augmentation})
                     d.setup("fit")
                     ips = time_loader(d.train_dataloader(), args.batches, args.batch)
                     per = ips / max(workers, 1)

@@ -53,7 +53,7 @@ def ensemble_rows(size: int, batch: int, repeats: int, peaks: dict[str, float]) 
     with torch.inference_mode():
         work = flops(lambda: plain(views))
         t32 = median_time(lambda: plain(views), repeats)
-    fast = EnsembleModule(members, views=PARTS, channels_last=True).eval()
+    fast = EnsembleModule(members, views=PARTS).set_channels_last(True).eval()
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         t16 = median_time(lambda: fast(views), repeats)
     t_ort = onnx_time(plain, views, repeats)
@@ -73,7 +73,7 @@ def member_rows(size: int, batch: int, repeats: int) -> list[list]:
     x = torch.randn(batch, 3, size, size)
     with torch.inference_mode():
         t32 = median_time(lambda: model(x), repeats)
-    fast = FERClassifier("resnet18", image_size=size, class_names=None, channels_last=True).eval()
+    fast = FERClassifier("resnet18", image_size=size, class_names=None).set_channels_last(True).eval()
     fast.load_state_dict(model.state_dict())
     xc = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):

@@ -80,7 +80,7 @@ def train_synthetic(args, precision: str | None = None, channels_last: bool | No
     data = [batches[i % 4] for i in range(args.warmup + args.steps)]
     clock = make_clock(args.warmup)
     cl = args.channels_last if channels_last is None else channels_last
-    model = FERClassifier("resnet50", image_size=args.size, channels_last=cl, class_names=None)
+    model = FERClassifier("resnet50", image_size=args.size, class_names=None).set_channels_last(cl)
     _trainer(args, clock, precision).fit(model, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=None))
     return clock.steps * args.batch / (clock.t1 - clock.t0)
 
@@ -100,7 +100,7 @@ def train_real(args, cache: Path, wire: str = "float32") -> float:
                        image_size=args.size, batch_size=args.batch, num_workers=args.workers, cache_dir=str(cache),
                        wire=wire)
     clock = make_clock(args.warmup)
-    model = FERClassifier("resnet50", image_size=args.size, channels_last=args.channels_last, class_names=dm.class_names)
+    model = FERClassifier("resnet50", image_size=args.size, class_names=dm.class_names).set_channels_last(args.channels_last)
     _trainer(args, clock).fit(model, datamodule=dm)
     return clock.steps * args.batch / (clock.t1 - clock.t0)
 

@@ -54,21 +54,23 @@ RUNS = [
     Run("sppnet_vgg", "configs/fer2013/sppnet_small.yaml", "SPP-net on the VGG 32-256 trunk, 12 epochs"),
     Run("resnet50_small", "configs/fer2013/resnet50_small.yaml", "ResNet50, 3x3 stride-1 stem (max-pool kept)"),
     Run("inception_v3_75", "configs/fer2013/inception_v3_small.yaml", "Inception V3 at 75 px"),
+    Run("inception_v3_75_lr002", "configs/fer2013/inception_v3_small.yaml", "Inception V3 at 75 px, peak lr 0.02",
+        ("--model.init_args.optim.lr=0.02",)),
     Run("quick_mixup", "configs/fer2013/quick_member.yaml", "VGG 24-192, 12 epochs, + mixup 0.2",
         ('--model.init_args.mix={"mixup_alpha": 0.2}',)),
-    # Lower priority (not run in the 2026-12-01 session; run with --only):
+    # Lower priority (run with --only):
     Run("quick_no_smoothing", "configs/fer2013/quick_member.yaml", "VGG 24-192, 12 epochs, label smoothing 0",
         ("--model.init_args.label_smoothing=0.0",)),
     Run("quick_no_augment", "configs/fer2013/quick_member.yaml", "VGG 24-192, 12 epochs, no augmentation",
-        ("--data.init_args.augment=false",)),
+        ("--data.init_args.training.augment=false",)),
     Run("quick_adamw", "configs/fer2013/quick_member.yaml", "VGG 24-192, 12 epochs, AdamW 2e-3 cosine",
-        ("--model.init_args.optimizer=adamw", "--model.init_args.lr=0.002", "--model.init_args.weight_decay=0.05",
-         "--model.init_args.scheduler=cosine")),
+        ("--model.init_args.optim.optimizer=adamw", "--model.init_args.optim.lr=0.002", "--model.init_args.optim.weight_decay=0.05",
+         "--model.init_args.optim.scheduler=cosine")),
 ]
 
 
 #: trained only when named with --only (they do not fit one 3-hour session with the others)
-OPTIONAL = ("quick_no_smoothing", "quick_adamw")
+OPTIONAL = ("quick_no_smoothing", "quick_adamw", "inception_v3_75_lr002")
 
 
 def train(run: Run, out: Path, root: str) -> dict | None:

@@ -9,15 +9,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+import yaml
 from lightning.pytorch.cli import LightningCLI
 
 from lightning_fer.data.datamodule import FERDataModule
-from lightning_fer.fastpath import choose
+from lightning_fer.fastpath import apply, choose
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +48,30 @@ class FERCLI(LightningCLI):
             "--fast_path", type=Literal["auto", "on", "off"], default="auto",
             help="mixed precision and channels-last where the hardware has units for them (auto: GPUs, CPUs "
                  "with amx_bf16/avx512_bf16; float32 elsewhere); on/off force it. An explicit "
-                 "trainer.precision or model.init_args.channels_last wins.",
+                 "trainer.precision or --channels_last wins.",
+        )
+        parser.add_argument(
+            "--channels_last", type=bool | None, default=None,
+            help="run the model in the channels-last memory format (default: as --fast_path chooses)",
+        )
+        parser.add_argument(
+            "--compile", type=bool, default=False,
+            help="run the backbone(s) through torch.compile (the first steps pay the compilation)",
         )
         parser.link_arguments("data.init_args.image_size", "model.init_args.image_size")
-        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        # The classes only: a classifier counts them (an ensemble takes its members'), so one link
+        # serves every model.
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
 
     def parse_arguments(self, parser, args) -> None:
         if not isinstance(args, _Request):
+            if args is None or isinstance(args, (list, tuple)):
+                args = expand_bases(list(sys.argv[1:] if args is None else args))
             return super().parse_arguments(parser, args)
         # One parse, as on the command line, so that omegaconf interpolations (an ensemble's
         # ``views: ${data.init_args.views}``) see every override; a dict goes in as a config
         # string (JSON), which the parser merges and checks as it does a config file.
-        argv = [a for c in args.configs for a in ("--config", c)]
+        argv = expand_bases([a for c in args.configs for a in ("--config", c)])
         for override in args.overrides:
             argv += ["--config", json.dumps(dict(override))] if isinstance(override, Mapping) else list(override)
         self.config = parser.parse_args(argv)
@@ -76,23 +90,79 @@ class FERCLI(LightningCLI):
         if init is not None and "in_channels" in init and channels is not None and init.in_channels != channels:
             # data.channels is said once, in the data; the classifier follows it as it follows num_classes.
             init.in_channels = channels
-        if init is not None and "channels_last" in init and init.channels_last is None:
-            init.channels_last = fp.channels_last
-            chosen.append("channels-last" if fp.channels_last else "contiguous")
+        self._fast_path, self._fast_path_chosen = fp, chosen
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        fp = getattr(self, "_fast_path", None) or choose(cfg.get("fast_path", "auto"), cfg.trainer.get("accelerator"))
+        chosen = getattr(self, "_fast_path_chosen", []) + apply(self.model, fp, cfg.get("channels_last"),
+                                                                   bool(cfg.get("compile")))
         if chosen:
             log.info("fast path (%s): %s", fp.reason, ", ".join(chosen))
 
     def before_predict(self) -> None:
         from lightning_fer.predict import FacePredictionWriter
 
-        writer = FacePredictionWriter.for_datamodule(self.datamodule)
-        if writer is not None and not any(isinstance(c, FacePredictionWriter) for c in self.trainer.callbacks):
-            self.trainer.callbacks.append(writer)
+        options = getattr(self.datamodule, "predict_options", None)
+        if options is not None and not any(isinstance(c, FacePredictionWriter) for c in self.trainer.callbacks):
+            self.trainer.callbacks.append(FacePredictionWriter.from_options(options))
 
     def after_fit(self) -> None:
         if self.config[self.subcommand].get("test_after_fit"):
             ckpt = "best" if self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path else None
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+
+
+#: The key of a config file that names the config(s) it extends, relative to its own folder.
+BASE_KEY = "base"
+
+
+def config_layers(path: str | os.PathLike, _seen: tuple = ()) -> list[tuple[Path, dict]]:
+    """The layers of a config file: its ``base`` configs' layers (recursively, in order), then
+    its own mapping without the ``base`` key.
+
+    Example:
+        >>> [p.name for p, _ in config_layers("configs/fer2013/resnet18.yaml")]
+        ['trainer.yaml', 'resnet18.yaml']
+    """
+    path = Path(path)
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict) or BASE_KEY not in data:
+        return [(path, data)]
+    bases = data.pop(BASE_KEY)
+    layers = []
+    for base in [bases] if isinstance(bases, str) else list(bases or []):
+        found = (path.parent / base).resolve()
+        if not found.is_file():
+            raise FileNotFoundError(f"{path}: base config {base!r} not found (looked for {found})")
+        if found in _seen:
+            raise ValueError(f"{path}: base configs form a loop through {found}")
+        layers += config_layers(found, (*_seen, found))
+    return [*layers, (path, data)]
+
+
+def expand_bases(argv: list[str]) -> list[str]:
+    """``argv`` with every ``--config FILE`` whose file names a ``base`` replaced by the base
+    files and then the file's own settings (LightningCLI merges repeated ``--config`` in order,
+    later ones winning; lists, such as callbacks, are replaced, not merged)."""
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        value, step = (argv[i + 1], 2) if arg == "--config" and i + 1 < len(argv) else (
+            (arg.split("=", 1)[1], 1) if arg.startswith("--config=") else (None, 1))
+        if value is not None and value.endswith((".yaml", ".yml")) and Path(value).is_file():
+            layers = config_layers(value)
+            if len(layers) > 1:
+                for path, data in layers[:-1]:
+                    out += ["--config", str(path)] if BASE_KEY not in (yaml.safe_load(path.read_text()) or {}) \
+                        else ["--config", json.dumps(data)]
+                out += ["--config", json.dumps(layers[-1][1])]
+                i += step
+                continue
+        out += argv[i:i + step]
+        i += step
+    return out
 
 
 def make_cli(args: Any, run: bool = True, exit_on_error: bool = True) -> FERCLI:

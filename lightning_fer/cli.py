@@ -18,13 +18,13 @@ subcommands:
   fit        train a model (a FERClassifier on one backbone, or an ensemble)
   validate   evaluate a checkpoint on the validation split
   test       evaluate a checkpoint on the test split
-  predict    class probabilities for the test split, or for every face in photos (--data.predict_path)
+  predict    class probabilities for the test split, or for every face in photos (--data.predict.path)
   cv         cross-validated training of several members, out-of-fold stacking, Table II
   export     a member or an ensemble to TorchScript or ONNX, checked against eager outputs
 
 examples:
   python -m lightning_fer fit --config configs/demo/resnet50.yaml
-  python -m lightning_fer fit --config configs/demo/resnet50.yaml --model.lr=0.01 --trainer.max_epochs=3
+  python -m lightning_fer fit --config configs/demo/resnet50.yaml --model.optim.lr=0.01 --trainer.max_epochs=3
   python -m lightning_fer test --config configs/demo/resnet50.yaml --ckpt_path runs/demo/resnet50/checkpoints/best.ckpt
   python -m lightning_fer fit --config configs/demo/resnet50.yaml --print_config
   python -m lightning_fer cv --config configs/demo/cv.yaml

@@ -94,3 +94,18 @@ def choose(setting: Setting = "auto", accelerator: str | None = "auto") -> FastP
 
 def describe(fp: FastPath) -> str:
     return f"fast path: precision {fp.precision}, {'channels-last' if fp.channels_last else 'contiguous'} ({fp.reason})"
+
+
+def apply(model, fp: FastPath, channels_last: bool | None = None, compile: bool = False) -> list[str]:
+    """Put ``model`` (a classifier or an ensemble: anything with ``set_channels_last`` and
+    ``compile_backbone``) in the memory format ``channels_last`` says (``None``: the fast path's
+    choice), and compile it if asked; returns what was chosen, for the log."""
+    chosen = []
+    if hasattr(model, "set_channels_last"):
+        on = fp.channels_last if channels_last is None else bool(channels_last)
+        model.set_channels_last(on)
+        chosen.append("channels-last" if on else "contiguous")
+    if compile and hasattr(model, "compile_backbone"):
+        model.compile_backbone()
+        chosen.append("torch.compile")
+    return chosen

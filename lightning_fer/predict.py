@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from lightning_fer.data.io import read_image
-from lightning_fer.data.photos import DEFAULT_OUTPUT, PhotoOptions, PhotoScan
+from lightning_fer.data.photos import DEFAULT_OUTPUT, PhotoScan, PredictOptions
 from lightning_fer.files import atomic_path, write_csv, write_text
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,9 @@ class FacePredictionWriter(BasePredictionWriter):
         self.smooth = smooth
 
     @classmethod
-    def for_datamodule(cls, datamodule) -> FacePredictionWriter | None:
-        """The writer a data module's photo options ask for (``None``: not predicting on photos)."""
-        photos: PhotoOptions | None = getattr(datamodule, "photos", None)
-        return cls(photos.output, photos.annotate_dir, photos.video.smooth) if photos is not None else None
+    def from_options(cls, options: PredictOptions) -> FacePredictionWriter:
+        """The writer a ``predict`` option group asks for."""
+        return cls(options.output, options.annotate_dir, options.video.smooth)
 
     def rows(self, trainer, predictions) -> list[dict]:
         dm = trainer.datamodule

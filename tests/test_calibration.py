@@ -30,3 +30,29 @@ def test_perfectly_calibrated_and_hard_votes():
     assert s["nll"] == pytest.approx(-math.log(NLL_FLOOR) / 2)
     # Vote shares that do not sum to one are renormalised.
     assert scores(torch.tensor([[2.0, 2.0]]), torch.tensor([0]), 2)["nll"] == pytest.approx(math.log(2))
+
+
+def test_selective_accuracy_columns_rank_by_confidence_and_by_agreement():
+    import torch
+
+    from lightning_fer.cv.report import selective
+    from lightning_fer.ensemble.functional import agreement
+
+    # Three voters on five faces; the ensemble (their mean probability) is right on faces 0-2.
+    logits = torch.tensor([[[4.0, 0], [3.0, 0], [2.0, 0]],      # says 0, all 3 agree: right
+                           [[0, 2.0], [0, 2.0], [1.0, 0]],      # says 1, 2 of 3 agree: right
+                           [[0, 1.0], [0, 1.0], [0, 1.0]],      # says 1, all 3 agree: right
+                           [[5.0, 0], [0, 1.0], [0, 1.0]],      # says 0, 1 of 3 agrees: wrong
+                           [[0, 9.0], [2.0, 0], [2.0, 0]]])     # says 0, 2 of 3 agree: wrong
+    labels = torch.tensor([0, 1, 1, 1, 1])
+    probs = logits.softmax(-1).mean(1)
+    agree = agreement(logits, probs)
+    s = selective(probs, labels, agree)
+    assert probs.argmax(1).tolist() == [0, 1, 1, 0, 0]
+    # 80% coverage keeps 4 faces: by agreement the two unanimous ones, then faces 1 and 4 (2 of
+    # 3; ties keep sample order), leaving out face 3: 3 right of 4.
+    assert s["acc80_agree"] == pytest.approx(0.75)
+    assert s["acc90_agree"] == pytest.approx(0.6) and s["acc90_conf"] == pytest.approx(0.6)  # all 5
+    by_conf = probs.max(1).values.argsort(descending=True, stable=True)[:4]
+    assert s["acc80_conf"] == pytest.approx(float((probs.argmax(1) == labels)[by_conf].float().mean()))
+    assert selective(probs, labels)["acc80_agree"] != selective(probs, labels)["acc80_agree"]  # NaN for a member

@@ -61,9 +61,9 @@ def test_cv_configs_parse(config):
 
 
 def test_overrides_in_the_form_sweeps_pass():
-    cli = parse_only(["--config", str(REPO / "configs/demo/resnet50.yaml"), "--model.lr=0.05",
+    cli = parse_only(["--config", str(REPO / "configs/demo/resnet50.yaml"), "--model.optim.lr=0.05",
                        "--data.image_size=72", "--data.views=[mouth]", "--trainer.max_epochs=3"])
-    assert cli.config.model.init_args.lr == 0.05
+    assert cli.config.model.init_args.optim.lr == 0.05
     assert cli.config.data.init_args.image_size == cli.config.model.init_args.image_size == 72
     assert cli.config.data.init_args.views == ["mouth"]
     assert cli.config.trainer.max_epochs == 3

@@ -54,7 +54,7 @@ def test_member_tested_on_a_data_set_with_other_classes(trained_members, tmp_pat
 
     # The figures: the checkpoint's own predictions on the known-class images, by hand.
     ref = FERClassifier.load_from_checkpoint(ckpt, weights_only=True).eval()
-    ev = FERDataModule(ManifestSource(manifest), image_size=48, num_workers=0, eval_split="all", augment=False,
+    ev = FERDataModule(ManifestSource(manifest), image_size=48, num_workers=0, eval_split="all", training={"augment": False},
                        cache_dir=str(tmp_path / "cache"))
     ev.prepare_data()
     ev.setup("test")
@@ -75,7 +75,7 @@ def test_member_tested_on_a_data_set_with_other_classes(trained_members, tmp_pat
 
 def test_eval_split_all_refuses_fit_and_takes_every_image(trained_members, tmp_path):
     manifest, rows = _other_dataset(trained_members, tmp_path)
-    dm = FERDataModule("manifest", str(manifest), image_size=32, num_workers=0, eval_split="all", train_fraction=0.5,
+    dm = FERDataModule("manifest", str(manifest), image_size=32, num_workers=0, eval_split="all", training={"fraction": 0.5},
                        cache_dir=str(tmp_path / "cache"))
     dm.prepare_data()
     with pytest.raises(ValueError, match="eval_split='all' evaluates on every image"):

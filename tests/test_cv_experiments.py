@@ -30,8 +30,8 @@ def test_experts_snapshots_flip_and_students_in_one_cv_run(tmp_path, monkeypatch
             "--expert_regions", '["mouth", "nose"]', "--expert_sizes", '{"mouth": 32}',
             "--students", json.dumps([SPP]),
             "--overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8), "--trainer.max_epochs=2",
-                                       "--trainer.limit_train_batches=2", "--model.init_args.scheduler=cosine_restarts",
-                                       "--model.init_args.cycles=2"])]
+                                       "--trainer.limit_train_batches=2", "--model.init_args.optim.scheduler=cosine_restarts",
+                                       "--model.init_args.optim.cycles=2"])]
     result = main(argv)
     run = tmp_path / "cv" / "fold0"
     done = {p.parent.name: json.loads(p.read_text()) for p in run.rglob("done.json")}
@@ -81,13 +81,24 @@ def test_experts_snapshots_flip_and_students_in_one_cv_run(tmp_path, monkeypatch
         teachers(plan, 0, None)
     assert torch.allclose(targets["probs"][known].sum(1), torch.ones(int(known.sum())), atol=1e-5)
     student = torch.load(done["sppnet.student"]["checkpoint"], map_location="cpu", weights_only=True)
-    assert student["hyper_parameters"]["teacher"].endswith("soft_targets.pt")
+    assert student["hyper_parameters"]["distill"]["teacher"].endswith("soft_targets.pt")
     # Calibration columns: ECE in percent, NLL in nats.
     table = (tmp_path / "cv" / "table2.md").read_text()
     assert "| ECE | NLL |" in table
     csv_rows = {r["model"]: r for r in csv.DictReader(open(tmp_path / "cv" / "table2.csv"))}
     assert float(csv_rows["sppnet"]["nll mean"]) == pytest.approx(result["rows"]["sppnet"][0]["nll"], abs=1e-3)
     assert float(csv_rows["sppnet"]["ece mean"]) == pytest.approx(100 * result["rows"]["sppnet"][0]["ece"], abs=1e-3)
+    # Structured rows: what each row is, in columns (readers select by them, not by names).
+    kinds = {n: (r["kind"], r["member"], r["region"], r["strategy"], r["group"]) for n, r in csv_rows.items()}
+    assert kinds["sppnet"] == ("member", "sppnet", "face", "", "")
+    assert kinds["sppnet@mouth"] == ("expert", "sppnet@mouth", "mouth", "", "")
+    assert kinds["sppnet#e0"] == ("snapshot", "sppnet", "face", "", "")
+    assert kinds["sppnet.student"] == ("student", "sppnet.student", "face", "", "")
+    assert kinds["SoftVote [faces + experts]"] == ("strategy", "", "", "SoftVote", "faces + experts")
+    assert csv_rows["sppnet + flip"]["flip"] == "True" and csv_rows["sppnet"]["flip"] == "False"
+    per_run = list(csv.DictReader(open(tmp_path / "cv" / "table2_runs.csv")))
+    assert {(r["model"], r["fold"], r["seed"]) for r in per_run if r["model"] == "sppnet"} == {("sppnet", "0", "")}
+    assert csv_rows["sppnet"]["acc90_agree mean"] == "" and csv_rows["HardVote"]["acc90_agree mean"] != ""
 
 
 def _plan(out, snapshots_of):
@@ -109,9 +120,9 @@ def test_flip_rows_average_the_image_and_its_mirror(tmp_path, monkeypatch):
     d = torch.load(tmp_path / "cv" / "fold0" / "predictions.pt", weights_only=True)
     probs = d["test_logits"][:, 0].softmax(-1)  # [N, views (face, face_flip), C]
     expect = scores(probs.mean(1), d["test_labels"], 7)
-    assert result["rows"]["sppnet + flip"][0] == pytest.approx(expect)
+    assert {k: result["rows"]["sppnet + flip"][0][k] for k in expect} == pytest.approx(expect)
     # Soft vote over one member with the mirror: the same average.
-    assert result["rows"]["SoftVote"][0] == pytest.approx(expect)
+    assert {k: result["rows"]["SoftVote"][0][k] for k in expect} == pytest.approx(expect)
 
 
 def _wait_for(path, proc, timeout=240):
@@ -176,7 +187,8 @@ def test_snapshots_are_collected_at_their_own_size_beside_a_larger_first_member(
 
     monkeypatch.chdir(tmp_path)
     cyclic = yaml.safe_load(open(SPP))
-    cyclic["model"]["init_args"].update(scheduler="cosine_restarts", cycles=2)
+    cyclic["model"]["init_args"]["optim"] = {"scheduler": "cosine_restarts", "cycles": 2}
+    cyclic["base"] = str(REPO / "configs" / "base" / "trainer.yaml")  # a copy elsewhere names its base absolutely
     (tmp_path / "sppnet.yaml").write_text(yaml.safe_dump(cyclic))
     result = main(["cv", "--members", json.dumps([str(REPO / "configs" / "demo" / "inception_v3.yaml"),
                                                   str(tmp_path / "sppnet.yaml")]),
@@ -206,3 +218,34 @@ def test_bad_expert_options_are_named_before_anything_trains(tmp_path, monkeypat
     with pytest.raises(ValueError, match="distinct file names"):
         run_cv([SPP, SPP], output_dir="cv")
     assert not list((tmp_path / "cv").rglob("*.ckpt"))  # nothing was trained
+
+
+def test_cv_and_test_report_the_same_figures_for_the_same_strategy(tmp_path, monkeypatch):
+    """One metric collection and one masking rule: Table II's accuracy, ECE and NLL for a
+    strategy equal what ``test`` logs for an EnsembleModule of the same member and strategy on the
+    same test split."""
+    import lightning as L
+
+    from lightning_fer import EnsembleModule
+    from lightning_fer.build import build
+    from lightning_fer.ensemble import SoftVote, Stacking
+
+    monkeypatch.chdir(tmp_path)
+    overrides = [*tiny_args(tmp_path / "synthetic", subjects=8), "--trainer.max_epochs=1", "--trainer.limit_train_batches=3"]
+    result = main(["cv", "--members", json.dumps([SPP]), "--output_dir", "cv", "--folds", "[0]", "--num_folds", "3",
+                   "--fast_path", "off", "--overrides", json.dumps(overrides), "--strategies",
+                   '[{"class_path": "lightning_fer.ensemble.SoftVote"}, {"class_path": "lightning_fer.ensemble.Stacking"}, '
+                   '{"class_path": "user_strategies.NamedLikeAMember"}]'])
+    # A user's strategy named like the member is filed as a strategy, beside the member's own row.
+    assert result["what"]["sppnet"]["kind"] == "member"
+    assert result["what"]["sppnet (strategy)"] == {"kind": "strategy", "member": "", "region": "", "strategy": "sppnet",
+                                                   "group": "all views", "flip": False}
+    ckpt = json.loads((tmp_path / "cv/fold0/sppnet/done.json").read_text())["checkpoint"]
+    for strategy, row in ((SoftVote(), "SoftVote"), (Stacking(), "Stacking")):
+        dm = build(SPP, overrides, {"data": {"init_args": {"fold": 0, "num_folds": 3}}}).datamodule
+        ens = EnsembleModule([ckpt], strategy, views=["face"])
+        trainer = L.Trainer(accelerator="cpu", precision="32-true", logger=False, enable_progress_bar=False)
+        (logged,) = trainer.test(ens, datamodule=dm, verbose=False)
+        (cv_row,) = result["rows"][row]
+        for metric in ("acc", "balanced_acc", "f1", "ece", "nll"):
+            assert logged[f"test/{metric}"] == pytest.approx(cv_row[metric], abs=1e-5), (row, metric)

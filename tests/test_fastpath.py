@@ -39,14 +39,14 @@ def test_the_choice_on_cpus_with_and_without_bf16_units(monkeypatch, flags, sett
 @pytest.mark.parametrize(("flags", "extra", "precision", "channels_last"), [
     (AMX, [], "bf16-mixed", True),
     ("fpu avx2", [], "32-true", False),
-    (AMX, ["--trainer.precision=32-true", "--model.init_args.channels_last=false"], "32-true", False),
+    (AMX, ["--trainer.precision=32-true", "--channels_last=false"], "32-true", False),
     ("fpu avx2", ["--fast_path=on"], "bf16-mixed", True),
 ])
 def test_the_cli_applies_the_choice_unless_told_otherwise(monkeypatch, caplog, flags, extra, precision, channels_last):
     monkeypatch.setenv(FLAGS_ENV, flags)
     built = build(REPO / "configs" / "demo" / "sppnet.yaml", {"trainer": {"logger": False, "accelerator": "cpu"}}, extra)
     assert built.trainer.precision == precision
-    assert bool(built.model.hparams.channels_last) is channels_last
+    assert built.model.channels_last is channels_last
     if channels_last:
         conv = next(m for m in built.model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
         assert conv.weight.is_contiguous(memory_format=torch.channels_last)
@@ -55,7 +55,7 @@ def test_the_cli_applies_the_choice_unless_told_otherwise(monkeypatch, caplog, f
 def _datamodule(root, wire: str, augment: bool) -> FERDataModule:
     src = SyntheticSource(str(root), num_subjects=6, images_per_class=1, test_subjects=1, image_size=64)
     dm = FERDataModule(src, views=["face", "mouth", "rest"], image_size=32, batch_size=8, num_workers=0,
-                       augment=augment, wire=wire)
+                       training={"augment": augment}, wire=wire)
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -102,13 +102,13 @@ def test_a_uint8_wire_trains_and_ensembles_collect_the_same(tmp_path):
 def test_compiled_members_answer_as_eager_ones():
     torch.manual_seed(0)
     eager = FERClassifier("resnet18", image_size=32).eval()
-    compiled = FERClassifier("resnet18", image_size=32, compile=True).eval()
+    compiled = FERClassifier("resnet18", image_size=32).compile_backbone().eval()
     compiled.load_state_dict(eager.state_dict())  # compiling keeps the weights' names
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), eager(x), rtol=1e-4, atol=1e-4)
-        ens_e, ens_c = EnsembleModule([eager], views=["face", "mouth"]), EnsembleModule([eager], views=["face", "mouth"],
-                                                                                         compile=True)
+        ens_e = EnsembleModule([eager], views=["face", "mouth"])
+        ens_c = EnsembleModule([eager], views=["face", "mouth"]).compile_backbone()
         v = torch.randn(2, 2, 3, 32, 32)
         torch.testing.assert_close(ens_c(v), ens_e(v), rtol=1e-4, atol=1e-4)
     assert np.isfinite(compiled(x).detach().numpy()).all()

@@ -45,7 +45,7 @@ def test_offline_wandb_run_holds_the_metrics(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc credentials either
     cli = main(["fit", "--config", str(REPO / "configs/demo/sppnet.yaml"), "--config",
                 str(REPO / "configs/loggers/wandb.yaml"), *tiny_args(tmp_path / "synthetic"),
-                "--trainer.max_epochs=2", "--trainer.limit_train_batches=3", "--model.lr=0.002"])
+                "--trainer.max_epochs=2", "--trainer.limit_train_batches=3", "--model.optim.lr=0.002"])
     import wandb
 
     cli.trainer.logger.experiment.finish()
@@ -61,4 +61,5 @@ def test_offline_wandb_run_holds_the_metrics(tmp_path, monkeypatch):
         assert f"{picture}/_type" in keys, picture  # logged as W&B images
     assert "val/per_class/_type" in keys  # the per-class table
     assert run["summary"]["test/acc"] == pytest.approx(float(cli.trainer.callback_metrics["test/acc"]))
-    assert run["config"]["lr"] == 0.002 and run["config"]["backbone"] == "sppnet"  # hyperparameters
+    optim = run["config"].get("optim") or {k.split("/", 1)[1]: v for k, v in run["config"].items() if k.startswith("optim/")}
+    assert optim["lr"] == 0.002 and run["config"]["backbone"] == "sppnet"  # hyperparameters (the optim group)

@@ -40,8 +40,8 @@ def test_predict_on_photos_through_the_cli(trained_members, photos, tmp_path, mo
     out = tmp_path / f"faces.{fmt}"
     with caplog.at_level(logging.WARNING, logger="lightning_fer"):
         main(["predict", "--config", str(REPO / "configs/demo/sppnet.yaml"), *trained_members["args"],
-              f"--ckpt_path={ckpt}", f"--data.predict_path={photos}", f"--data.predict_output={out}",
-              f"--data.annotate_dir={tmp_path / 'annotated'}"])
+              f"--ckpt_path={ckpt}", f"--data.predict.path={photos}", f"--data.predict.output={out}",
+              f"--data.predict.annotate_dir={tmp_path / 'annotated'}"])
     assert "trained on the synthetic demo faces only" in caplog.text
     rows = json.loads(out.read_text()) if fmt == "json" else list(csv.DictReader(open(out)))
     by_file: dict[str, list] = {}

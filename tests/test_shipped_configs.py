@@ -29,7 +29,7 @@ def _tiny(root: Path) -> dict:
                             "image_size": 80}}
     return {
         "data": {"init_args": {"source": source, "root": None, "image_size": 80, "batch_size": 4, "num_workers": 0,
-                               "train_fraction": 1.0}},
+                               "training": {"fraction": 1.0}}},
         "trainer": {"accelerator": "cpu", "devices": 1, "fast_dev_run": 1,
                     "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(root)}},
                     "enable_progress_bar": False, "enable_model_summary": False},

@@ -75,7 +75,7 @@ def test_one_drawn_configuration_really_fits(tmp_path, monkeypatch):
     args = [a.replace("configs/", f"{REPO}/configs/") if a.startswith("configs/") else a for a in args]
     cli = main([*args, *tiny_args(tmp_path / "synthetic"), "--trainer.max_epochs=1",
                 "--trainer.limit_train_batches=2", "--test_after_fit=false"])
-    assert cli.model.hparams.lr == pytest.approx(params["model.lr"])
+    assert cli.model.optim.lr == pytest.approx(params["model.optim.lr"])
     assert cli.datamodule.image_size == params["data.image_size"]
     assert "val/acc" in cli.trainer.callback_metrics
     assert Path(tmp_path / "runs/wandb/wandb").is_dir()

@@ -64,9 +64,9 @@ def test_predict_on_a_video_folder_through_the_cli(video_dir, tmp_path, monkeypa
     out = tmp_path / "video.csv"
     main(["predict", "--config", str(REPO / "configs/demo/resnet50.yaml"), "--model.init_args.backbone=squeezenet1_1",
           "--data.init_args.image_size=64", "--data.init_args.num_workers=0", "--trainer.logger=false",
-          "--trainer.enable_progress_bar=false", f"--ckpt_path={MEMBER}", f"--data.predict_path={video_dir}",
-          f"--data.predict_output={out}", f"--data.annotate_dir={tmp_path / 'annotated'}",
-          "--data.init_args.video.smooth=3"])
+          "--trainer.enable_progress_bar=false", f"--ckpt_path={MEMBER}", f"--data.predict.path={video_dir}",
+          f"--data.predict.output={out}", f"--data.predict.annotate_dir={tmp_path / 'annotated'}",
+          "--data.init_args.predict.video.smooth=3"])
     rows = list(csv.DictReader(open(out)))
     video = [r for r in rows if r["file"].endswith("two_faces.mp4")]
     faces = [r for r in video if r["label"]]
@@ -108,7 +108,7 @@ def test_a_video_without_a_stated_frame_rate_is_refused_by_name(tmp_path):
         def get(self, prop):
             return 0.0
 
-    with pytest.raises(ValueError, match=r"nofps.mp4: the container states no frame rate; set data.video.assume_fps"):
+    with pytest.raises(ValueError, match=r"nofps.mp4: the container states no frame rate; set data.predict.video.assume_fps"):
         frame_rate(NoRate(), tmp_path / "nofps.mp4", VideoOptions())
     assert frame_rate(NoRate(), tmp_path / "nofps.mp4", VideoOptions(assume_fps=12.5)) == 12.5
 

@@ -78,3 +78,12 @@ class AccuracyWeighted(EnsembleStrategy):
     def combine(self, logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         flat = self.flatten(logits.float().softmax(-1), mask)
         return (flat * self.weights.to(flat.device)[None, :, None]).sum(1) / self.weights.sum()
+
+
+class NamedLikeAMember(MaxConfidence):
+    """A user's strategy whose table name is a member's (``sppnet``): Table II must still file it
+    as a strategy."""
+
+    @property
+    def name(self) -> str:
+        return "sppnet"

@@ -26,7 +26,8 @@ import torch
 from lightning_fer.cv.distill import write_soft_targets
 from lightning_fer.cv.plan import Plan, member_specs, train_member
 from lightning_fer.cv.report import METRICS, log_to_wandb, plot_confusions, scores, write_table
-from lightning_fer.cv.run import collect, evaluate, fit_strategies, unique_names
+from lightning_fer.cv.run import collect, fit_strategies, unique_names
+from lightning_fer.cv.score import evaluate
 from lightning_fer.ensemble.strategies import EnsembleStrategy
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def run_cv(
     views: list[str] = ["face"],  # noqa: B006
     strategies: list[EnsembleStrategy] | None = None,
     overrides: list[str] = [],  # noqa: B006
-    monitor: str = "val/acc",
+    monitor: str | None = None,
     image_size: int | None = None,
     batch_size: int = 64,
     device: str = "auto",
@@ -57,6 +58,7 @@ def run_cv(
     flip: bool = False,
     students: list[str] = [],  # noqa: B006
     teacher_members: list[str] | None = None,
+    member_overrides: dict[str, list[str]] = {},  # noqa: B006
 ) -> dict:
     """Train, collect, fit and evaluate; returns the per-run figures, the table's path and the pictures.
 
@@ -75,7 +77,10 @@ def run_cv(
             and stacking.
         overrides: command-line overrides applied to every member's fit, e.g.
             ``--trainer.max_epochs=5``.
-        monitor: metric whose best value picks each member's checkpoint.
+        monitor: metric whose best value (highest) picks every member's checkpoint. ``None``: each
+            member config's own ``ModelCheckpoint`` monitor and mode (``val/balanced_acc`` for the
+            AffectNet members; the last epoch for a final-weights config; ``val/acc`` where the
+            config has none). Each member's log says which it used, and its ``done.json`` keeps it.
         image_size: size of the views collected for the ensembles (default: the largest member
             size; each member gets its own size back by resizing).
         batch_size: batch size when collecting predictions.
@@ -100,6 +105,9 @@ def run_cv(
         students: member configs trained by distillation on the run's soft targets (the mean
             probabilities of ``teacher_members`` on the training faces, and their mirrors with ``flip``),
             named ``<config>.student``.
+        member_overrides: command-line overrides for one member, by member name or config file stem
+            (``{resnet50: [--data.init_args.training.fraction=0.5]}``), after ``overrides``: a
+            benchmark profile's budget, kept out of the member's own config.
         teacher_members: who teaches the students (their soft vote): whole-face members, their
             snapshots (``resnet18#e5``) or all of a member's snapshots (``resnet18#snapshots``);
             default every whole-face member.
@@ -119,7 +127,7 @@ def run_cv(
     plan = Plan(specs, out, Path(members_dir) if members_dir else out,
                 [(k, s) for k in folds for s in (seeds or [None])], num_folds, list(views), list(overrides), monitor,
                 batch_size, image_size, torch.device(("cuda" if torch.cuda.is_available() else "cpu") if auto else device),
-                fast_path, flip, teacher_members, list(expert_overrides))
+                fast_path, flip, teacher_members, list(expert_overrides), dict(member_overrides))
     missing = [r for r in expert_regions if r not in plan.views]
     if missing:
         raise ValueError(f"expert regions {missing} are not among views {plan.views}: add them to views")
@@ -138,16 +146,16 @@ def run_cv(
     first = collected[plan.run_name(*plan.runs[0])]
     class_names = first["class_names"]
     fitted = fit_strategies(plan, collected, strategies, len(class_names))  # 3. out-of-fold fitting
-    rows, confusion = evaluate(plan, collected, fitted, unique_names(strategies), len(class_names))  # 4. scores
+    rows, confusion, what = evaluate(plan, collected, fitted, unique_names(strategies), len(class_names))  # 4. scores
 
-    what = f"{len(folds)} fold(s) {folds} of {num_folds}" + (f" x seeds {list(seeds)}" if seeds else "")
-    table = write_table(rows, out, f"{what}; views {list(views)}; {len(first['test_labels'])} test images")
+    runs = f"{len(folds)} fold(s) {folds} of {num_folds}" + (f" x seeds {list(seeds)}" if seeds else "")
+    table = write_table(rows, out, f"{runs}; views {list(views)}; {len(first['test_labels'])} test images", what)
     pictures = plot_confusions(confusion, class_names, out)
     if wandb_project:
         log_to_wandb(wandb_project, out, rows, pictures, dict(members=members, folds=folds, seeds=seeds, views=list(views)))
     log.info("cv finished in %.0f s: %s", time.perf_counter() - t_start, out / "table2.md")
     print(table)
-    return {"rows": rows, "table": out / "table2.md", "pictures": pictures}
+    return {"rows": rows, "what": what, "table": out / "table2.md", "pictures": pictures}
 
 
 def parser():

@@ -65,7 +65,7 @@ def write_soft_targets(plan: Plan, k: int, seed: int | None) -> Path:
     net, fp = member_net(plan, list(who.values()), ["face"], plan.image_size)
     # The students' data (a teacher's config may train on fewer images: every student image needs a target).
     student = next(s.config for s in plan.members if s.student)
-    dm = run_datamodule(plan, k, ["face"], student, image_size=net.image_size, augment=False)
+    dm = run_datamodule(plan, k, ["face"], student, image_size=net.image_size, training={"augment": False})
     with fp.autocast():
         logits, _, index, _ = net.collect(dm.loader("train", distributed=False))
     probs = torch.full((len(dm.records), logits.shape[-1]), float("nan"))

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -74,7 +74,7 @@ class Plan:
     num_folds: int
     views: list[str]
     overrides: Sequence[str]
-    monitor: str
+    monitor: str | None
     batch_size: int
     image_size: int | None
     device: torch.device
@@ -82,6 +82,8 @@ class Plan:
     flip: bool = False
     teacher_members: list[str] | None = None
     expert_overrides: Sequence[str] = ()
+    #: overrides for one member (by name or config file stem), after ``overrides``
+    member_overrides: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -113,9 +115,36 @@ class Plan:
         return self.out / self.run_name(k, seed) / "soft_targets.pt"
 
 
-def trainer_override(out: Path, monitor: str) -> dict:
-    """Where a member's run writes: logs, its best checkpoint (by ``monitor``), ``last.ckpt``
-    (every epoch: what an interrupted run resumes from) and plots."""
+def checkpoint_monitor(config: str | Path) -> tuple[str | None, str]:
+    """The metric and mode a member config's ``ModelCheckpoint`` selects by (with its ``base``
+    configs): ``(None, "max")`` for a config that keeps its final weights, ``("val/acc", "max")``
+    for one without a ``ModelCheckpoint``."""
+    from lightning_fer.build import config_layers
+
+    callbacks = None
+    for _, layer in config_layers(config):
+        found = ((layer or {}).get("trainer") or {}).get("callbacks")
+        if found is not None:
+            callbacks = found
+    for cb in callbacks or []:
+        if isinstance(cb, dict) and str(cb.get("class_path", "")).endswith("ModelCheckpoint"):
+            args = cb.get("init_args") or {}
+            return args.get("monitor"), args.get("mode", "min")  # Lightning's default mode
+    return "val/acc", "max"
+
+
+def member_monitor(plan: Plan, spec: MemberSpec) -> tuple[str | None, str, str]:
+    """What picks this member's checkpoint: ``cv``'s ``monitor`` where set, else its config's
+    (:func:`checkpoint_monitor`); and where that came from, for the log."""
+    if plan.monitor is not None:
+        return plan.monitor, "max", "cv.monitor"
+    monitor, mode = checkpoint_monitor(spec.config)
+    return monitor, mode, f"its config {spec.config}"
+
+
+def trainer_override(out: Path, monitor: str | None, mode: str = "max") -> dict:
+    """Where a member's run writes: logs, its best checkpoint (by ``monitor``; ``None``: the
+    last epoch's weights), ``last.ckpt`` (every epoch: what an interrupted run resumes from) and plots."""
     return {
         "test_after_fit": False,
         "trainer": {
@@ -124,7 +153,7 @@ def trainer_override(out: Path, monitor: str) -> dict:
                        "init_args": {"save_dir": str(out), "name": "logs"}},
             "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                            "init_args": {"dirpath": str(out / "checkpoints"), "filename": "best", "save_last": True,
-                                         "monitor": monitor, "mode": "max", "enable_version_counter": False}},
+                                         "monitor": monitor, "mode": mode, "enable_version_counter": False}},
                           {"class_path": "lightning_fer.callbacks.FERPlots"}],
         },
     }
@@ -138,8 +167,14 @@ def member_override(spec: MemberSpec, plan: Plan, k: int, seed: int | None) -> l
         data = {"views": [spec.region], **({"image_size": spec.image_size} if spec.image_size else {})}
         out.append({"data": {"init_args": data}, "model": {"init_args": {"region": spec.region}}})
     if spec.student:
-        out.append({"model": {"init_args": {"teacher": str(plan.soft_targets(k, seed))}}})
+        out.append({"model": {"init_args": {"distill": {"teacher": str(plan.soft_targets(k, seed))}}}})
     return out
+
+
+def own_overrides(spec: MemberSpec, plan: Plan) -> list[str]:
+    """``member_overrides`` for this member: by its name, else its config file's stem."""
+    own = plan.member_overrides
+    return list(own.get(spec.name, own.get(Path(spec.config).stem, [])))
 
 
 def snapshot_callback(model, trainer, dirpath: Path):
@@ -147,13 +182,13 @@ def snapshot_callback(model, trainer, dirpath: Path):
     cycle (``snapshot-epoch=N.ckpt``), the members of a snapshot ensemble; else ``None``."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    hp = model.hparams
-    if hp.get("scheduler") != "cosine_restarts" or hp.get("cycles", 1) < 2:
+    optim = getattr(model, "optim", None)
+    if optim is None or optim.scheduler != "cosine_restarts" or optim.cycles < 2:
         return None
     epochs = trainer.max_epochs or 0
-    if epochs % hp.cycles:
-        raise ValueError(f"a snapshot schedule needs max_epochs ({epochs}) divisible by cycles ({hp.cycles})")
-    return ModelCheckpoint(dirpath=dirpath, filename="snapshot-{epoch}", every_n_epochs=epochs // hp.cycles,
+    if epochs % optim.cycles:
+        raise ValueError(f"a snapshot schedule needs max_epochs ({epochs}) divisible by cycles ({optim.cycles})")
+    return ModelCheckpoint(dirpath=dirpath, filename="snapshot-{epoch}", every_n_epochs=epochs // optim.cycles,
                            save_top_k=-1, monitor=None, enable_version_counter=False)
 
 
@@ -187,8 +222,12 @@ def train_member(plan: Plan, spec: MemberSpec, k: int, seed: int | None) -> Path
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     seeded = [] if seed is None else [{"seed_everything": seed}]
-    built = build(spec.config, trainer_override(run_dir, plan.monitor), {"fast_path": plan.fast_path},
-                  list(plan.overrides), *seeded, plan.folds_override(k), *member_override(spec, plan, k, seed))
+    monitor, mode, said = member_monitor(plan, spec)
+    log.info("%s: the checkpoint is chosen by %s (%s)", label,
+             f"the best {monitor} ({mode})" if monitor else "the last epoch", said)
+    built = build(spec.config, trainer_override(run_dir, monitor, mode), {"fast_path": plan.fast_path},
+                  list(plan.overrides), own_overrides(spec, plan), *seeded, plan.folds_override(k),
+                  *member_override(spec, plan, k, seed))
     trainer = built.trainer
     snap = snapshot_callback(built.model, trainer, run_dir / "checkpoints")
     if snap is not None:
@@ -202,11 +241,12 @@ def train_member(plan: Plan, spec: MemberSpec, k: int, seed: int | None) -> Path
     trainer.fit(built.model, datamodule=built.datamodule, ckpt_path=str(last) if resumed else None)
     ckpt = trainer.checkpoint_callback
     if ckpt is None or not ckpt.best_model_path or not Path(ckpt.best_model_path).is_file():
-        raise RuntimeError(f"{label}: training wrote no checkpoint (is {plan.monitor!r} logged?)")
+        raise RuntimeError(f"{label}: training wrote no checkpoint (is {monitor!r} logged?)")
     score = ckpt.best_model_score
     snapshots = sorted((run_dir / "checkpoints").glob("snapshot-epoch=*.ckpt"),
                        key=lambda p: int(p.stem.split("=")[-1]))
     write_text(done, json.dumps({"checkpoint": ckpt.best_model_path, "best": float(score) if score is not None else None,
                                  "seconds": clock.total(), "resumed_from": str(last) if resumed else None,
-                                 "snapshots": [str(p) for p in snapshots], "region": spec.region}))
+                                 "snapshots": [str(p) for p in snapshots], "region": spec.region,
+                                 "monitor": monitor, "monitor_from": said}))
     return done

@@ -14,8 +14,6 @@ import torch
 
 from lightning_fer.build import build
 from lightning_fer.cv.plan import FLIP_VIEW, MemberSpec, Plan
-from lightning_fer.cv.report import scores
-from lightning_fer.ensemble.functional import missing_views
 from lightning_fer.ensemble.members import check_held_out, load_member
 from lightning_fer.ensemble.net import EnsembleNet
 from lightning_fer.ensemble.strategies import EnsembleStrategy
@@ -198,14 +196,15 @@ def voters(d: dict, split: str, group: Group) -> tuple[torch.Tensor, torch.Tenso
     idx = torch.tensor(group.members)
     logits = d[f"{split}_logits"][:, idx][:, :, cols]
     face_members = torch.tensor([d["regions"][i] == "face" for i in group.members])
-    face = d[f"{split}_logits"][:, idx, d["views"].index("face")]
-    return missing_views(logits, group.mask[:, cols], d[f"{split}_view_mask"][:, cols], face, face_members)
+    face = d[f"{split}_logits"][:, idx, d["views"].index("face")]  # the fallback, where the group leaves the face out
+    return EnsembleNet.cached_voters(logits, group.mask[:, cols], d[f"{split}_view_mask"][:, cols], face_members,
+                                     [d["views"][j] for j in cols], face)
 
 
 def check_members(plan: Plan, k: int, seed: int | None, d: dict, members: list[int], cache: dict) -> None:
     """:func:`check_held_out` for the given members of a run: each against the data of fold
     ``k`` as its own config yields it. Configs that train on a stratified part of the training
-    folds (``train_fraction``) have other training images than the data the predictions were
+    folds (``training.fraction``) have other training images than the data the predictions were
     collected with, but the same held-out fold (same source, folds, seed and fold are checked)."""
     configs = {m.name: m.config for m in collected_members(plan, k, seed)}
     prints, data_prints = [], []
@@ -261,35 +260,5 @@ def unique_names(strategies: list[EnsembleStrategy]) -> list[str]:
     return names
 
 
-def evaluate(plan: Plan, collected: dict[str, dict], fitted: dict, row_names: list[str], num_classes: int):
-    """Table II figures per run for every member (on its own region; whole-face members also
-    with the mirrored face when ``flip``) and every strategy on every group, and the confusion
-    matrices summed over runs."""
-    from torchmetrics.functional.classification import multiclass_confusion_matrix
-
-    rows: dict[str, list[dict]] = {}
-    confusion: dict[str, torch.Tensor] = {}
-
-    def record(name: str, probs: torch.Tensor, labels: torch.Tensor) -> None:
-        rows.setdefault(name, []).append(scores(probs, labels, num_classes))
-        cm = multiclass_confusion_matrix(probs, labels, num_classes)
-        confusion[name] = confusion.get(name, torch.zeros_like(cm)) + cm
-
-    for k, sd in plan.runs:
-        d = collected[plan.run_name(k, sd)]
-        logits, labels, views = d["test_logits"], d["test_labels"], d["views"]
-        for i, name in enumerate(d["names"]):
-            region = d["regions"][i]
-            record(name, logits[:, i, views.index(region)].softmax(-1), labels)
-            if plan.flip and region == "face":
-                record(f"{name} + flip", logits[:, i, [views.index("face"), views.index(FLIP_VIEW)]].softmax(-1).mean(1), labels)
-        with torch.no_grad():
-            for group in groups(plan, d):
-                z, mask = voters(d, "test", group)
-                for s, row in zip(fitted[sd, group.label], row_names):
-                    record(row + group.suffix(), s(z, mask), labels)
-    return rows, confusion
-
-
-__all__ = ["Collected", "Group", "MemberSpec", "Plan", "collect", "evaluate", "fit_strategies", "groups",
+__all__ = ["Collected", "Group", "MemberSpec", "Plan", "collect", "fit_strategies", "groups",
            "run_datamodule", "unique_names", "voters"]

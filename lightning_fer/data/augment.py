@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import albumentations as A
 import cv2
@@ -102,3 +104,35 @@ class AffineAugment:
         grey = bool(r.random() < self.grayscale)
         photo = (contrast, brightness, grey) if (contrast, brightness, grey) != (1.0, 0.0, False) else None
         return m, flipped, photo
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """How the training split is drawn and augmented: the data module's ``training`` option group
+    (``--data.training.augment=false``, ``--data.training.fraction=0.5``).
+
+    Args:
+        augment: augment training images.
+        augmentation: ``affine`` (:class:`AffineAugment`: one warp per view) or ``albumentations``
+            (:func:`train_augmentation`: the same distribution, ~4x slower per face).
+        balanced_sampler: draw training samples with probability inverse to their class size.
+        fraction: train on a stratified, seeded subset of this share of the training split
+            (validation and test splits stay whole), to fit a time budget.
+    """
+
+    augment: bool = True
+    augmentation: Literal["affine", "albumentations"] = "affine"
+    balanced_sampler: bool = False
+    fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.augmentation not in ("affine", "albumentations"):
+            raise ValueError(f"training.augmentation must be 'affine' or 'albumentations', got {self.augmentation!r}")
+        if not 0.0 < self.fraction <= 1.0:
+            raise ValueError(f"training.fraction must be in (0, 1], got {self.fraction}")
+
+    def augmenter(self):
+        """The augmentation object the training transform applies (``None``: off)."""
+        if not self.augment:
+            return None
+        return AffineAugment() if self.augmentation == "affine" else train_augmentation()

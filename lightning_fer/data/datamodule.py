@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from pathlib import Path
@@ -11,17 +12,17 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
-from lightning_fer.data.augment import AffineAugment, train_augmentation
+from lightning_fer.data.augment import TrainingData
 from lightning_fer.data.dataset import FERDataset, SourceName, build_source, make_loader, match_classes
-from lightning_fer.data.detection import LandmarkMode, LandmarkSettings, NoFacePolicy
+from lightning_fer.data.detection import LandmarkMode, LandmarkSettings
 from lightning_fer.data.duplicates import DuplicatePolicy
 from lightning_fer.data.geometry import FaceBox, face_geometry, view_masks
-from lightning_fer.data.photos import DEFAULT_OUTPUT, PhotoFacesDataset, PhotoOptions, scan_photos
+from lightning_fer.data.photos import PhotoFacesDataset, PredictOptions, scan_photos
 from lightning_fer.data.prepare import PreparedSource
 from lightning_fer.data.regions import check_views
 from lightning_fer.data.sources import FERSource, Record
 from lightning_fer.data.transforms import FaceTransform, normalize_batch
-from lightning_fer.data.video import VideoOptions
+from lightning_fer.options import group, plain
 
 log = logging.getLogger(__name__)
 
@@ -59,38 +60,30 @@ class FERDataModule(L.LightningDataModule):
         num_workers: DataLoader workers (and decoding threads in ``prepare_data()``).
         fold: the validation fold, or ``None`` for the official splits.
         num_folds: number of folds.
-        seed: seed of the fold assignment and of the balanced sampler.
-        folds_file: where the folds are saved (default: in the cache folder).
-        landmarks: ``auto`` (annotation, else MTCNN), ``annotation``, ``mtcnn`` or ``template``.
-        no_face: where MTCNN finds no face: ``template``, ``skip`` or ``error``. The template's
-            parts on such a face are a guess: its part views (and ``rest``) are marked missing
-            in the batch's ``view_mask``.
+        seed: seed of the fold assignment and of the balanced sampler (the folds are saved in the
+            cache folder, so that every backbone and the stacking step see the same split).
+        landmarks: how landmarks are found (:class:`~lightning_fer.data.detection.LandmarkSettings`:
+            ``mode`` (``auto``: annotation, else MTCNN; ``annotation``, ``mtcnn`` or ``template``),
+            ``no_face``, MTCNN's ``batch_size``, ``device`` and thresholds, ``min_inside``); a mode
+            name alone (``landmarks: template``) is the mode with the other defaults.
         face_box: what the ``face`` view shows. ``auto``: the annotated box, else MTCNN's, else
             (template landmarks) the whole image. ``image``: the whole image, for pre-cropped
             faces (FER2013, CK+48, RAF-DB aligned), where MTCNN's box is larger than the crop;
             parts still come from the landmarks. ``landmarks``: MTCNN's box, or one derived from
             the landmarks. ``annotation``: the annotated box (an error lists records without one).
-        min_view_inside: a part whose box (as the landmarks place it) lies less than this share
-            inside the image is marked missing for that face.
         skip_bad_images: leave unreadable images out (counted, listed in ``skipped.csv``)
             instead of failing before training.
         cache_dir: folder for the landmark cache, folds and lists (default: ``.lightning_fer``
             next to the data when writable, else ``~/.cache/lightning_fer/<hash>``).
-        balanced_sampler: draw training samples with probability inverse to their class size.
-        augment: augment training images.
-        augmentation: ``affine`` (default, :class:`~lightning_fer.data.augment.AffineAugment`:
-            one warp per view) or ``albumentations`` (the same distribution, ~4x slower per face).
-        detect_batch_size: MTCNN batch size in ``prepare_data()``.
-        detect_device: device for MTCNN (default: CUDA when available).
-        predict_path: an image, a video, or a folder of them: ``predict`` labels every face MTCNN
-            finds there (tracked in videos) instead of the test split.
-        predict_output: ``predict``'s rows per face (``.csv`` or ``.json``; default
-            ``runs/predict/predictions.csv``); annotate_dir: copies with boxes and labels;
-            min_face_prob: MTCNN's threshold; video: :class:`~lightning_fer.data.video.VideoOptions`.
+        training: how the training split is drawn and augmented
+            (:class:`~lightning_fer.data.augment.TrainingData`: ``augment``, ``augmentation``,
+            ``balanced_sampler``, ``fraction``).
+        predict: what ``predict`` labels and where it writes
+            (:class:`~lightning_fer.data.photos.PredictOptions`: ``path`` of an image, a video or a
+            folder of them, ``output``, ``annotate_dir``, ``min_face_prob``, ``video``); ``None``:
+            ``predict`` labels the test split.
         duplicates: ``keep`` byte-identical images, or ``drop`` copies (one kept in the most
             protected split; see :mod:`lightning_fer.data.duplicates`), listed in ``duplicates.csv``.
-        train_fraction: train on a stratified, seeded subset of this fraction of the training
-            split (validation and test splits stay whole), to fit a time budget.
         eval_split: ``official``: validate on the validation split (a fold, or ``val``), test on
             ``test``. ``all``: validate, test and predict on every usable image, whatever its
             split (another data set tested with a model trained elsewhere); ``fit`` is refused.
@@ -117,65 +110,55 @@ class FERDataModule(L.LightningDataModule):
         split_map: dict[str, str] | None = None,
         views: list[str] = ["face"],  # noqa: B006 (a list so that LightningCLI shows it as one)
         image_size: int = 224,
+        channels: Literal[1, 3] = 3,
         batch_size: int = 32,
         num_workers: int = 2,
         fold: int | None = 0,
         num_folds: int = 5,
         seed: int = 0,
-        folds_file: str | None = None,
-        landmarks: LandmarkMode = "auto",
-        no_face: NoFacePolicy = "template",
+        landmarks: LandmarkSettings | LandmarkMode = LandmarkSettings(),  # noqa: B008 (frozen)
         face_box: FaceBox = "auto",
-        min_view_inside: float = 0.5,
+        training: TrainingData = TrainingData(),  # noqa: B008 (frozen)
+        duplicates: DuplicatePolicy = "keep",
         skip_bad_images: bool = False,
         cache_dir: str | None = None,
-        balanced_sampler: bool = False,
-        augment: bool = True,
-        augmentation: Literal["affine", "albumentations"] = "affine",
-        detect_batch_size: int = 32,
-        detect_device: str | None = None,
-        predict_path: str | None = None,
-        predict_output: str | None = None,
-        annotate_dir: str | None = None,
-        min_face_prob: float = 0.9,
-        video: VideoOptions | None = None,
-        duplicates: DuplicatePolicy = "keep",
-        train_fraction: float = 1.0,
         eval_split: Literal["official", "all"] = "official",
         wire: Literal["float32", "uint8"] = "float32",
-        channels: Literal[1, 3] = 3,
+        predict: PredictOptions | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["source"] if isinstance(source, FERSource) else None)
-        self.source = build_source(source, root, split_map)
-        self.views = check_views(views)
+        landmarks, training = LandmarkSettings.of(landmarks), group(TrainingData, training)
+        if landmarks.mode == "dlib" and face_box == "image" and landmarks.dlib_on != "image":
+            landmarks = dataclasses.replace(landmarks, dlib_on="image")  # pre-cropped faces: Dlib on the whole crop
+        predict = PredictOptions.of(predict)
         if fold is not None and not 0 <= fold < num_folds:
             raise ValueError(f"fold must be in [0, {num_folds}) or None, got {fold}")
         if image_size < 8:
             raise ValueError(f"image_size must be at least 8, got {image_size}")
         for option, value, choices in (("face_box", face_box, ("auto", "image", "landmarks", "annotation")),
-                                       ("augmentation", augmentation, ("affine", "albumentations")),
                                        ("duplicates", duplicates, ("keep", "drop")), ("channels", channels, (1, 3)),
                                        ("eval_split", eval_split, ("official", "all")), ("wire", wire, ("float32", "uint8"))):
             _one_of(option, value, choices)
-        if not 0.0 <= min_view_inside <= 1.0:
-            raise ValueError(f"min_view_inside must be in [0, 1], got {min_view_inside}")
-        if not 0.0 < train_fraction <= 1.0:
-            raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction}")
+        self.source = build_source(source, root, split_map)
+        self.views = check_views(views)
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
-        self.fold, self.num_folds, self.seed, self.folds_file = fold, num_folds, seed, folds_file
-        self.face_box, self.min_view_inside, self.eval_split = face_box, min_view_inside, eval_split
-        self.balanced_sampler, self.augment, self.augmentation = balanced_sampler, augment, augmentation
-        self.duplicates, self.train_fraction, self.skip_bad_images = duplicates, train_fraction, skip_bad_images
-        self.detect_device, self.wire, self.channels = detect_device, wire, channels
-        self.landmark_settings = LandmarkSettings(mode=landmarks, no_face=no_face)
-        self.prepared = PreparedSource(self.source, self.landmark_settings, cache_dir, duplicates, skip_bad_images,
-                                       num_workers, detect_batch_size, detect_device)
-        #: photos to predict on (``None``: predict on the test split); the writer reads its outputs.
-        self.photos = PhotoOptions(predict_path, predict_output or DEFAULT_OUTPUT, annotate_dir, min_face_prob,
-                                   video or VideoOptions()) if predict_path else None
+        self.fold, self.num_folds, self.seed = fold, num_folds, seed
+        self.face_box, self.eval_split, self.training = face_box, eval_split, training
+        self.duplicates, self.skip_bad_images = duplicates, skip_bad_images
+        self.wire, self.channels = wire, channels
+        self.landmark_settings = landmarks
+        self.prepared = PreparedSource(self.source, landmarks, cache_dir, duplicates, skip_bad_images,
+                                       num_workers, landmarks.batch_size, landmarks.device)
+        #: photos and videos to predict on (``None``: predict on the test split).
+        self.predict_options = predict
+        # The groups are saved as plain mappings, so that checkpoints load with weights_only=True.
+        landmarks, training, predict = plain(landmarks), plain(training), plain(predict)
+        self.save_hyperparameters(ignore=["source"] if isinstance(source, FERSource) else None)
         self.class_match: dict[str, dict] = {}
         self.photo_scan, self.splits, self.datasets = None, {}, {}
+
+    #: kept for code written against 0.2 (``dm.photos``): the ``predict`` group.
+    photos = property(lambda self: self.predict_options)
 
     # -- what the prepared source knows ----------------------------------------------------
     @property
@@ -199,11 +182,11 @@ class FERDataModule(L.LightningDataModule):
     duplicate_report = property(lambda self: self.prepared.duplicate_report, doc="What ``duplicates: drop`` did.")
 
     def _folds_path(self) -> Path:
-        return self.prepared.folds_path(self.folds_file, self.num_folds, self.seed)
+        return self.prepared.folds_path(self.num_folds, self.seed)
 
     def prepare_data(self) -> None:
         """Check every image, find landmarks (cached), and write the folds file."""
-        if self.photos and self.trainer is not None and self.trainer.predicting:
+        if self.predict_options and self.trainer is not None and self.trainer.predicting:
             return  # photos are scanned in setup("predict"); the training data need not be here
         self.prepared.index()
         if self.fold is not None and self.eval_split == "official":
@@ -211,10 +194,10 @@ class FERDataModule(L.LightningDataModule):
 
     # -- setup -------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        if stage == "predict" and self.photos:
+        if stage == "predict" and self.predict_options:
             if self.photo_scan is None:
-                self.photo_scan = scan_photos(self.photos.path, self.photos.min_prob, self.detect_device,
-                                              self.photos.video)
+                opts = self.predict_options
+                self.photo_scan = scan_photos(opts.path, opts.min_face_prob, self.landmark_settings.device, opts.video)
                 self.datasets["predict"] = PhotoFacesDataset(
                     self.photo_scan, FaceTransform(self.views, self.image_size, None, wire=self.wire,
                                                                     channels=self.channels)
@@ -229,12 +212,10 @@ class FERDataModule(L.LightningDataModule):
             )
         records, entries = self.prepared.index()
         self.splits = self.prepared.splits(self.eval_split, self.fold, self._folds_path(), self.num_folds, self.seed,
-                                           self.train_fraction)
+                                           self.training.fraction)
         points, boxes = face_geometry(records, entries, self.face_box)
-        masks = view_masks(records, entries, points, self.views, self.min_view_inside)
-        aug = None
-        if self.augment:
-            aug = AffineAugment() if self.augmentation == "affine" else train_augmentation()
+        masks = view_masks(records, entries, points, self.views, self.landmark_settings.min_inside)
+        aug = self.training.augmenter()
         for name, ids in self.splits.items():
             tf = FaceTransform(self.views, self.image_size, aug if name == "train" else None, wire=self.wire,
                                channels=self.channels)
@@ -271,7 +252,7 @@ class FERDataModule(L.LightningDataModule):
                 self.match_classes(list(names))
         ds = self.datasets[name]
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
-        counts = self.train_class_counts() if train and self.balanced_sampler else None
+        counts = self.train_class_counts() if train and self.training.balanced_sampler else None
         return make_loader(ds, self.batch_size, self.num_workers, train, counts, self.seed,
                            (world, rank) if not train and distributed else (1, 0))
 
@@ -289,7 +270,7 @@ class FERDataModule(L.LightningDataModule):
         return self.loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self.loader("predict" if self.photos else "test")
+        return self.loader("predict" if self.predict_options else "test")
 
     def fingerprint(self) -> dict:
         """What an ensemble checks of its members' data: source, fold, seed, training indices."""

@@ -23,7 +23,7 @@ TEMPLATE_5 = np.array(
 )
 
 
-LandmarkMode = Literal["auto", "annotation", "mtcnn", "template"]
+LandmarkMode = Literal["auto", "annotation", "mtcnn", "template", "dlib"]
 
 
 NoFacePolicy = Literal["template", "skip", "error"]
@@ -31,25 +31,75 @@ NoFacePolicy = Literal["template", "skip", "error"]
 
 @dataclass(frozen=True)
 class LandmarkSettings:
-    """How landmarks are found.
+    """How landmarks are found: the data module's ``landmarks`` option group (a plain mode
+    string, ``landmarks: template``, means ``{mode: template}``).
 
     Args:
         mode: ``auto`` takes the annotation where a record has one and runs MTCNN otherwise;
             ``annotation`` requires annotations; ``mtcnn`` detects on every image; ``template``
-            places the 5 points of :data:`TEMPLATE_5` on every (pre-aligned) crop.
-        no_face: what happens where MTCNN finds no face: ``template`` falls back to the template,
+            places the 5 points of :data:`TEMPLATE_5` on every (pre-aligned) crop; ``dlib``: the 68
+            points of Dlib's shape predictor (the paper's landmarks; ``pip install
+            "lightning-fer[dlib]"``) on the annotated face box, else on MTCNN's, or on the whole
+            image where the data module's ``face_box`` is ``image`` (pre-cropped faces: no
+            detector runs at all).
+        no_face: what happens where MTCNN finds no face: ``template`` falls back to the template
+            (its part views, and ``rest``, are then marked missing in the batch's ``view_mask``),
             ``skip`` leaves the image out (counted and listed), ``error`` stops.
         min_face_size: MTCNN's smallest face in pixels.
         thresholds: MTCNN's three stage thresholds.
+        batch_size: images per MTCNN call in ``prepare_data()``.
+        device: MTCNN's device (default: CUDA when available).
+        min_inside: a part whose box (as the landmarks place it) lies less than this share inside
+            the image is marked missing for that face.
+        dlib_model: Dlib's ``shape_predictor_68_face_landmarks.dat`` (default: the one
+            face-recognition-models installs).
+        dlib_on: where ``dlib`` looks: ``box`` (the annotated box, else MTCNN's) or ``image``
+            (the whole image; the data module sets it for ``face_box: image``).
+
+    Example:
+        >>> LandmarkSettings.of("template").mode, LandmarkSettings.of({"mode": "mtcnn", "no_face": "skip"}).no_face
+        ('template', 'skip')
     """
 
     mode: LandmarkMode = "auto"
     no_face: NoFacePolicy = "template"
     min_face_size: int = 20
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    batch_size: int = 32
+    device: str | None = None
+    min_inside: float = 0.5
+    dlib_model: str | None = None
+    dlib_on: Literal["box", "image"] = "box"
+
+    def __post_init__(self) -> None:
+        for option, value, choices in (("mode", self.mode, ("auto", "annotation", "mtcnn", "template", "dlib")),
+                                       ("no_face", self.no_face, ("template", "skip", "error")),
+                                       ("dlib_on", self.dlib_on, ("box", "image"))):
+            if value not in choices:
+                raise ValueError(f"landmarks.{option} must be one of {list(choices)}, got {value!r}")
+        if not 0.0 <= self.min_inside <= 1.0:
+            raise ValueError(f"landmarks.min_inside must be in [0, 1], got {self.min_inside}")
+
+    @classmethod
+    def of(cls, value: LandmarkSettings | LandmarkMode | dict | None) -> LandmarkSettings:
+        """The settings a ``landmarks`` option gives: a mode name, a mapping of fields, or settings."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            return cls(mode=value)
+        if isinstance(value, dict):
+            return cls(**{k: tuple(v) if k == "thresholds" else v for k, v in value.items()})
+        return cls(**{f: getattr(value, f) for f in cls.__dataclass_fields__})  # a parsed namespace
 
     def fingerprint(self) -> dict:
-        d = asdict(self)
+        """What the landmark cache depends on (how MTCNN is batched, where it runs and how far
+        parts must be inside do not change what is cached)."""
+        d = {k: v for k, v in asdict(self).items()
+             if k not in ("batch_size", "device", "min_inside", "dlib_model", "dlib_on")}
+        if self.mode == "dlib":  # (only then: caches of the other modes stay valid)
+            d["dlib_on"] = self.dlib_on
         d["thresholds"] = list(self.thresholds)
         d["version"] = CACHE_VERSION
         return d
@@ -58,6 +108,54 @@ class LandmarkSettings:
 def template_points(width: int, height: int) -> np.ndarray:
     """The 5 template points scaled to a ``width`` x ``height`` crop."""
     return TEMPLATE_5 * np.array([width, height], dtype=np.float32)
+
+
+def dlib_model_path(path: str | None = None) -> str:
+    """Dlib's 68-point shape predictor: ``path``, else the file face-recognition-models installs
+    (found without importing that package, which needs setuptools' ``pkg_resources``)."""
+    import importlib.util
+    from pathlib import Path
+
+    if path:
+        if not Path(path).expanduser().is_file():
+            raise FileNotFoundError(f"landmarks.dlib_model {path} does not exist")
+        return str(Path(path).expanduser())
+    spec = importlib.util.find_spec("face_recognition_models")
+    found = None if spec is None else Path(list(spec.submodule_search_locations)[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
+    if found is None or not found.is_file():
+        raise ImportError('landmarks mode "dlib" needs Dlib\'s 68-point model: pip install "lightning-fer[dlib]" '
+                          "(dlib-bin, face-recognition-models), or set landmarks.dlib_model to a "
+                          "shape_predictor_68_face_landmarks.dat")
+    return str(found)
+
+
+class DlibLandmarks:
+    """Dlib's 68-point shape predictor (Kazemi & Sullivan's regression trees, iBUG order) on a
+    given face box: no detector, so pre-cropped faces need none.
+
+    Example:
+        >>> import pytest; _ = pytest.importorskip("dlib")
+        >>> dl = DlibLandmarks()
+        >>> dl.points(np.full((48, 48, 3), 128, np.uint8), (0, 0, 48, 48)).shape
+        (68, 2)
+    """
+
+    def __init__(self, model: str | None = None) -> None:
+        try:
+            import dlib
+        except ImportError as err:
+            raise ImportError('landmarks mode "dlib" needs dlib: pip install "lightning-fer[dlib]"') from err
+        self._dlib = dlib
+        self.predictor = dlib.shape_predictor(dlib_model_path(model))
+
+    def points(self, image: np.ndarray, box: Sequence[float]) -> np.ndarray:
+        """The 68 points ``[68, 2]`` (pixels) of the face in ``box`` ``(x0, y0, x1, y1)`` of an
+        RGB or grey ``image``."""
+        grey = image if image.ndim == 2 else (image[..., :3].astype(np.float32) @ np.float32([0.299, 0.587, 0.114]))
+        grey = np.ascontiguousarray(grey.astype(np.uint8))
+        x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+        shape = self.predictor(grey, self._dlib.rectangle(x0, y0, max(x1 - 1, x0 + 1), max(y1 - 1, y0 + 1)))
+        return np.array([[shape.part(i).x, shape.part(i).y] for i in range(shape.num_parts)], np.float32)
 
 
 class FaceDetector:

@@ -93,7 +93,7 @@ def load_or_make_folds(
         if data.get("num_folds") != num_folds or data.get("seed") != seed:
             raise FoldsMismatchError(
                 f"{path}: made with num_folds={data.get('num_folds')}, seed={data.get('seed')}, not "
-                f"num_folds={num_folds}, seed={seed}; point folds_file elsewhere or delete it"
+                f"num_folds={num_folds}, seed={seed}; point data.cache_dir elsewhere or delete it"
             )
         saved = dict(zip(data["keys"], data["folds"]))
         missing = [k for k in keys if k not in saved]
@@ -101,7 +101,7 @@ def load_or_make_folds(
             raise FoldsMismatchError(
                 f"{path}: made for {len(saved)} images, now there are {len(keys)} ({len(missing)} not in the "
                 f"file, e.g. {missing[:3]}); the data changed. Delete the file to cut new folds (runs that "
-                "used the old ones are then not comparable) or point folds_file elsewhere"
+                "used the old ones are then not comparable) or point data.cache_dir elsewhere"
             )
         return np.array([saved[k] for k in keys], dtype=np.int64)
     folds = make_folds(labels, groups, num_folds, seed)
@@ -131,9 +131,9 @@ def stratified_subset(indices: np.ndarray, labels: np.ndarray, fraction: float, 
     n_classes = len(np.unique(labels))
     if round(len(indices) * fraction) < n_classes:
         raise ValueError(
-            f"train_fraction={fraction} leaves fewer than {n_classes} training images (one per class) of "
+            f"training.fraction={fraction} leaves fewer than {n_classes} training images (one per class) of "
             f"{len(indices)}; raise it"
         )
     kept, _ = train_test_split(indices, train_size=fraction, stratify=labels, random_state=seed)
-    log.info("train_fraction=%s: training on %d of %d images (stratified)", fraction, len(kept), len(indices))
+    log.info("training.fraction=%s: training on %d of %d images (stratified)", fraction, len(kept), len(indices))
     return np.sort(kept)

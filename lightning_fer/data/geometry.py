@@ -44,13 +44,13 @@ def face_geometry(records: list[Record], entries: dict[str, IndexEntry], face_bo
             else:
                 boxes[i] = annotated
         elif face_box == "landmarks":
-            boxes[i] = e.box if e.kind == "mtcnn" and e.box is not None else face_box_from_points(points[-1])
+            boxes[i] = e.box if e.kind in ("mtcnn", "dlib") and e.box is not None else face_box_from_points(points[-1])
         elif annotated is not None:
             boxes[i] = annotated
-        elif e.kind == "mtcnn" and e.box is not None:
+        elif e.kind in ("mtcnn", "dlib") and e.box is not None:
             boxes[i] = e.box
-        elif e.kind in ("template", "template_fallback"):
-            boxes[i] = (0, 0, e.width, e.height)  # pre-aligned crops: the face is the image
+        elif e.kind in ("template", "template_fallback", "dlib"):
+            boxes[i] = (0, 0, e.width, e.height)  # pre-aligned crops (Dlib on the whole image): the face is the image
     if unboxed:
         names = "\n  ".join(r.where or r.path for r in unboxed[:20])
         raise ValueError(

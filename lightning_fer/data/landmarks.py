@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 #: the template where the user chose it for aligned crops (``landmarks: template``). The
 #: template put on a face MTCNN did not find (``template_fallback``) is a guess: its parts are
 #: marked missing (see :class:`~lightning_fer.data.datamodule.FERDataModule`).
-LOCATED_KINDS: frozenset[str] = frozenset({"annotation", "mtcnn", "template"})
+LOCATED_KINDS: frozenset[str] = frozenset({"annotation", "mtcnn", "template", "dlib"})
 
 
 @dataclass
@@ -53,9 +53,9 @@ class IndexEntry:
     reason: str | None = None
     width: int = 0
     height: int = 0
-    kind: str | None = None  # annotation | mtcnn | template | template_fallback | no_face
-    points: np.ndarray | None = None  # MTCNN or template points; annotations stay in the record
-    box: tuple[float, float, float, float] | None = None  # MTCNN face box (x0, y0, x1, y1)
+    kind: str | None = None  # annotation | mtcnn | dlib | template | template_fallback | no_face
+    points: np.ndarray | None = None  # MTCNN's 5, Dlib's 68 or the template's; annotations stay in the record
+    box: tuple[float, float, float, float] | None = None  # MTCNN's face box (x0, y0, x1, y1), Dlib's where it came from MTCNN
     prob: float | None = None
 
     def to_json(self, key: str, stat: tuple[int, int] | None) -> dict:
@@ -141,6 +141,7 @@ class LandmarkIndex:
         self.cache = JournaledCache(self.cache_file, {"version": CACHE_VERSION, "settings": settings.fingerprint()})
         self.journal_file = self.cache.journal_file
         self._detector: FaceDetector | None = None
+        self._dlib = None
 
     # -- building --------------------------------------------------------------------------
     def build(
@@ -224,6 +225,9 @@ class LandmarkIndex:
             h, w = img.shape[:2]
             if mode == "template":
                 results[i] = IndexEntry(ok=True, width=w, height=h, kind="template", points=template_points(w, h))
+            elif mode == "dlib" and (self.settings.dlib_on == "image" or rec.box is not None):
+                box = (0.0, 0.0, float(w), float(h)) if self.settings.dlib_on == "image" else _xyxy(rec.box)
+                results[i] = IndexEntry(ok=True, width=w, height=h, kind="dlib", points=self._dlib_points(img, box))
             elif rec.landmarks is not None and mode in ("auto", "annotation"):
                 results[i] = IndexEntry(ok=True, width=w, height=h, kind="annotation")
             else:
@@ -238,7 +242,18 @@ class LandmarkIndex:
                     found = self._detector.detect([decoded[i][0] for i in batch], hints)
                     for i, f in zip(batch, found):
                         results[i] = self._detected(chunk[i][0], f, w, h)
+                        if mode == "dlib" and results[i].kind == "mtcnn":  # Dlib's 68 points on MTCNN's box
+                            e = results[i]
+                            results[i] = IndexEntry(ok=True, width=w, height=h, kind="dlib", box=e.box, prob=e.prob,
+                                                    points=self._dlib_points(decoded[i][0], e.box))
         return results  # type: ignore[return-value]
+
+    def _dlib_points(self, image: np.ndarray, box) -> np.ndarray:
+        if self._dlib is None:
+            from lightning_fer.data.detection import DlibLandmarks
+
+            self._dlib = DlibLandmarks(self.settings.dlib_model)
+        return self._dlib.points(image, box)
 
     def _detected(self, rec: Record, found, w: int, h: int) -> IndexEntry:
         if found is not None:
@@ -250,7 +265,7 @@ class LandmarkIndex:
         if policy == "skip":
             return IndexEntry(ok=False, reason="no face found by MTCNN", width=w, height=h, kind="no_face")
         raise ValueError(
-            f"{rec.where or rec.path}: MTCNN found no face; set no_face to 'template' (pre-aligned crops) or "
+            f"{rec.where or rec.path}: MTCNN found no face; set landmarks.no_face to 'template' (pre-aligned crops) or "
             "'skip' to leave such images out"
         )
 

@@ -23,22 +23,42 @@ DEFAULT_OUTPUT = "runs/predict/predictions.csv"
 
 
 @dataclass(frozen=True)
-class PhotoOptions:
-    """What ``predict`` on photos reads and writes (the data module's ``predict_*`` options).
+class PredictOptions:
+    """What ``predict`` labels and where it writes: the data module's ``predict`` option group
+    (``--data.predict.path=photos/``; ``None``: predict on the test split). The prediction
+    writer (:class:`~lightning_fer.predict.FacePredictionWriter`) is built from it.
 
     Args:
-        path: an image or a folder of photos.
+        path: an image, a video, or a folder of them: every face MTCNN finds there is labelled
+            (tracked in videos).
         output: where a row per face goes (``.csv`` or ``.json``).
-        annotate_dir: also write copies of the photos with boxes and labels there.
-        min_prob: MTCNN probability a face needs to count.
+        annotate_dir: also write copies of the photos and videos with boxes and labels there.
+        min_face_prob: MTCNN probability a face needs to count.
         video: how videos under ``path`` are read and their faces followed.
     """
 
     path: str
     output: str = DEFAULT_OUTPUT
     annotate_dir: str | None = None
-    min_prob: float = 0.9
+    min_face_prob: float = 0.9
     video: VideoOptions = VideoOptions()
+
+    def __post_init__(self) -> None:
+        if not self.output.endswith((".csv", ".json")):
+            raise ValueError(f"predict.output {self.output!r} must end in .csv or .json")
+        if not 0.0 <= self.min_face_prob <= 1.0:
+            raise ValueError(f"predict.min_face_prob must be in [0, 1], got {self.min_face_prob}")
+
+    @classmethod
+    def of(cls, value) -> PredictOptions | None:
+        """Options from a mapping (a checkpoint's saved hyperparameters) or a parsed namespace."""
+        if value is None or isinstance(value, cls):
+            return value
+        d = dict(value) if isinstance(value, dict) else {f: getattr(value, f) for f in cls.__dataclass_fields__}
+        video = d.get("video")
+        if video is not None and not isinstance(video, VideoOptions):
+            d["video"] = VideoOptions(**(dict(video) if isinstance(video, dict) else vars(video)))
+        return cls(**d)
 
 
 @dataclass

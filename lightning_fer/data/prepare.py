@@ -85,10 +85,8 @@ class PreparedSource:
     def records(self) -> list[Record]:
         return self._loaded[0] if self._loaded else []
 
-    def folds_path(self, folds_file: str | None, num_folds: int, seed: int) -> Path:
-        """Where the folds of this source (with this duplicates policy) are saved."""
-        if folds_file:
-            return Path(folds_file).expanduser()
+    def folds_path(self, num_folds: int, seed: int) -> Path:
+        """Where the folds of this source (with this duplicates policy) are saved: in the cache folder."""
         name = source_cache_name(self.source.describe()).replace("index-", "folds-").removesuffix(".json")
         dedup = "-dedup" if self.duplicates == "drop" else ""
         return self.cache_dir / f"{name}-k{num_folds}-s{seed}{dedup}.json"

@@ -186,7 +186,7 @@ def region_coverage(
     """The share of each region's box (as the landmarks place it) that lies inside the image.
 
     A part whose box is mostly outside a tightly cropped image cannot be cut: its view would be
-    padding. The data module marks such views missing (``data.min_view_inside``).
+    padding. The data module marks such views missing (``data.landmarks.min_inside``).
 
     Example:
         >>> pts = np.array([[30, 40], [70, 40], [50, 60], [35, 80], [65, 80]], dtype=np.float32)

@@ -17,7 +17,7 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".m
 
 @dataclass(frozen=True)
 class VideoOptions:
-    """How ``predict`` reads videos (``--data.init_args.video.fps=5`` and so on).
+    """How ``predict`` reads videos (``--data.init_args.predict.video.fps=5`` and so on).
 
     Args:
         fps: frames per second to look at (``None``: every frame).
@@ -92,8 +92,8 @@ def frame_rate(cap, path: Path, options: VideoOptions) -> float:
         return fps
     if options.assume_fps:
         return float(options.assume_fps)
-    raise ValueError(f"{path}: the container states no frame rate; set data.video.assume_fps "
-                     "(--data.init_args.video.assume_fps=25) to give it")
+    raise ValueError(f"{path}: the container states no frame rate; set data.predict.video.assume_fps "
+                     "(--data.init_args.predict.video.assume_fps=25) to give it")
 
 
 def scan_video(path: Path, detector, options: VideoOptions, min_prob: float, make_face, scan) -> None:

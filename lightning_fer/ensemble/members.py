@@ -58,7 +58,7 @@ class MemberNet(nn.Module):
     def from_classifier(cls, model: nn.Module, name: str | None = None) -> MemberNet:
         """The plain network of a ``FERClassifier`` (sharing its backbone's weights)."""
         hp = model.hparams
-        return cls(model.backbone, model.class_names, model.region, hp.image_size, hp.in_channels, hp.channels_last,
+        return cls(model.backbone, model.class_names, model.region, hp.image_size, hp.in_channels, model.channels_last,
                    name or f"{hp.backbone}[{model.region}]", getattr(model, "data_fingerprint", None))
 
     def set_channels_last(self, on: bool) -> MemberNet:

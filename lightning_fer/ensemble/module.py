@@ -47,7 +47,6 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
         views: regions the ensemble looks at; must equal the data module's ``views``.
         bind_experts: bind members trained on one region to it (``False``: every member sees
             every view).
-        num_classes: linked from the data by the CLI; checked against the members.
         class_names: linked from the data by the CLI; data with other classes is matched to the
             members' by name when evaluation starts.
         image_size: side of the views the data yields (linked from the data by the CLI); each
@@ -57,9 +56,6 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
         member_batch: split each member's ``B x views`` images into calls of at most this many
             (results unchanged), to cap the memory of big batches of many views. ``None``: one
             call per member, which was as fast or faster in ``benchmarks/ensemble.py``.
-        channels_last: run the members in the channels-last memory format; ``None``: as the CLI's
-            ``--fast_path`` chooses (each member as it was trained when built in Python).
-        compile: run every member's backbone through ``torch.compile``.
         flip: horizontal-flip test-time augmentation: the mirrored face is one more view
             (``face_flip``) every whole-face member votes on (``face`` must be among ``views``).
 
@@ -77,14 +73,11 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
         strategy: EnsembleStrategy | None = None,
         views: list[str] = ["face"],  # noqa: B006
         bind_experts: bool = True,
-        num_classes: int | None = None,
         class_names: list[str] | None = None,
         image_size: int | None = None,
         check_leaks: bool = True,
         strategy_fit_split: str = "val",
         member_batch: int | None = None,
-        channels_last: bool | None = None,
-        compile: bool = False,
         flip: bool = False,
     ) -> None:
         super().__init__()
@@ -94,17 +87,25 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
         # in the state dict, their settings in the CLI's config file and the checkpoint).
         self.save_hyperparameters(ignore=["strategy"] if isinstance(members[0], (str, Path)) else ["strategy", "members"])
         nets = [self._member(m, i) for i, m in enumerate(members)]
-        for net in nets:
-            if channels_last is not None:
-                net.set_channels_last(channels_last)
-            if compile:
-                net.backbone.compile()
         self.ensemble = EnsembleNet(nets, strategy if strategy is not None else HardVote(), views, bind_experts,
                                     image_size, member_batch, flip)
         if class_names is not None and list(class_names) != self.class_names:
             log.info("the data's classes %s differ from the members' %s: matched by name", list(class_names),
                      self.class_names)
         self.configure_metrics()
+
+    def set_channels_last(self, on: bool = True) -> EnsembleModule:
+        """Run every member in the channels-last memory format (or back); the fast path's
+        (:func:`lightning_fer.fastpath.apply`). Built in Python, each member runs as it was trained."""
+        for net in self.ensemble.members:
+            net.set_channels_last(on)
+        return self
+
+    def compile_backbone(self) -> EnsembleModule:
+        """Run every member's backbone through ``torch.compile``."""
+        for net in self.ensemble.members:
+            net.backbone.compile()
+        return self
 
     @staticmethod
     def _member(m, i: int) -> MemberNet:

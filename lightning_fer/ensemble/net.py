@@ -145,19 +145,33 @@ class EnsembleNet(nn.Module):
         if view_mask is None or exporting():
             return logits, self.mask
         view_mask = self._with_flip_mask(view_mask.bool())
-        real = self.mask[None] & view_mask.bool().to(logits.device)[:, None, :]
-        none = ~real.flatten(1).any(1)
         face_logits = None
-        if bool(none.any()) and bool(self.face_members.any()):
-            if "face" in self.views:
-                face_logits = logits[:, :, self.views.index("face")]
-            elif face is not None:
+        if "face" not in self.views and face is not None and bool(self.face_members.any()):
+            real = self.mask[None] & view_mask.to(logits.device)[:, None, :]
+            none = ~real.flatten(1).any(1)
+            if bool(none.any()):  # the face fallback needs the members' answers on the whole face
                 face_logits = torch.zeros_like(logits[:, :, 0])
                 rows = none.nonzero().squeeze(1)
                 for i, member in enumerate(self.members):
                     if self.face_members[i]:
                         face_logits[rows, i] = self._run(member, face[rows].to(logits.device))
-        return missing_views(logits, self.mask, view_mask, face_logits, self.face_members)
+        return self.cached_voters(logits, self.mask, view_mask, self.face_members, self.voter_views, face_logits)
+
+    @staticmethod
+    def cached_voters(
+        logits: torch.Tensor, mask: torch.Tensor, view_mask: torch.Tensor, face_members: torch.Tensor,
+        views: list[str], face_logits: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What a strategy sees of members' logits ``[N, M, V, C]`` (live, or cached by ``cv``):
+        the logits and the per-sample mask of real member-views. The one masking rule of every
+        ensemble: a member votes on the views ``mask`` ``[M, V]`` binds it to, where the view
+        was located on that face (``view_mask`` ``[N, V]``); a sample left with no real view is
+        judged on the whole face by the members trained on faces (``face_members`` ``[M]``),
+        from the ``face`` column of ``views`` or from ``face_logits`` ``[N, M, C]``
+        (:func:`~lightning_fer.ensemble.functional.missing_views`)."""
+        if face_logits is None and "face" in views:
+            face_logits = logits[:, :, views.index("face")]
+        return missing_views(logits, mask, view_mask.bool().to(logits.device), face_logits, face_members)
 
     def forward(
         self, views: torch.Tensor, view_mask: torch.Tensor | None = None, face: torch.Tensor | None = None

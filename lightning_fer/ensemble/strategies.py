@@ -154,7 +154,11 @@ class Stacking(EnsembleStrategy):
 
     def setup(self, num_members: int, num_views: int, num_classes: int) -> None:
         if self._default:
+            # Multinomial logistic regression, started from zero: its loss is convex, so the same
+            # held-out logits give the same strategy whatever the random state (cv and test agree).
             self.meta_learner = nn.Linear(num_members * num_views * num_classes, num_classes)
+            nn.init.zeros_(self.meta_learner.weight)
+            nn.init.zeros_(self.meta_learner.bias)
 
     def _features(self, logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         x = logits.float()

@@ -11,10 +11,12 @@ from torch import nn
 
 from lightning_fer.data.regions import REGIONS
 from lightning_fer.models.backbones import create_backbone
+from lightning_fer.models.distill import Distillation
 from lightning_fer.models.evaluation import EvaluationMixin
+from lightning_fer.models.legacy import migrate
 from lightning_fer.models.mixing import BatchMix, make_mixer, masked_cross_entropy
-from lightning_fer.models.optim import optimizer_and_schedule
-from lightning_fer.models.registry import builder_kwargs
+from lightning_fer.models.optim import Optimization, optimizer_and_schedule
+from lightning_fer.options import group, plain
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,8 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
             (:mod:`~lightning_fer.models.registry`); an unknown name lists the known ones.
         backbone_args: the builder's own options (``{widths: [32, 64, 128, 256]}`` for
             ``fer_vgg``; any ``timm.create_model`` keyword for timm), checked by the builder.
-        num_classes: number of classes (linked from the data by the CLI).
+        num_classes: number of classes; ``None``: as many as ``class_names`` (which the CLI links from
+            the data), else 7.
         class_names: class names (linked from the data by the CLI), stored in checkpoints.
         image_size: input side (linked from the data): decides Inception V3's auxiliary head.
         region: the region this classifier sees; ``None``: the data module's first view (set
@@ -40,14 +43,8 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         in_channels: 1 or 3; the CLI sets it from ``data.channels``. Batches of the other kind are
             converted (3 channels averaged to grey, grey repeated to 3).
         pretrained: torchvision weights name or a local weights file.
-        lr: learning rate.
-        weight_decay: weight decay.
-        optimizer: ``adamw`` or ``sgd`` (momentum 0.9, Nesterov).
-        scheduler: per step: ``cosine``, ``cosine_restarts`` (``cycles`` equal cosine cycles, a
-            snapshot ensemble's schedule), ``onecycle`` (warm-up to ``lr`` over ``warmup`` of the
-            steps, then cosine to ``lr / 25e4``, momentum cycled) or ``none``.
-        cycles: number of cycles of ``cosine_restarts``.
-        warmup: share of the steps ``onecycle`` spends warming up.
+        optim: optimiser and schedule (:class:`~lightning_fer.models.optim.Optimization`:
+            ``optimizer``, ``lr``, ``weight_decay``, ``scheduler``, ``cycles``, ``warmup``).
         mix: mixup / CutMix on training batches (:class:`BatchMix`); ``None``: off.
         tta: test-time augmentation of this classifier's own ``validate``/``test``/``predict``:
             ``flip`` averages the logits of the face and its mirror; ``none``.
@@ -55,16 +52,14 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         class_weights: ``None``, ``balanced`` (n / (k * count) on the training split) or one
             weight per class.
         aux_weight: weight of Inception V3's auxiliary loss (the paper's 0.4).
-        spp_levels, spp_trunk, spp_hidden, dropout, stem: SPP-net's options and the ResNet stem
-            as flat options (as in 0.1 checkpoints; ``backbone_args`` wins where both are set).
-        channels_last: use the channels-last memory format; ``None``: as the CLI's ``--fast_path``
-            chooses (contiguous when the model is built in Python).
-        compile: run the backbone through ``torch.compile`` (``nn.Module.compile``: the weights'
-            names, checkpoints and DDP are unchanged; the first steps pay the compilation).
-        teacher: a soft-targets file (``soft_targets.pt`` of a ``cv`` run): train on a teacher's
-            class probabilities as well as the labels (distillation, :mod:`~lightning_fer.models.distill`).
-        distill_weight: weight of the teacher's term (``1 - distill_weight`` on the labels).
-        distill_temperature: temperature of the distillation term.
+        distill: learn a teacher's soft targets too (:class:`~lightning_fer.models.distill.Distillation`:
+            ``teacher`` file, ``weight``, ``temperature``); ``None``: off.
+        legacy: the flat options of 0.1 and 0.2 checkpoints (``lr``, ``optimizer``, ``spp_levels``,
+            ``stem``, ``teacher``, ``channels_last`` ...), moved into their groups with a warning
+            so that old checkpoints load; any other name is refused.
+
+    Memory format and ``torch.compile`` are the fast path's (:func:`lightning_fer.fastpath.apply`,
+    ``--fast_path``, ``--channels_last``, ``--compile``): :meth:`set_channels_last`, :meth:`compile_backbone`.
 
     Example:
         >>> model = FERClassifier("resnet18", num_classes=7, image_size=64)
@@ -76,52 +71,44 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         self,
         backbone: str = "resnet50",
         backbone_args: dict[str, Any] | None = None,
-        num_classes: int = 7,
+        num_classes: int | None = None,
         class_names: list[str] | None = None,
         image_size: int = 224,
         region: str | None = None,
         in_channels: int = 3,
         pretrained: str | None = None,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        optimizer: Literal["adamw", "sgd"] = "adamw",
-        scheduler: Literal["cosine", "cosine_restarts", "onecycle", "none"] = "cosine",
-        cycles: int = 1,
-        warmup: float = 0.2,
+        optim: Optimization = Optimization(),  # noqa: B008 (frozen)
         label_smoothing: float = 0.0,
-        mix: BatchMix | None = None,
-        tta: Literal["none", "flip"] = "none",
         class_weights: Literal["balanced"] | list[float] | None = None,
         aux_weight: float = 0.4,
-        spp_levels: list[int] = [1, 2, 4],  # noqa: B006
-        spp_trunk: str = "zf5",
-        spp_hidden: int = 1024,
-        dropout: float = 0.5,
-        stem: Literal["imagenet", "small_pool", "small"] = "imagenet",
-        channels_last: bool | None = None,
-        compile: bool = False,
-        teacher: str | None = None,
-        distill_weight: float = 0.5,
-        distill_temperature: float = 1.0,
+        mix: BatchMix | None = None,
+        tta: Literal["none", "flip"] = "none",
+        distill: Distillation | None = None,
+        **legacy: Any,
     ) -> None:
         super().__init__()
+        backbone_args, optim, distill, channels_last = migrate(backbone, backbone_args, optim, distill, legacy)
+        optim, mix = group(Optimization, optim), None if mix is None else group(BatchMix, mix)
+        distill = None if distill is None else group(Distillation, distill)
+        if num_classes is None:
+            num_classes = len(class_names) if class_names else 7
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class_names for num_classes={num_classes}")
         if region is not None and region not in REGIONS:
             raise ValueError(f"region {region!r} is not one of {list(REGIONS)}")
         if isinstance(class_weights, list) and len(class_weights) != num_classes:
             raise ValueError(f"class_weights has {len(class_weights)} values for {num_classes} classes")
-        if cycles < 1:
-            raise ValueError(f"cycles must be at least 1, got {cycles}")
-        if not 0.0 < warmup < 1.0:
-            raise ValueError(f"warmup must be in (0, 1), got {warmup}")
         if tta not in ("none", "flip") or in_channels not in (1, 3):
             raise ValueError(f"tta must be 'none' or 'flip' and in_channels 1 or 3, got {tta!r}, {in_channels}")
-        if not 0.0 <= distill_weight <= 1.0 or distill_temperature <= 0:
-            raise ValueError(f"distill_weight must be in [0, 1] and distill_temperature > 0, got {distill_weight}, "
-                             f"{distill_temperature}")
-        self.save_hyperparameters()
+        self.optim, self.mix, self.distill = optim, mix, distill
+        # The groups are saved as plain mappings, so that checkpoints load with weights_only=True.
+        optim, mix, distill = plain(optim), plain(mix), plain(distill)
+        legacy = {}  # migrated: Lightning would otherwise save its items as hyperparameters too
+        self.save_hyperparameters(ignore=["legacy"])
+        self.hparams.num_classes = num_classes  # resolved (LightningCLI hands save_hyperparameters its own config)
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        #: the channels-last memory format (the fast path's choice, :meth:`set_channels_last`)
+        self.channels_last = bool(channels_last)
         self.configure_model_()
         self.configure_metrics()
         self.register_buffer("loss_weights", torch.ones(num_classes), persistent=False)
@@ -131,15 +118,23 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
     def configure_model_(self) -> None:
         hp = self.hparams
         self.backbone: nn.Module = create_backbone(
-            hp.backbone, hp.num_classes, hp.in_channels, hp.image_size, hp.pretrained,
-            **builder_kwargs(hp.backbone, hp, ("spp_levels", "spp_trunk", "spp_hidden", "dropout", "stem"),
-                             hp.get("backbone_args")),
+            hp.backbone, hp.num_classes, hp.in_channels, hp.image_size, hp.pretrained, **dict(hp.get("backbone_args") or {})
         )
-        self._mixer = make_mixer(hp.get("mix"), hp.num_classes)
-        if hp.channels_last:
+        self._mixer = make_mixer(self.mix, hp.num_classes)
+        if self.channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
-        if hp.get("compile"):
-            self.backbone.compile()
+
+    def set_channels_last(self, on: bool = True) -> FERClassifier:
+        """Run the backbone and its inputs in the channels-last memory format (or back)."""
+        self.channels_last = bool(on)
+        self.backbone = self.backbone.to(memory_format=torch.channels_last if on else torch.contiguous_format)
+        return self
+
+    def compile_backbone(self) -> FERClassifier:
+        """Run the backbone through ``torch.compile`` (``nn.Module.compile``: the weights' names,
+        checkpoints and DDP are unchanged; the first steps pay the compilation)."""
+        self.backbone.compile()
+        return self
 
     def setup(self, stage: str) -> None:
         cw = self.hparams.class_weights
@@ -166,10 +161,10 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
             names = getattr(dm, "class_names", None)
             if names and list(names) != self.class_names:
                 raise ValueError(f"the data's classes {names} differ from the model's {self.class_names}")
-        if self.hparams.get("teacher") and stage == "fit":
+        if self.distill is not None and stage == "fit":
             from lightning_fer.models.distill import teacher_targets
 
-            self.teacher_probs = teacher_targets(self.hparams.teacher, self.class_names, self.data_fingerprint, dm)
+            self.teacher_probs = teacher_targets(self.distill.teacher, self.class_names, self.data_fingerprint, dm)
 
     @property
     def region(self) -> str:
@@ -181,7 +176,7 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
             x = x.mean(1, keepdim=True)
         elif self.hparams.in_channels == 3 and x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        if self.hparams.channels_last:
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
@@ -198,6 +193,10 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
             logits = (logits + self(x.flip(-1))) / 2
         return logits
 
+    def probabilities(self, scores: torch.Tensor) -> torch.Tensor:
+        """Logits as the class probabilities the metrics take (softmax, float32)."""
+        return scores.float().softmax(-1)
+
     def _loss(self, logits: torch.Tensor, y: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
         """Cross-entropy over the samples whose view is real (``real`` ``[B]``; ``None``: all;
         :func:`~lightning_fer.models.mixing.masked_cross_entropy`); ``y`` may be mixed soft targets."""
@@ -210,9 +209,8 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
             return self._loss(logits, y, real)
         from lightning_fer.models.distill import distill_loss
 
-        hp = self.hparams
         t = self.teacher_probs.to(logits.device)[batch["index"].to(logits.device)]
-        return distill_loss(logits, y, t, hp.distill_weight, hp.distill_temperature, hp.label_smoothing, real)
+        return distill_loss(logits, y, t, self.distill.weight, self.distill.temperature, self.hparams.label_smoothing, real)
 
     @staticmethod
     def _real(batch: dict | torch.Tensor) -> torch.Tensor | None:
@@ -224,7 +222,7 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         x, y, real = self._input(batch), batch["label"], self._real(batch)
         target = y
         if self._mixer is not None and (real is None or bool(real.all())) and self.teacher_probs is None:
-            if torch.rand(()) < self.hparams.mix.p:
+            if torch.rand(()) < self.mix.p:
                 x, target = self._mixer(x, y)
         out = self.backbone(x)
         logits, aux = out if isinstance(out, tuple) else (out, None)
@@ -257,14 +255,14 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         return out
 
     def configure_optimizers(self):
-        steps = max(int(self.trainer.estimated_stepping_batches), 1) if self.hparams.scheduler != "none" else 1
-        return optimizer_and_schedule(self.hparams, self.parameters(), steps)
+        steps = max(int(self.trainer.estimated_stepping_batches), 1) if self.optim.scheduler != "none" else 1
+        return optimizer_and_schedule(self.optim, self.parameters(), steps)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["lightning_fer"] = {
             "class_names": self.class_names,
             "region": self.region,
-            "backbone": {k: self.hparams[k] for k in ("backbone", "in_channels", "image_size", "spp_levels", "spp_trunk")},
+            "backbone": {k: self.hparams[k] for k in ("backbone", "in_channels", "image_size", "backbone_args")},
             "data_fingerprint": self.data_fingerprint,
         }
 
@@ -298,3 +296,4 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         self.configure_model_()
         self.hparams.pretrained = pretrained
         self.to(device)
+

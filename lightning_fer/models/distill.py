@@ -8,12 +8,33 @@ computed for.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 FINGERPRINT_KEYS = ("source", "num_folds", "seed", "fold", "train_hash")
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """The classifier's ``distill`` option group: learn a teacher's soft targets as well as the labels.
+
+    Args:
+        teacher: a soft-targets file (``soft_targets.pt`` of a ``cv`` run).
+        weight: weight of the teacher's term (``1 - weight`` on the labels).
+        temperature: temperature of the teacher's term.
+    """
+
+    teacher: str
+    weight: float = 0.5
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.weight <= 1.0 or self.temperature <= 0:
+            raise ValueError(f"distill.weight must be in [0, 1] and distill.temperature > 0, got {self.weight}, "
+                             f"{self.temperature}")
 
 
 def distill_loss(

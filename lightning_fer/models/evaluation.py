@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 
 import torch
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
+    MulticlassCalibrationError,
     MulticlassConfusionMatrix,
     MulticlassF1Score,
     MulticlassPrecision,
@@ -19,10 +20,53 @@ log = logging.getLogger(__name__)
 #: The label of an image whose class the model does not know (another data set's class):
 #: every metric ignores it.
 UNKNOWN_CLASS = -1
+#: The probability floor of the negative log-likelihood: a hard vote gives a class no vote
+#: at all, which would otherwise be an infinite loss.
+NLL_FLOOR = 1e-4
+#: Equal-width confidence bins of the expected calibration error.
+ECE_BINS = 15
+
+
+def to_probabilities(scores: torch.Tensor) -> torch.Tensor:
+    """Class scores as probabilities: clipped at 0 and renormalised (a hard vote's vote shares,
+    a strategy's scores), float32. Softmax outputs pass through unchanged.
+
+    Example:
+        >>> to_probabilities(torch.tensor([[2.0, 2.0, 0.0], [-1.0, 1.0, 0.0]])).tolist()
+        [[0.5, 0.5, 0.0], [0.0, 1.0, 0.0]]
+    """
+    p = scores.float().clamp(min=0)
+    return p / p.sum(-1, keepdim=True).clamp(min=1e-12)
+
+
+class NegativeLogLikelihood(Metric):
+    """Mean ``-log p(true class)`` over the samples, probabilities floored at ``floor``
+    (labels ``ignore_index`` left out); synced across processes like every torchmetrics metric."""
+
+    full_state_update = False
+    higher_is_better = False
+
+    def __init__(self, floor: float = NLL_FLOOR, ignore_index: int = UNKNOWN_CLASS, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.floor, self.ignore_index = floor, ignore_index
+        self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
+        keep = target != self.ignore_index
+        p = probs[keep].float().gather(1, target[keep, None]).clamp(min=self.floor)
+        self.total += -p.log().sum().double()
+        self.count += int(keep.sum())
+
+    def compute(self) -> torch.Tensor:
+        return (self.total / self.count.clamp(min=1)).float()
 
 
 def classification_metrics(num_classes: int) -> MetricCollection:
-    """Accuracy, balanced accuracy, macro precision / recall / F1 (labels -1 ignored)."""
+    """The one set of figures ``validate``, ``test``, ``cv`` and Table II report, from class
+    probabilities (:func:`to_probabilities`): accuracy, balanced accuracy, macro precision /
+    recall / F1, the expected calibration error (:data:`ECE_BINS` bins, L1) and the negative
+    log-likelihood (floored at :data:`NLL_FLOOR`); labels -1 ignored."""
     kw = {"ignore_index": UNKNOWN_CLASS}
     return MetricCollection(
         {
@@ -31,8 +75,23 @@ def classification_metrics(num_classes: int) -> MetricCollection:
             "precision": MulticlassPrecision(num_classes, average="macro", **kw),
             "recall": MulticlassRecall(num_classes, average="macro", **kw),
             "f1": MulticlassF1Score(num_classes, average="macro", **kw),
+            "ece": MulticlassCalibrationError(num_classes, n_bins=ECE_BINS, norm="l1", **kw),
+            "nll": NegativeLogLikelihood(),
         }
     )
+
+
+def score(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
+    """:func:`classification_metrics` of one set of predictions, as floats.
+
+    Example:
+        >>> s = score(torch.eye(3)[[0, 1, 1]], torch.tensor([0, 1, 2]), 3)
+        >>> round(s["acc"], 3), round(s["balanced_acc"], 3), round(s["precision"], 3), round(s["ece"], 3)
+        (0.667, 0.667, 0.5, 0.333)
+    """
+    metrics = classification_metrics(num_classes)
+    metrics.update(to_probabilities(probs), labels)
+    return {k: float(v) for k, v in metrics.compute().items()}
 
 
 class EvaluationMixin:
@@ -51,8 +110,14 @@ class EvaluationMixin:
             setattr(self, f"{stage}_confusion", MulticlassConfusionMatrix(k, ignore_index=UNKNOWN_CLASS))
         self.last_confusion: dict[str, torch.Tensor] = {}
 
+    def probabilities(self, scores: torch.Tensor) -> torch.Tensor:
+        """What :meth:`update_metrics` is given, as class probabilities (a strategy's scores:
+        :func:`to_probabilities`; a classifier overrides this with the softmax of its logits)."""
+        return to_probabilities(scores)
+
     def update_metrics(self, scores: torch.Tensor, y: torch.Tensor, stage: str) -> None:
         metrics = getattr(self, f"{stage}_metrics")
+        scores = self.probabilities(scores)
         metrics.update(scores, y)
         getattr(self, f"{stage}_f1_per_class").update(scores, y)
         getattr(self, f"{stage}_confusion").update(scores, y)

@@ -93,7 +93,7 @@ def test_draws_are_seeded_and_photometric_changes_apply():
 @pytest.mark.parametrize("augmentation", ["affine", "albumentations"])
 def test_data_module_uses_either_path(synthetic_source, tmp_path, augmentation):
     dm = FERDataModule(synthetic_source, views=["face", "mouth"], image_size=32, batch_size=4, num_workers=0,
-                       cache_dir=str(tmp_path), augmentation=augmentation)
+                       cache_dir=str(tmp_path), training={"augmentation": augmentation})
     dm.prepare_data()
     dm.setup("fit")
     expected = AffineAugment if augmentation == "affine" else type(train_augmentation())
@@ -102,4 +102,4 @@ def test_data_module_uses_either_path(synthetic_source, tmp_path, augmentation):
     batch = next(iter(dm.train_dataloader()))
     assert batch["views"].shape == (4, 2, 3, 32, 32) and batch["views"].isfinite().all()
     with pytest.raises(ValueError, match="augmentation must be 'affine' or 'albumentations'"):
-        FERDataModule(synthetic_source, augmentation="kornia")
+        FERDataModule(synthetic_source, training={"augmentation": "kornia"})

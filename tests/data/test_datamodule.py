@@ -58,7 +58,7 @@ def test_splits_folds_and_subjects(synthetic_source, tmp_path):
 
 
 def test_balanced_sampler_and_workers(synthetic_source, tmp_path):
-    dm = FERDataModule(synthetic_source, image_size=32, batch_size=8, num_workers=2, balanced_sampler=True,
+    dm = FERDataModule(synthetic_source, image_size=32, batch_size=8, num_workers=2, training={"balanced_sampler": True},
                        cache_dir=str(tmp_path))
     dm.prepare_data()
     dm.setup("fit")

@@ -105,7 +105,7 @@ def test_fer2013_duplicates_match_the_published_list(fer2013_root, tmp_path):
 def test_train_fraction_is_stratified_and_seeded(synthetic_source, tmp_path):
     def splits(fraction, seed=0):
         dm = FERDataModule(synthetic_source, image_size=32, num_workers=0, num_folds=3, seed=seed,
-                           cache_dir=str(tmp_path / f"c{seed}"), train_fraction=fraction)
+                           cache_dir=str(tmp_path / f"c{seed}"), training={"fraction": fraction})
         dm.prepare_data()
         dm.setup("fit")
         return dm
@@ -118,7 +118,7 @@ def test_train_fraction_is_stratified_and_seeded(synthetic_source, tmp_path):
     per_full, per_half = full.train_class_counts(), half.train_class_counts()
     assert np.all(np.abs(per_half - per_full * 0.5) <= 1)  # every class halved, within rounding
     assert np.array_equal(half.splits["train"], splits(0.5).splits["train"])  # same seed, same subset
-    with pytest.raises(ValueError, match=r"train_fraction must be in \(0, 1\]"):
-        FERDataModule(synthetic_source, train_fraction=0.0)
+    with pytest.raises(ValueError, match=r"training.fraction must be in \(0, 1\]"):
+        FERDataModule(synthetic_source, training={"fraction": 0.0})
     with pytest.raises(ValueError, match="fewer than 7 training images"):
         splits(0.01)

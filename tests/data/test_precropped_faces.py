@@ -34,7 +34,7 @@ def _precropped_folder(root, n_per_class=3, size=48):
 def test_face_view_of_a_precropped_face_is_the_resized_image(tmp_path, image_size):
     images = _precropped_folder(tmp_path / "crops")
     dm = FERDataModule("folder", str(tmp_path / "crops"), views=VIEWS, image_size=image_size, batch_size=4,
-                       num_workers=0, fold=0, num_folds=2, face_box="image", augment=False)
+                       num_workers=0, fold=0, num_folds=2, face_box="image", training={"augment": False})
     dm.prepare_data()
     dm.setup()
     assert dm.index_report.kinds == {"template_fallback": 12} and dm.index_report.located == 0
@@ -84,5 +84,5 @@ def test_parts_mostly_outside_the_image_are_missing(tmp_path):
 
 
 def test_min_view_inside_must_be_a_share(tmp_path):
-    with pytest.raises(ValueError, match=r"min_view_inside must be in \[0, 1\], got 1.5"):
-        FERDataModule("folder", str(tmp_path), min_view_inside=1.5)
+    with pytest.raises(ValueError, match=r"landmarks.min_inside must be in \[0, 1\], got 1.5"):
+        FERDataModule("folder", str(tmp_path), landmarks={"min_inside": 1.5})

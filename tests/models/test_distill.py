@@ -75,7 +75,7 @@ def test_stem_needs_a_resnet():
 def test_cosine_restarts_returns_to_the_peak_each_cycle():
     import lightning as L
 
-    model = FERClassifier("resnet18", image_size=32, lr=0.1, scheduler="cosine_restarts", cycles=3)
+    model = FERClassifier("resnet18", image_size=32, optim={"lr": 0.1, "scheduler": "cosine_restarts", "cycles": 3})
     trainer = L.Trainer(max_epochs=3, limit_train_batches=4, logger=False, enable_checkpointing=False)
     data = torch.utils.data.DataLoader([{"views": torch.randn(1, 3, 32, 32), "label": 0, "index": i} for i in range(8)],
                                        batch_size=2)
@@ -87,7 +87,7 @@ def test_cosine_restarts_returns_to_the_peak_each_cycle():
 
 
 def test_bad_distillation_options():
-    with pytest.raises(ValueError, match="distill_weight"):
-        FERClassifier("resnet18", distill_weight=1.5)
+    with pytest.raises(ValueError, match="distill.weight"):
+        FERClassifier("resnet18", distill={"teacher": "t.pt", "weight": 1.5})
     with pytest.raises(ValueError, match="cycles"):
-        FERClassifier("resnet18", cycles=0)
+        FERClassifier("resnet18", optim={"cycles": 0})

@@ -161,8 +161,8 @@ def test_onecycle_warms_up_to_the_peak_then_anneals(tmp_path):
 
     from lightning_fer import FERClassifier
 
-    model = FERClassifier("fer_vgg", backbone_args={"widths": [8]}, image_size=32, optimizer="sgd", lr=0.1,
-                          scheduler="onecycle", warmup=0.25)
+    model = FERClassifier("fer_vgg", backbone_args={"widths": [8]}, image_size=32,
+                          optim={"optimizer": "sgd", "lr": 0.1, "scheduler": "onecycle", "warmup": 0.25})
     trainer = L.Trainer(max_steps=100, logger=False, enable_checkpointing=False, accelerator="cpu")
     model.trainer = trainer
     conf = model.configure_optimizers()
@@ -189,7 +189,7 @@ def test_ema_weights_are_what_the_checkpoint_holds_and_what_test_uses(tmp_path):
                                                  "--trainer.logger"))]
     # a constant, large lr so that the raw weights move well away from their average in 4 steps
     built = build(config, tiny, ["--model.init_args.backbone_args={widths: [8, 16]}", "--trainer.max_steps=4",
-                                 "--model.init_args.scheduler=none", "--model.init_args.lr=0.5",
+                                 "--model.init_args.optim.scheduler=none", "--model.init_args.optim.lr=0.5",
                                  "--trainer.precision=32-true",
                                  "--trainer.callbacks+=lightning_fer.callbacks.EMAWeightAveraging"])
     ema = next(c for c in built.trainer.callbacks if type(c).__name__ == "EMAWeightAveraging")
@@ -262,4 +262,4 @@ def test_bad_channel_and_recipe_options_are_named():
     with pytest.raises(ValueError, match="tta must be 'none' or 'flip'"):
         FERClassifier("fer_vgg", tta="tencrop")
     with pytest.raises(ValueError, match=r"warmup must be in \(0, 1\), got 1.5"):
-        FERClassifier("fer_vgg", scheduler="onecycle", warmup=1.5)
+        FERClassifier("fer_vgg", optim={"scheduler": "onecycle", "warmup": 1.5})
