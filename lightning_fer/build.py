@@ -87,6 +87,10 @@ class FERCLI(LightningCLI):
         init = cfg.model.get("init_args")
         data_init = cfg.data.get("init_args") if cfg.get("data") is not None else None
         channels = data_init.get("channels") if data_init is not None else None
+        if init is not None and "num_classes" in init and cfg.get("data") is not None:
+            # The data's classes decide (linked as class_names): a saved config's num_classes is
+            # the training data's count, which another data set need not share.
+            init.num_classes = None
         if init is not None and "in_channels" in init and channels is not None and init.in_channels != channels:
             # data.channels is said once, in the data; the classifier follows it as it follows num_classes.
             init.in_channels = channels
