@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> str:
     md = "\n".join([
         "# FER2013 regions: MTCNN's landmarks against Dlib's",
         "",
-        f"Written by `python benchmarks/dlib_regions.py --out <out> --epochs {args.epochs}` on {time.strftime('%Y-%m-%d')}, "
+        f"Written by `python benchmarks/dlib_regions.py --out <out> --epochs {args.epochs}` on "
         f"{machine()}, in {(time.time() - t0) / 60:.0f} min.",
         "",
         "Faces: FER2013 Training and PublicTest with duplicates dropped. Mouth expert: `configs/fer2013/quick_member.yaml`"
