@@ -59,6 +59,7 @@ def run_cv(
     students: list[str] = [],  # noqa: B006
     teacher_members: list[str] | None = None,
     member_overrides: dict[str, list[str]] = {},  # noqa: B006
+    bags: dict[str, int] = {},  # noqa: B006
 ) -> dict:
     """Train, collect, fit and evaluate; returns the per-run figures, the table's path and the pictures.
 
@@ -111,6 +112,10 @@ def run_cv(
         teacher_members: who teaches the students (their soft vote): whole-face members, their
             snapshots (``resnet18#e5``) or all of a member's snapshots (``resnet18#snapshots``);
             default every whole-face member.
+        bags: bagged members, a cheap source of diversity: ``{quick_member: 2}`` also trains two
+            copies of that member (by config file stem), ``quick_member.bag1`` and ``.bag2``, each
+            on its own bootstrap resample of the training folds (``training.bootstrap``, seeded
+            by the copy's number and the run's seed). They are whole-face members in every row.
 
     A member whose config trains with ``scheduler: cosine_restarts`` and ``cycles`` > 1 keeps a
     checkpoint at the end of every cycle: its snapshots are members too (``<member>#e<epoch>``),
@@ -123,7 +128,7 @@ def run_cv(
     out.mkdir(parents=True, exist_ok=True)
     folds = list(range(num_folds)) if folds is None else list(folds)
     auto = device == "auto"
-    specs = member_specs(members, expert_regions, expert_members, expert_sizes, students)
+    specs = member_specs(members, expert_regions, expert_members, expert_sizes, students, bags)
     plan = Plan(specs, out, Path(members_dir) if members_dir else out,
                 [(k, s) for k in folds for s in (seeds or [None])], num_folds, list(views), list(overrides), monitor,
                 batch_size, image_size, torch.device(("cuda" if torch.cuda.is_available() else "cpu") if auto else device),

@@ -33,6 +33,9 @@ class MemberSpec:
         region: what it is trained on: ``face`` or a region (a region expert).
         image_size: its training size (``None``: the config's).
         student: trained on the run's soft targets (distillation) after the face members.
+        bag: for a bagged member (``<config>.bag<N>``), its number ``N`` >= 1: it trains on a
+            bootstrap resample of its training folds (``training.bootstrap``), seeded by ``N``
+            and the run's seed, so that every bag and every seed draws another resample.
     """
 
     config: str
@@ -40,6 +43,11 @@ class MemberSpec:
     region: str = "face"
     image_size: int | None = None
     student: bool = False
+    bag: int | None = None
+
+    def bootstrap_seed(self, seed: int | None) -> int | None:
+        """The bootstrap resample's seed in a run of ``seed`` (``None``: not bagged)."""
+        return None if self.bag is None else 1000 * (seed or 0) + self.bag
 
     @property
     def expert(self) -> bool:
@@ -47,13 +55,22 @@ class MemberSpec:
 
 
 def member_specs(members: Sequence[str], expert_regions: Sequence[str] = (), expert_members: Sequence[str] | None = None,
-                 expert_sizes: dict[str, int] | None = None, students: Sequence[str] = ()) -> list[MemberSpec]:
-    """Whole-face members, then each expert config once per region, then the students."""
+                 expert_sizes: dict[str, int] | None = None, students: Sequence[str] = (),
+                 bags: dict[str, int] | None = None) -> list[MemberSpec]:
+    """Whole-face members, then the bagged members (``bags``: how many bootstrap-resampled copies
+    of a member, by its config file stem), then each expert config once per region, then the students."""
     sizes = dict(expert_sizes or {})
     bad = [r for r in [*expert_regions, *sizes] if r not in REGIONS or r == "face"]
     if bad:
         raise ValueError(f"expert regions must be among {[r for r in REGIONS if r != 'face']}, got {bad}")
     specs = [MemberSpec(str(m), Path(m).stem) for m in members]
+    by_stem = {s.name: s.config for s in specs}
+    for stem, n in (bags or {}).items():
+        if stem not in by_stem:
+            raise ValueError(f"bags: {stem!r} is not a member; bag one of {sorted(by_stem)} (a member config's file stem)")
+        if isinstance(n, bool) or int(n) < 1:
+            raise ValueError(f"bags: {stem}: the number of bagged copies must be an integer >= 1, got {n!r}")
+        specs += [MemberSpec(by_stem[stem], f"{stem}.bag{i}", bag=i) for i in range(1, int(n) + 1)]
     for cfg in (members if expert_members is None else expert_members):
         specs += [MemberSpec(str(cfg), f"{Path(cfg).stem}@{r}", r, sizes.get(r)) for r in expert_regions]
     specs += [MemberSpec(str(s), f"{Path(s).stem}.student", student=True) for s in students]
@@ -162,6 +179,8 @@ def trainer_override(out: Path, monitor: str | None, mode: str = "max") -> dict:
 def member_override(spec: MemberSpec, plan: Plan, k: int, seed: int | None) -> list:
     """What makes a config this member: its region and size, its teacher."""
     out: list = []
+    if spec.bag is not None:
+        out.append([f"--data.init_args.training.bootstrap={spec.bootstrap_seed(seed)}"])
     if spec.expert:
         out.append(list(plan.expert_overrides))
         data = {"views": [spec.region], **({"image_size": spec.image_size} if spec.image_size else {})}

@@ -118,18 +118,25 @@ class TrainingData:
         balanced_sampler: draw training samples with probability inverse to their class size.
         fraction: train on a stratified, seeded subset of this share of the training split
             (validation and test splits stay whole), to fit a time budget.
+        bootstrap: train on a bootstrap resample of the training split (as many draws as it has
+            images, with replacement; about 63% of them distinct), drawn with this seed: a bagged
+            member. ``None``: the split as it is. Members with different seeds see different
+            resamples; the same seed draws the same one.
     """
 
     augment: bool = True
     augmentation: Literal["affine", "albumentations"] = "affine"
     balanced_sampler: bool = False
     fraction: float = 1.0
+    bootstrap: int | None = None
 
     def __post_init__(self) -> None:
         if self.augmentation not in ("affine", "albumentations"):
             raise ValueError(f"training.augmentation must be 'affine' or 'albumentations', got {self.augmentation!r}")
         if not 0.0 < self.fraction <= 1.0:
             raise ValueError(f"training.fraction must be in (0, 1], got {self.fraction}")
+        if self.bootstrap is not None and (isinstance(self.bootstrap, bool) or int(self.bootstrap) < 0):
+            raise ValueError(f"training.bootstrap must be a seed (an integer >= 0) or null, got {self.bootstrap!r}")
 
     def augmenter(self):
         """The augmentation object the training transform applies (``None``: off)."""

@@ -212,7 +212,7 @@ class FERDataModule(L.LightningDataModule):
             )
         records, entries = self.prepared.index()
         self.splits = self.prepared.splits(self.eval_split, self.fold, self._folds_path(), self.num_folds, self.seed,
-                                           self.training.fraction)
+                                           self.training.fraction, self.training.bootstrap)
         points, boxes = face_geometry(records, entries, self.face_box)
         masks = view_masks(records, entries, points, self.views, self.landmark_settings.min_inside)
         aug = self.training.augmenter()

@@ -137,3 +137,22 @@ def stratified_subset(indices: np.ndarray, labels: np.ndarray, fraction: float, 
     kept, _ = train_test_split(indices, train_size=fraction, stratify=labels, random_state=seed)
     log.info("training.fraction=%s: training on %d of %d images (stratified)", fraction, len(kept), len(indices))
     return np.sort(kept)
+
+
+def bootstrap_resample(indices: np.ndarray, seed: int) -> np.ndarray:
+    """A bootstrap resample of ``indices``: ``len(indices)`` draws with replacement, seeded
+    (scikit-learn's ``resample``), sorted; the training split of a bagged member.
+
+    Example:
+        >>> r = bootstrap_resample(np.arange(100), seed=1)
+        >>> r.size, len(np.unique(r)) < 100
+        (100, True)
+    """
+    from sklearn.utils import resample
+
+    if len(indices) == 0:
+        return indices
+    drawn = np.sort(resample(indices, replace=True, n_samples=len(indices), random_state=seed))
+    log.info("training.bootstrap=%d: a bootstrap resample of %d training images (%d distinct)", seed, len(indices),
+             len(np.unique(drawn)))
+    return drawn

@@ -13,7 +13,7 @@ import numpy as np
 from lightning_fer.data.dataset import BadImagesError
 from lightning_fer.data.detection import LandmarkSettings
 from lightning_fer.data.duplicates import DuplicatePolicy, DuplicateReport, file_digests, resolve_duplicates
-from lightning_fer.data.folds import load_or_make_folds, stratified_subset
+from lightning_fer.data.folds import bootstrap_resample, load_or_make_folds, stratified_subset
 from lightning_fer.data.landmarks import IndexEntry, IndexReport, LandmarkIndex, source_cache_name
 from lightning_fer.data.sources import FERSource, Record, SourceReport
 from lightning_fer.files import write_csv
@@ -144,7 +144,7 @@ class PreparedSource:
                                   num_folds, seed)
 
     def splits(self, eval_split: str, fold: int | None, folds_path: Path, num_folds: int, seed: int,
-               train_fraction: float = 1.0) -> dict[str, np.ndarray]:
+               train_fraction: float = 1.0, bootstrap: int | None = None) -> dict[str, np.ndarray]:
         """Record indices of ``train``, ``val`` and ``test`` as the data module's options say."""
         records = self.index()[0]
         ok = self.usable()
@@ -171,4 +171,6 @@ class PreparedSource:
             test = val
         if train_fraction < 1.0 and len(train):
             train = stratified_subset(train, np.array([records[i].label for i in train]), train_fraction, seed)
+        if bootstrap is not None:
+            train = bootstrap_resample(train, bootstrap)
         return {"train": train, "val": val, "test": test}
