@@ -1,4 +1,5 @@
-"""Pictures as PNG files: confusion matrices, learning curves, per-class precision and recall."""
+"""Pictures as PNG files: confusion matrices, learning curves, per-class precision and recall, and
+Table II's rows as bars."""
 
 from __future__ import annotations
 
@@ -84,6 +85,31 @@ def plot_precision_recall(matrix, class_names: Sequence[str], title: str, path: 
     ax.set_ylim(0, 1.08)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_bars(names: Sequence[str], values: Sequence[float], errors: Sequence[float], kinds: Sequence[str],
+              title: str, path: str | os.PathLike) -> Path:
+    """Horizontal bars, one per row (``values`` with ``errors`` as whiskers, NaN drawn empty),
+    coloured by ``kinds`` (one legend entry per kind), the highest value marked."""
+    plt = _plt()
+    n = len(names)
+    palette = dict(zip(dict.fromkeys(kinds), plt.get_cmap("tab10").colors))
+    fig, ax = plt.subplots(figsize=(7.5, 0.8 + 0.26 * n), dpi=110)
+    y = np.arange(n)[::-1]
+    vals = np.nan_to_num(np.asarray(values, dtype=float))
+    errs = np.nan_to_num(np.asarray(errors, dtype=float))
+    ax.barh(y, vals, xerr=errs, color=[palette[k] for k in kinds], error_kw={"lw": 0.8})
+    for yi, v in zip(y, vals):
+        ax.text(v + 0.3, yi, f"{v:.1f}", va="center", fontsize=6)
+    if n:
+        top = int(np.argmax(vals))
+        ax.axvline(vals[top], color="grey", lw=0.6, ls="--")
+    ax.set_yticks(y, names, fontsize=6)
+    ax.set_title(title, fontsize=9)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in palette.values()]
+    ax.legend(handles, [k or "row" for k in palette], fontsize=7, loc="lower right")
     fig.tight_layout()
     return _save(fig, path)
 

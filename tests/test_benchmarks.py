@@ -74,81 +74,97 @@ def test_gpu_script_runs_its_smoke_case_on_cpu(fer2013_root):
     assert "| ResNet50 training, 32-true, contiguous (baseline) |" in proc.stdout  # the fast-path comparison
 
 
-def _rows(accs):
-    return [{"acc": a / 100, "balanced_acc": 0, "precision": 0, "recall": 0, "f1": 0, "ece": 0, "nll": 0} for a in accs]
+def _records(accs: dict[str, tuple[str, dict, list[float]]]) -> list[dict]:
+    """Structured rows as ``cv`` writes them: name -> (kind, fields, accuracy per seed in %)."""
+    from lightning_fer.cv.report import METRICS, ROW_FIELDS
+
+    out = []
+    for name, (kind, fields, per_seed) in accs.items():
+        for seed, a in enumerate(per_seed):
+            base = {f: "" for f in ROW_FIELDS} | {"flip": False} | fields | {"kind": kind}
+            out.append({"model": name, **base, "fold": 0, "seed": seed, **dict.fromkeys(METRICS, 0.5), "acc": a / 100})
+    return out
 
 
-@pytest.mark.parametrize(("ensemble", "verdict", "goal"), [
-    ([60.0, 61.0], "larger than every member's seed spread", "met"),
-    ([50.5, 52.0], "not beyond the seed spread", "not met"),
-    ([40.0, 41.0], "does not beat the best member in any seed", "not met"),
+PAPER3 = "sppnet_small;resnet50_small;inception_v3_small"
+
+
+def _faces(ensemble=(66.0, 67.0)):
+    m = {"quick_member": (64.0, 63.0), "sppnet_small": (57.0, 58.0), "resnet50_small": (40.0, 41.0)}
+    rows = {}
+    for name, (a, b) in m.items():
+        rows[name] = ("member", {"member": name, "region": "face", "voters": name}, [a - 0.5, b - 0.5])
+        rows[f"{name} + flip"] = ("member", {"member": name, "region": "face", "flip": True, "voters": name}, [a, b])
+    rows["SoftVote"] = ("strategy", {"strategy": "SoftVote", "group": "all views", "flip": True,
+                                     "voters": "quick_member;" + PAPER3}, list(ensemble))
+    rows["EnsembleSelection"] = ("strategy", {"strategy": "EnsembleSelection", "group": "all views", "flip": True,
+                                              "voters": "quick_member;" + PAPER3}, [65.0, 66.0])
+    rows["Stacking"] = ("strategy", {"strategy": "Stacking", "group": "all views", "flip": True,
+                                     "voters": "quick_member;" + PAPER3}, [65.5, 65.0])
+    # A user's strategy named like a member, better than everything, that leaves out the paper's three:
+    rows["quick_member (strategy)"] = ("strategy", {"strategy": "quick_member", "group": "cheap", "flip": True,
+                                                    "voters": "quick_member"}, [90.0, 90.0])
+    return _records(rows)
+
+
+@pytest.mark.parametrize(("ensemble", "goal", "gains"), [
+    ((66.0, 67.0), "met", "+2.00, +4.00"),
+    ((65.0, 64.5), "missed", "+1.00, +3.00"),  # ensemble selection is then the best ensemble
 ])
-def test_fer2013_reading_follows_the_figures(ensemble, verdict, goal):
+def test_fer2013_reading_is_computed_from_the_columns(ensemble, goal, gains):
     from benchmarks.fer2013 import reading
 
-    members = ["inception_v3", "resnet50", "sppnet", "resnet18"]
-    rows = {"inception_v3": _rows([45.0, 47.0]), "resnet50": _rows([50.0, 51.0]), "sppnet": _rows([44.0, 44.5]),
-            "resnet18": _rows([49.0, 49.5]), "SoftVote [faces]": _rows(ensemble), "HardVote [regions]": _rows([30.0, 31.0]),
-            "HardVote [experts]": _rows([35.0, 36.0]), "resnet18#e1": _rows([40.0, 41.0]),
-            "resnet18#e3": _rows([48.0, 50.0]), "SoftVote [snapshots resnet18]": _rows([50.0, 50.0])}
-    distill = {"resnet18": rows["resnet18"], "resnet18#e3": rows["resnet18#e3"], "resnet18.student": _rows([52.0, 53.0]),
-               "SoftVote [snapshots resnet18]": _rows([50.0, 50.0]), "resnet18.student#e3": _rows([51.0, 52.0])}
-    said, goals = reading(rows, distill, members, {"resnet50": [10.0, 11.0]})
+    said, goals, line = reading(_faces(ensemble), {})
+    # The best member is a member row with flip (the same views as the ensembles), never the
+    # user's strategy named like a member; the ensemble includes the paper's three.
+    assert line == f"ensemble minus best member, seed by seed: {gains}"
     text = "\n".join(said)
-    assert "Best member: **resnet50**, accuracy 50.0, 51.0 % (seed by seed), trained in 10.0, 11.0 min" in text
-    assert verdict in text
-    assert f"SoftVote [faces]**, accuracy {ensemble[0]:.1f}, {ensemble[1]:.1f} %" in text
-    assert "(Eq. 8) with ResNet18 region experts: 35.0, 36.0 % against resnet18 on whole faces: 49.0, 49.5 %" in text
-    verdicts = {g[0].split(" (")[0].split(" >=")[0]: (g[1], g[2]) for g in goals}
-    assert verdicts["Best member"] == ("resnet50: 50.0, 51.0 %, 10.0, 11.0 min", "not met")  # below 62%
-    assert verdicts["Best ensemble"][1] == goal
-    # Snapshots: the best single checkpoint per seed is max(resnet18, #e1, #e3) = 49.0, 50.0.
-    assert verdicts["Snapshot ensemble"] == ("+1.00, +0.00", "not met")
-    # The student against the best single network of the run it learned from: resnet18 or #e3 (49.0, 50.0).
-    assert verdicts["Distilled student"] == ("+3.00, +3.00", "met")
-    assert "the teacher ensemble (SoftVote [snapshots resnet18]): 50.0, 50.0 %" in text
+    assert "Best single member on the same views: **quick_member + flip**, 64.0, 63.0 %" in text
+    verdicts = {g[0].split(",")[0].split(" >=")[0]: (g[1], g[2]) for g in goals}
+    assert verdicts["Best ensemble with the paper's three"][1] == goal
+    assert "Ensemble selection minus stacking over all views: -0.50, +1.00 points" in text
+    assert verdicts["Ensemble selection at least as good as stacking (all members)"][1] == "missed, difference said"
 
 
-def test_fer2013_ensemble_gain_is_judged_against_the_best_member_on_the_same_views():
-    """Ensembles that count the mirror are compared with the best member + flip, not the member alone."""
+def test_fer2013_regions_are_compared_with_the_same_members_on_faces():
     from benchmarks.fer2013 import reading
 
-    members = ["inception_v3", "resnet50", "sppnet", "resnet18"]
-    rows = {m: _rows([40.0, 41.0]) for m in members} | {"resnet50": _rows([50.0, 51.0]),
-                                                        "resnet50 + flip": _rows([52.0, 52.5]),
-                                                        "Stacking [faces]": _rows([53.0, 54.0])}
-    said, goals = reading(rows, None, members, {"resnet50": [10.0, 11.0]})
+    regions = _records({
+        "SoftVote [faces]": ("strategy", {"strategy": "SoftVote", "group": "faces", "voters": PAPER3}, [60.0, 61.0]),
+        "SoftVote [regions]": ("strategy", {"strategy": "SoftVote", "group": "regions", "voters": PAPER3}, [50.0, 52.0]),
+        "SoftVote [experts]": ("strategy", {"strategy": "SoftVote", "group": "experts", "voters": "q@mouth"}, [55.0, 55.0]),
+    })
+    said, _, _ = reading(_faces(), {"Dlib regions": regions})
     text = "\n".join(said)
-    assert "+3.0, +3.0 points on the face alone, +1.0, +1.5 points against resnet50 + flip (the same views)" in text
-    verdicts = {g[0].split(" (")[0]: (g[1], g[2]) for g in goals}  # two decimals: +0.98 is not "+1.0, not met"
-    assert verdicts["Best ensemble"] == ("Stacking [faces]: +1.00, +1.50 against resnet50 + flip", "not met")
+    assert "Dlib regions: SoftVote [regions] 50.0, 52.0 % against SoftVote [faces] on whole faces 60.0, 61.0 %: " \
+           "-10.00, -9.00 points" in text
+    assert "Dlib regions: SoftVote [experts] 55.0, 55.0 %" in text
 
 
-def test_fer2013_report_only_needs_every_step_finished(tmp_path):
-    from benchmarks.fer2013 import add_wall, steps, unfinished
+def test_fer2013_results_file_from_the_structured_rows(tmp_path):
+    """The results file from finished runs' CSVs alone: the tables, the one gains line, the goals."""
+    from benchmarks.fer2013 import write_results
+    from lightning_fer.cv.report import METRICS, ROW_FIELDS
+    from lightning_fer.files import write_csv
 
-    wall = tmp_path / "wall.json"
-    todo = steps([0, 1])
-    assert unfinished(wall, todo) == ["cv seed 0", "cv seed 1", "distillation seed 0", "distillation seed 1"]
-    for step in ("cv seed 0", "cv seed 1", "distillation seed 0"):
-        add_wall(wall, step, 60.0)
-    assert unfinished(wall, todo) == ["distillation seed 1"]
-    add_wall(wall, "distillation seed 1", 60.0)
-    assert unfinished(wall, todo) == []
-    assert add_wall(wall, "cv seed 0", 0.0)["cv seed 0"] == 60.0  # a report-only call adds nothing
-
-
-def test_fer2013_report_only_refuses_an_unfinished_run_and_names_it(tmp_path):
-    from benchmarks.fer2013 import add_wall, main
-
-    (tmp_path / "data" / "train").mkdir(parents=True)
     out = tmp_path / "run"
-    out.mkdir()
-    add_wall(out / "wall.json", "cv seed 0", 60.0)
-    results = tmp_path / "fer2013.md"
-    with pytest.raises(SystemExit, match=r"run has not finished cv seed 1, distillation seed 0, distillation seed 1"):
-        main(["--root", str(tmp_path / "data"), "--out", str(out), "--results", str(results), "--report-only"])
-    assert not results.exists() and json.loads((out / "wall.json").read_text()) == {"cv seed 0": 60.0}
+    recs = _faces()
+    write_csv(out / "cv" / "table2_runs.csv", ["model", *ROW_FIELDS, "fold", "seed", *METRICS],
+              ([r["model"], *[r[f] for f in ROW_FIELDS], r["fold"], r["seed"], *[100 * r[m] for m in METRICS]]
+               for r in recs))
+    for seed in (0, 1):
+        d = out / "cv" / f"fold0-seed{seed}" / "quick_member"
+        d.mkdir(parents=True)
+        (d / "done.json").write_text(json.dumps({"seconds": 600.0 + 60 * seed}))
+    (tmp_path / "fer2013.md").write_text("old\n## Notes by hand\nkept\n")
+    path = write_results(tmp_path / "fer2013.md", out, ["--out", str(out)], {"faces seed 1": 1500.0})
+    text = path.read_text()
+    assert text.count("ensemble minus best member, seed by seed: ") == 1
+    assert "ensemble minus best member, seed by seed: +2.00, +4.00" in text
+    assert "| quick_member | 10.0 | 11.0 |" in text  # training minutes per seed, from done.json
+    assert "| quick_member (strategy) |" in text and "## Selective prediction" in text
+    assert "python benchmarks/fer2013.py --out <out>" in text and "faces seed 1 25.0 min" in text
+    assert text.endswith("## Notes by hand\nkept\n")
 
 
 def test_fer2013_command_line_hides_this_machines_paths():
@@ -159,60 +175,25 @@ def test_fer2013_command_line_hides_this_machines_paths():
         "python benchmarks/fer2013.py --seeds 0 1 --out <out> --results <results> --root data/fer2013"
 
 
-def test_fer2013_results_file_from_per_seed_rows(tmp_path):
-    """The results file is written from the rows alone: every section, per-seed figures, goals."""
-    import argparse
+def test_fer2013_steps_and_wall_time_over_resumed_calls(tmp_path):
+    from benchmarks.fer2013 import add_wall, steps, unfinished
 
-    from benchmarks.fer2013 import write_results
-
-    members = ["inception_v3", "resnet50", "sppnet", "resnet18"]
-    rows = {m: _rows([40.0 + i, 41.0 + i]) for i, m in enumerate(members)}
-    rows |= {"resnet18 + flip": _rows([44.0, 45.0]), "HardVote": _rows([30.0, 30.5]),
-             "SoftVote [faces]": _rows([45.0, 46.0]), "HardVote [regions]": _rows([30.0, 31.0]),
-             "resnet18@mouth": _rows([33.0, 34.0]), "HardVote [experts]": _rows([35.0, 36.0]),
-             "Stacking [faces + experts]": _rows([46.0, 47.5]), "resnet18#e1": _rows([40.0, 41.0]),
-             "SoftVote [snapshots resnet18]": _rows([44.5, 45.5])}
-    distill = {m: rows[m] for m in members} | {"resnet18.student": _rows([44.0, 45.0]), "SoftVote": _rows([46.0, 46.0]),
-                                               "HardVote": _rows([45.0, 45.0])}
-    data = {"counts": {"train": {"happy": 3, "sad": 2}, "test": {"happy": 1, "sad": 1}}, "duplicates": "none",
-            "index": "2 images"}
-    path = tmp_path / "fer2013.md"
-    path.write_text("old\n## Notes by hand\nkeep me\n")
-    wall = {"cv seed 0": 3000.0, "distillation seed 0": 600.0, "cv seed 1": 3000.0, "distillation seed 1": 660.0}
-    write_results(path, argparse.Namespace(profile="cpu"), data, rows, distill, wall, members,
-                  [], {"resnet18": [12.0, 13.0]}, {"resnet18": 1.0, "resnet50": 3.0, "sppnet": 0.5, "inception_v3": 4.0})
-    text = path.read_text()
-    for heading in ("## Table II: Whole faces", "## Table II: the paper's region vote with whole-face members",
-                    "## Table II: region experts (the paper's design)", "## Cheap ensembles: snapshots",
-                    "## Cheap ensembles: distillation", "## Inference cost", "## Reading"):
-        assert heading in text, heading
-    assert "| resnet18 + flip | 44.5 ± 0.7 |" in text and "| 44.0, 45.0 |" in text
-    assert "| the four whole-face members (an ensemble on the face) | 8.50 | 8.5 |" in text
-    assert "| Best member >= 62% in <= 30 min | resnet18: 43.0, 44.0 %, 12.0, 13.0 min | not met |" in text
-    assert "cv seed 0 50.0 min; distillation seed 0 10.0 min; cv seed 1 50.0 min; distillation seed 1 11.0 min; " \
-        "in all 121.0 min." in text
-    assert "| Whole experiment (every seed's cv and student) <= 120 min, resumable | 121 min for 2 seed(s) | not met |" \
-        in text
-    assert text.rstrip().endswith("keep me")
-
-
-def test_fer2013_wall_time_adds_up_over_resumed_calls(tmp_path):
-    """Each call adds its seconds to its step in wall.json, so a resumed experiment reports its whole cost."""
-    from benchmarks.fer2013 import add_wall
-
+    todo = steps([0, 1])
+    assert todo == [("faces", [0]), ("faces", [0, 1]), ("regions", [0]), ("regions_mtcnn", [0])]
+    assert steps([3], regions=False, mtcnn=False) == [("faces", [3])]
     path = tmp_path / "wall.json"
-    add_wall(path, "cv seed 0", 60.0)  # a call that was killed after this step
-    add_wall(path, "cv seed 0", 30.0)  # the call that resumed it
-    wall = add_wall(path, "distillation seed 0", 15.0)
-    assert wall == {"cv seed 0": 90.0, "distillation seed 0": 15.0}
-    assert json.loads(path.read_text()) == wall
+    add_wall(path, "faces seed 0", 60.0)  # a call that was killed after this step
+    add_wall(path, "faces seed 0", 30.0)  # the call that resumed it
+    assert json.loads(path.read_text()) == {"faces seed 0": 90.0}
+    assert unfinished(path, todo) == ["faces seed 1", "regions seed 0", "regions_mtcnn seed 0"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wall.json"]  # no temporary file left
 
 
-def test_fer2013_runs_every_table_before_the_students():
-    """Both seeds' Table II land in the results file before any student trains."""
-    from benchmarks.fer2013 import steps
+def test_fer2013_report_only_refuses_a_run_without_rows(tmp_path):
+    from benchmarks.fer2013 import main
 
-    assert steps([0, 1]) == [("cv", [0]), ("cv", [0, 1]), ("distillation", [0]), ("distillation", [0, 1])]
-    assert steps([3], []) == [("cv", [3])]
-    assert steps([0, 1], [1]) == [("cv", [0]), ("cv", [0, 1]), ("distillation", [1])]
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="holds no finished faces step"):
+        main(["--root", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--results", str(tmp_path / "r.md"),
+              "--report-only"])
+    assert not (tmp_path / "r.md").exists()

@@ -249,3 +249,55 @@ def test_cv_and_test_report_the_same_figures_for_the_same_strategy(tmp_path, mon
         (cv_row,) = result["rows"][row]
         for metric in ("acc", "balanced_acc", "f1", "ece", "nll"):
             assert logged[f"test/{metric}"] == pytest.approx(cv_row[metric], abs=1e-5), (row, metric)
+
+
+def test_structured_rows_drive_the_reading_groups_and_bags(tmp_path, monkeypatch):
+    """One real cv run with a bagged copy, a user's group of members, and a user's strategy named
+    like a member (``sppnet``) and like a region expert (``sppnet@mouth``): the rows say what each
+    is, the table, the picture and the gains are computed from those columns, and the strategy
+    is never taken for the member."""
+    from lightning_fer.cv.report import ensemble_gains, read_records
+
+    monkeypatch.chdir(tmp_path)
+    result = main(["cv", "--members", json.dumps([SPP]), "--bags", '{"sppnet": 1}', "--output_dir", "cv",
+                   "--folds", "[0]", "--num_folds", "3", "--seeds", "[0, 1]", "--flip", "true",
+                   "--member_groups", '{"pair": ["sppnet", "sppnet.bag1"]}',
+                   "--strategies", json.dumps([{"class_path": "lightning_fer.ensemble.SoftVote"},
+                                               {"class_path": "user_strategies.NamedLikeAMember"},
+                                               {"class_path": "user_strategies.NamedLikeAMember",
+                                                "init_args": {"row_name": "sppnet@mouth"}}]),
+                   "--overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8),
+                                              "--trainer.max_epochs=1", "--trainer.limit_train_batches=2"])])
+    records = read_records(tmp_path / "cv")
+    assert [r["model"] for r in records] == [r["model"] for r in result["records"]]  # the CSV is the rows
+    kinds = {r["model"]: r["kind"] for r in records}
+    assert kinds["sppnet"] == kinds["sppnet.bag1"] == kinds["sppnet + flip"] == "member"
+    assert kinds["sppnet (strategy)"] == kinds["sppnet@mouth"] == "strategy"  # named like members, still strategies
+    by = {(r["model"], r["seed"]): r for r in records}
+    assert {r["seed"] for r in records} == {0, 1}
+    pair = by["SoftVote [pair]", 0]
+    assert pair["group"] == "pair" and pair["voters"] == "sppnet;sppnet.bag1" and pair["flip"] is True
+    assert by["SoftVote", 0]["voters"] == "sppnet;sppnet.bag1" and by["sppnet", 0]["voters"] == "sppnet"
+    # The bag trained on its own resample: its figures are its own.
+    bags = json.loads((tmp_path / "cv" / "fold0-seed0" / "sppnet.bag1" / "done.json").read_text())
+    assert bags["checkpoint"] != json.loads((tmp_path / "cv" / "fold0-seed0" / "sppnet" / "done.json").read_text())["checkpoint"]
+    # The gains are read from columns: the best member is a member row, the ensemble a strategy row.
+    g = ensemble_gains(records, include=["sppnet"])
+    assert kinds[g["member"]] == "member" and kinds[g["ensemble"]] == "strategy" and g["seeds"] == [0, 1]
+    expected = [by[g["ensemble"], s]["acc"] - by[g["member"], s]["acc"] for s in (0, 1)]
+    assert g["gain_by_seed"] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="voters include"):
+        ensemble_gains(records, include=["resnet50"])
+    assert (tmp_path / "cv" / "table2_acc.png").stat().st_size > 1000
+    md = (tmp_path / "cv" / "table2.md").read_text()
+    assert "| sppnet (strategy) |" in md and "| SoftVote [pair] |" in md
+
+
+def test_bad_member_groups_are_refused_before_training(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = ["cv", "--members", json.dumps([SPP]), "--output_dir", "cv", "--folds", "[0]", "--num_folds", "3"]
+    with pytest.raises(ValueError, match="member_groups: pair: \\['resnet50'\\]"):
+        main([*base, "--member_groups", '{"pair": ["sppnet", "resnet50"]}'])
+    with pytest.raises(ValueError, match="a label cv uses itself"):
+        main([*base, "--member_groups", '{"faces": ["sppnet"]}'])
+    assert not (tmp_path / "cv" / "fold0").exists()

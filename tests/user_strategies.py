@@ -81,9 +81,13 @@ class AccuracyWeighted(EnsembleStrategy):
 
 
 class NamedLikeAMember(MaxConfidence):
-    """A user's strategy whose table name is a member's (``sppnet``): Table II must still file it
-    as a strategy."""
+    """A user's strategy whose table name is a member's (``sppnet``, or an expert's such as
+    ``resnet50@mouth``): Table II must still file it as a strategy."""
+
+    def __init__(self, row_name: str = "sppnet", floor: float = 0.0) -> None:
+        super().__init__(floor)
+        self.row_name = row_name
 
     @property
     def name(self) -> str:
-        return "sppnet"
+        return self.row_name

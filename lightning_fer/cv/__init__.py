@@ -24,8 +24,16 @@ from pathlib import Path
 import torch
 
 from lightning_fer.cv.distill import write_soft_targets
-from lightning_fer.cv.plan import Plan, member_specs, train_member
-from lightning_fer.cv.report import METRICS, log_to_wandb, plot_confusions, scores, write_table
+from lightning_fer.cv.plan import Plan, check_member_groups, member_specs, train_member
+from lightning_fer.cv.report import (
+    METRICS,
+    log_to_wandb,
+    plot_confusions,
+    plot_table,
+    read_records,
+    scores,
+    write_table,
+)
 from lightning_fer.cv.run import collect, fit_strategies, unique_names
 from lightning_fer.cv.score import evaluate
 from lightning_fer.ensemble.strategies import EnsembleStrategy
@@ -60,6 +68,7 @@ def run_cv(
     teacher_members: list[str] | None = None,
     member_overrides: dict[str, list[str]] = {},  # noqa: B006
     bags: dict[str, int] = {},  # noqa: B006
+    member_groups: dict[str, list[str]] = {},  # noqa: B006
 ) -> dict:
     """Train, collect, fit and evaluate; returns the per-run figures, the table's path and the pictures.
 
@@ -116,6 +125,11 @@ def run_cv(
             copies of that member (by config file stem), ``quick_member.bag1`` and ``.bag2``, each
             on its own bootstrap resample of the training folds (``training.bootstrap``, seeded
             by the copy's number and the run's seed). They are whole-face members in every row.
+        member_groups: named ensembles of some of the whole-face members (bagged copies
+            included), e.g. ``{cheap: [quick_member, quick_member.bag1], paper: [sppnet_small,
+            resnet50_small, inception_v3_small]}``: every strategy is also fitted and scored over
+            each (rows ``SoftVote [cheap]``), on the views of the plain rows. Each row's ``voters``
+            column in ``table2.csv`` lists who voted.
 
     A member whose config trains with ``scheduler: cosine_restarts`` and ``cycles`` > 1 keeps a
     checkpoint at the end of every cycle: its snapshots are members too (``<member>#e<epoch>``),
@@ -132,7 +146,9 @@ def run_cv(
     plan = Plan(specs, out, Path(members_dir) if members_dir else out,
                 [(k, s) for k in folds for s in (seeds or [None])], num_folds, list(views), list(overrides), monitor,
                 batch_size, image_size, torch.device(("cuda" if torch.cuda.is_available() else "cpu") if auto else device),
-                fast_path, flip, teacher_members, list(expert_overrides), dict(member_overrides))
+                fast_path, flip, teacher_members, list(expert_overrides), dict(member_overrides),
+                {str(k): list(v) for k, v in member_groups.items()})
+    check_member_groups(plan)
     missing = [r for r in expert_regions if r not in plan.views]
     if missing:
         raise ValueError(f"expert regions {missing} are not among views {plan.views}: add them to views")
@@ -155,12 +171,13 @@ def run_cv(
 
     runs = f"{len(folds)} fold(s) {folds} of {num_folds}" + (f" x seeds {list(seeds)}" if seeds else "")
     table = write_table(rows, out, f"{runs}; views {list(views)}; {len(first['test_labels'])} test images", what)
-    pictures = plot_confusions(confusion, class_names, out)
+    records = read_records(out)  # the structured rows just written: the picture and W&B read them
+    pictures = [plot_table(records, out), *plot_confusions(confusion, class_names, out)]
     if wandb_project:
-        log_to_wandb(wandb_project, out, rows, pictures, dict(members=members, folds=folds, seeds=seeds, views=list(views)))
+        log_to_wandb(wandb_project, out, records, pictures, dict(members=members, folds=folds, seeds=seeds, views=list(views)))
     log.info("cv finished in %.0f s: %s", time.perf_counter() - t_start, out / "table2.md")
     print(table)
-    return {"rows": rows, "what": what, "table": out / "table2.md", "pictures": pictures}
+    return {"rows": rows, "what": what, "records": records, "table": out / "table2.md", "pictures": pictures}
 
 
 def parser():

@@ -19,7 +19,7 @@ from lightning_fer.files import write_text
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FLIP_VIEW", "MemberSpec", "Plan", "member_specs", "train_member"]
+__all__ = ["BUILT_IN_GROUPS", "FLIP_VIEW", "MemberSpec", "Plan", "check_member_groups", "member_specs", "train_member"]
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,9 @@ class Plan:
     expert_overrides: Sequence[str] = ()
     #: overrides for one member (by name or config file stem), after ``overrides``
     member_overrides: dict[str, list[str]] = field(default_factory=dict)
+    #: named ensembles of some whole-face members (``{cheap: [quick_member, xception_member]}``):
+    #: every strategy is also fitted and scored over each, on the plain rows' views
+    member_groups: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -130,6 +133,24 @@ class Plan:
 
     def soft_targets(self, k: int, seed: int | None) -> Path:
         return self.out / self.run_name(k, seed) / "soft_targets.pt"
+
+
+#: the labels of the groups ``cv`` makes itself (see :func:`lightning_fer.cv.run.groups`)
+BUILT_IN_GROUPS = ("faces", "regions", "experts", "faces + experts")
+
+
+def check_member_groups(plan: Plan) -> None:
+    """Refuse, before anything trains, a ``member_groups`` entry that names no whole-face member,
+    is empty, or takes a label ``cv`` uses itself."""
+    faces = [m.name for m in plan.members if not m.expert and not m.student]
+    for label, names in plan.member_groups.items():
+        if not label or label in BUILT_IN_GROUPS or label.startswith("snapshots "):
+            raise ValueError(f"member_groups: {label!r} is a label cv uses itself ({list(BUILT_IN_GROUPS)}); "
+                             "name the group otherwise")
+        unknown = [n for n in names if n not in faces]
+        if not names or unknown:
+            raise ValueError(f"member_groups: {label}: {unknown or 'no members'}: list whole-face members "
+                             f"among {faces}")
 
 
 def checkpoint_monitor(config: str | Path) -> tuple[str | None, str]:

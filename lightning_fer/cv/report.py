@@ -24,8 +24,9 @@ COLUMNS = (("acc", "accuracy", True), ("balanced_acc", "balanced acc.", True), (
            ("acc90_agree", "acc. @90% (agreement)", True), ("acc80_agree", "acc. @80% (agreement)", True))
 #: What a row of Table II is: ``kind`` (``member``, ``expert``, ``student``, ``snapshot`` or
 #: ``strategy``), the ``member`` it is (or, for a snapshot, whose), its ``region``, the
-#: ``strategy`` and ``group`` of an ensemble row, and whether the mirrored face is in (``flip``).
-ROW_FIELDS = ("kind", "member", "region", "strategy", "group", "flip")
+#: ``strategy`` and ``group`` of an ensemble row, whether the mirrored face is in (``flip``), and
+#: who voted (``voters``: member names joined by ``;``; a member row: the member itself).
+ROW_FIELDS = ("kind", "member", "region", "strategy", "group", "flip", "voters")
 #: Selective prediction: the shares of faces kept (the rest flagged for a person).
 COVERAGES = (0.9, 0.8)
 
@@ -88,41 +89,145 @@ def summarise(rows: dict[str, list[dict]]) -> list[tuple[str, int, np.ndarray, n
     return out
 
 
-def write_table(rows: dict[str, list[dict]], out: Path, caption: str, what: dict[str, dict] | None = None) -> str:
-    """Table II as ``table2.md`` and ``table2.csv`` in ``out`` (mean and sample standard
-    deviation over runs: folds x seeds; in percent but the NLL, in nats; ``-`` where a figure does
-    not apply, such as a member's agreement), and ``table2_runs.csv``: one row per table row and
-    run (``fold``, ``seed``). Both CSVs say what each row is (``kind``, ``member``, ``region``,
-    ``strategy``, ``group``, ``flip``: ``what``, from :func:`~lightning_fer.cv.run.evaluate`), so
-    that readers select rows by column. Returns the Markdown."""
-    what = what or {}
-    summary = summarise(rows)
-    md = [f"Table II: test split, {caption}\n",
-          "| model | " + " | ".join(head for _, head, _ in COLUMNS) + " |",
-          "|---" * (len(COLUMNS) + 1) + "|"]
-    for name, _, mean, std in summary:
-        cells = ["-" if np.isnan(a) else f"{100 * a:.1f} ± {100 * b:.1f}" if pct else f"{a:.3f} ± {b:.3f}"
-                 for (a, b, (_, _, pct)) in zip(mean, std, COLUMNS)]
-        md.append(f"| {name} | " + " | ".join(cells) + " |")
-    text = "\n".join(md) + "\n"
-    write_text(Path(out) / "table2.md", text)
-    scale = [100 if pct else 1 for _, _, pct in COLUMNS]
+def table_records(rows: dict[str, list[dict]], what: dict[str, dict] | None = None) -> list[dict]:
+    """Table II as structured rows: one per table row and run, holding the row's ``model`` name,
+    what it is (:data:`ROW_FIELDS`), its ``fold`` and ``seed``, and the figures (:data:`METRICS`,
+    as fractions). ``table2_runs.csv`` is these rows; the Markdown, ``table2.csv``, the pictures,
+    W&B and :func:`ensemble_gains` are computed from them.
 
-    def fields(name: str) -> list:
-        return [what.get(name, {}).get(f, "") for f in ROW_FIELDS]
+    Example:
+        >>> r = table_records({"a": [dict.fromkeys(METRICS, 0.5) | {"fold": 0, "seed": 1}]}, {"a": {"kind": "member"}})
+        >>> r[0]["model"], r[0]["kind"], r[0]["seed"], r[0]["acc"]
+        ('a', 'member', 1, 0.5)
+    """
+    what = what or {}
+    return [{"model": name, **{f: what.get(name, {}).get(f, "") for f in ROW_FIELDS}, "fold": r.get("fold", ""),
+             "seed": r.get("seed"), **{m: float(r[m]) for m in METRICS}}
+            for name, per_run in rows.items() for r in per_run]
+
+
+def read_records(path: str | os.PathLike) -> list[dict]:
+    """The structured rows of a finished run, read back from its ``table2_runs.csv`` (or the
+    folder holding it): figures as fractions (NaN where blank), ``flip`` as a bool, ``seed`` and
+    ``fold`` as ints (``None`` where blank).
+
+    Raises:
+        FileNotFoundError: naming the file, when the run has not written it yet.
+    """
+    import csv
+
+    path = Path(path)
+    path = path / "table2_runs.csv" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no Table II rows here; run `python -m lightning_fer cv` to write them")
+    scale = {m: (100.0 if pct else 1.0) for m, _, pct in COLUMNS}
+    out = []
+    with path.open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            rec = {"model": row["model"], **{k: row.get(k, "") for k in ROW_FIELDS}}
+            rec["flip"] = str(rec["flip"]).lower() == "true"
+            for k in ("fold", "seed"):
+                rec[k] = int(row[k]) if row.get(k, "") != "" else None
+            for m in METRICS:
+                v = row.get(m, "")
+                rec[m] = float(v) / scale[m] if v not in ("", None) else float("nan")
+            out.append(rec)
+    return out
+
+
+def summary_of(records: list[dict]) -> list[tuple[str, dict, int, np.ndarray, np.ndarray]]:
+    """Per model, in order of first appearance: what it is, the number of runs, and the mean and
+    sample standard deviation of :data:`METRICS` over them (0 for one run)."""
+    by: dict[str, list[dict]] = {}
+    for r in records:
+        by.setdefault(r["model"], []).append(r)
+    return [(name, {f: rs[0].get(f, "") for f in ROW_FIELDS}, n, mean, std)
+            for (name, n, mean, std), rs in zip(summarise(by), by.values())]
+
+
+def write_table(rows: dict[str, list[dict]], out: Path, caption: str, what: dict[str, dict] | None = None) -> str:
+    """Table II as ``table2_runs.csv`` (the structured rows of :func:`table_records`: one per
+    table row and run), and, computed from those rows, ``table2.md`` and ``table2.csv`` (mean and
+    sample standard deviation over runs: folds x seeds; in percent but the NLL, in nats; ``-``
+    where a figure does not apply, such as a member's agreement). Both CSVs say what each row is
+    (:data:`ROW_FIELDS`), so that readers select rows by column. Returns the Markdown."""
+    records = table_records(rows, what)
+    scale = [100 if pct else 1 for _, _, pct in COLUMNS]
 
     def num(v: float, s: float) -> str:
         return "" if np.isnan(v) else f"{s * v:.4f}"
 
+    write_csv(Path(out) / "table2_runs.csv", ["model", *ROW_FIELDS, "fold", "seed", *METRICS],
+              ([r["model"], *[r[f] for f in ROW_FIELDS], "" if r["fold"] is None else r["fold"],
+                "" if r["seed"] is None else r["seed"], *[num(r[m], s) for s, m in zip(scale, METRICS)]]
+               for r in records))
+    summary = summary_of(records)
+    text = markdown_table(summary, caption)
+    write_text(Path(out) / "table2.md", text)
     head = ["model", *ROW_FIELDS, "runs"] + [f"{m} mean" for m in METRICS] + [f"{m} std" for m in METRICS]
     write_csv(Path(out) / "table2.csv", head,
-              ([name, *fields(name), n, *[num(v, s) for s, v in zip(scale, mean)], *[num(v, s) for s, v in zip(scale, std)]]
-               for name, n, mean, std in summary))
-    write_csv(Path(out) / "table2_runs.csv", ["model", *ROW_FIELDS, "fold", "seed", *METRICS],
-              ([name, *fields(name), r.get("fold", ""), "" if r.get("seed") is None else r["seed"],
-                *[num(r[m], s) for s, m in zip(scale, METRICS)]]
-               for name, per_run in rows.items() for r in per_run))
+              ([name, *[fields[f] for f in ROW_FIELDS], n, *[num(v, s) for s, v in zip(scale, mean)],
+                *[num(v, s) for s, v in zip(scale, std)]] for name, fields, n, mean, std in summary))
     return text
+
+
+def markdown_table(summary: list[tuple], caption: str | None = None, columns=COLUMNS) -> str:
+    """Table II in Markdown from :func:`summary_of` (``columns``: a subset of :data:`COLUMNS`)."""
+    index = {m: i for i, m in enumerate(METRICS)}
+    md = ([f"Table II: test split, {caption}\n"] if caption else []) + [
+        "| model | " + " | ".join(head for _, head, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, _, _, mean, std in summary:
+        cells = []
+        for m, _, pct in columns:
+            a, b = mean[index[m]], std[index[m]]
+            cells.append("-" if np.isnan(a) else f"{100 * a:.1f} ± {100 * b:.1f}" if pct else f"{a:.3f} ± {b:.3f}")
+        md.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(md) + "\n"
+
+
+def ensemble_gains(records: list[dict], include: list[str] = (), metric: str = "acc", flip: bool | None = None) -> dict:
+    """The best ensemble against the best single member on the same views, seed by seed, from
+    the structured rows alone (never from row names, so a user's strategy named like a member
+    is never taken for one).
+
+    The candidates are the strategy rows whose ``voters`` include every name in ``include``
+    (e.g. the paper's three), over whole faces (group ``all views`` or a user's group, not the
+    region groups) with the same ``flip`` as the members they are compared with; the members
+    are the whole-face member rows (``kind`` ``member``, region ``face``). Both are chosen by
+    their mean ``metric`` over seeds (``flip=None``: the setting, with or without the mirrored
+    face, whose best member is higher). Returns the names, their per-seed figures, the per-seed
+    gains and the seeds.
+
+    Raises:
+        ValueError: when no strategy row includes ``include``, or there is no member row.
+    """
+    face_groups = {r["group"] for r in records if r["kind"] == "strategy"} - {"faces", "regions", "experts",
+                                                                              "faces + experts"}
+    face_groups = {g for g in face_groups if not g.startswith("snapshots ")}
+
+    def per_seed(name: str) -> dict:
+        return {r["seed"]: r[metric] for r in records if r["model"] == name}
+
+    def best(names: list[str]) -> str | None:
+        return max(names, key=lambda n: float(np.mean(list(per_seed(n).values()))), default=None)
+
+    out = None
+    for f in ([flip] if flip is not None else [True, False]):
+        members = [r["model"] for r in records if r["kind"] == "member" and r["region"] == "face" and r["flip"] == f]
+        ensembles = [r["model"] for r in records if r["kind"] == "strategy" and r["group"] in face_groups
+                     and r["flip"] == f and set(include) <= set(str(r["voters"]).split(";"))]
+        m, e = best(list(dict.fromkeys(members))), best(list(dict.fromkeys(ensembles)))
+        if m is None or e is None:
+            continue
+        pm, pe = per_seed(m), per_seed(e)
+        seeds = sorted(set(pm) & set(pe), key=lambda s: (s is None, s))
+        cand = {"member": m, "ensemble": e, "flip": f, "seeds": seeds, "member_by_seed": [pm[s] for s in seeds],
+                "ensemble_by_seed": [pe[s] for s in seeds], "gain_by_seed": [pe[s] - pm[s] for s in seeds]}
+        if out is None or np.mean(cand["member_by_seed"]) > np.mean(out["member_by_seed"]):
+            out = cand
+    if out is None:
+        raise ValueError(f"no whole-face member row, or no strategy row whose voters include {list(include)}")
+    return out
 
 
 def slug(name: str) -> str:
@@ -138,9 +243,23 @@ def plot_confusions(confusion: dict[str, torch.Tensor], class_names: list[str], 
             for name, cm in confusion.items()]
 
 
-def log_to_wandb(project: str, out: Path, rows: dict[str, list[dict]], pictures: list[Path], config: dict) -> None:
-    """Table II as a W&B table, the confusion matrices as images, each row's mean accuracy in the
-    summary; offline without credentials or with ``WANDB_MODE=offline``."""
+def plot_table(records: list[dict], out: Path, metric: str = "acc") -> Path:
+    """Table II as a picture: each row's mean ``metric`` over runs, with its standard deviation,
+    coloured by what the row is (member, expert, strategy, ...); ``table2_<metric>.png``."""
+    from lightning_fer.plots import plot_bars
+
+    summary = summary_of(records)
+    i = METRICS.index(metric)
+    head = dict((m, h) for m, h, _ in COLUMNS)[metric]
+    return plot_bars([n for n, *_ in summary], [100 * m[i] for *_, m, _ in summary], [100 * s[i] for *_, s in summary],
+                     [f["kind"] for _, f, *_ in summary], f"Table II: {head} (%), mean over runs",
+                     Path(out) / f"table2_{metric}.png")
+
+
+def log_to_wandb(project: str, out: Path, records: list[dict], pictures: list[Path], config: dict) -> None:
+    """Table II's structured rows (:func:`table_records`) as W&B tables (per run, and the mean and
+    spread per row), the pictures as images, each row's mean accuracy in the summary; offline
+    without credentials or with ``WANDB_MODE=offline``."""
     import wandb
 
     from lightning_fer.loggers import wandb_has_credentials
@@ -149,11 +268,16 @@ def log_to_wandb(project: str, out: Path, rows: dict[str, list[dict]], pictures:
     if offline:
         log.warning("W&B: logging the cv run offline to %s", out)
     run = wandb.init(project=project, dir=str(out), mode="offline" if offline else "online", job_type="cv", config=config)
-    columns = ["model", "runs"] + [f"{m}_mean" for m in METRICS] + [f"{m}_std" for m in METRICS]
-    data = [[name, n, *mean.tolist(), *std.tolist()] for name, n, mean, std in summarise(rows)]
+    columns = ["model", *ROW_FIELDS, "runs"] + [f"{m}_mean" for m in METRICS] + [f"{m}_std" for m in METRICS]
+    data = [[name, *[str(f[k]) for k in ROW_FIELDS], n, *mean.tolist(), *std.tolist()]
+            for name, f, n, mean, std in summary_of(records)]
+    per_run = [[r["model"], *[str(r[k]) for k in ROW_FIELDS], r["fold"], r["seed"], *[r[m] for m in METRICS]]
+               for r in records]
     run.log({"table2": wandb.Table(columns=columns, data=data),
-             **{f"confusion/{p.stem.removeprefix('confusion_')}": wandb.Image(str(p)) for p in pictures}})
+             "table2_runs": wandb.Table(columns=["model", *ROW_FIELDS, "fold", "seed", *METRICS], data=per_run),
+             **{(f"confusion/{p.stem.removeprefix('confusion_')}" if p.stem.startswith("confusion_")
+                 else f"pictures/{p.stem}"): wandb.Image(str(p)) for p in pictures}})
     for row in data:
-        run.summary[f"{row[0]}/acc_mean"] = row[2]
+        run.summary[f"{row[0]}/acc_mean"] = row[len(ROW_FIELDS) + 2]
     run.finish()
     wandb.teardown()  # end the W&B session this run started, so later runs take fresh settings

@@ -173,6 +173,9 @@ def groups(plan: Plan, d: dict) -> list[Group]:
         return m & d["collected"][rows]
 
     out = [Group("", faces, mask(faces, lambda i: [views.index(v) for v in ens_views]))] if faces else []
+    for label, names in plan.member_groups.items():  # the user's named ensembles of face members
+        chosen = [d["names"].index(n) for n in names]
+        out.append(Group(label, chosen, mask(chosen, lambda i: [views.index(v) for v in ens_views])))
     if faces and parts and "face" in plan.views:
         out.append(Group("faces", faces, mask(faces, lambda i: face_cols)))
         out.append(Group("regions", faces, mask(faces, lambda i: [views.index(v) for v in parts])))

@@ -40,7 +40,7 @@ def evaluate(plan: Plan, collected: dict[str, dict], fitted: dict, row_names: li
             region, kind = d["regions"][i], d["kinds"][i]
             kind, owner = (("snapshot", kind.split(":", 1)[1]) if kind.startswith("snapshot:")
                            else ("member" if kind == "face" else kind, name))
-            fields = {"kind": kind, "member": owner, "region": region, "flip": False}
+            fields = {"kind": kind, "member": owner, "region": region, "flip": False, "voters": name}
             record(name, logits[:, i, views.index(region)].softmax(-1), labels, fields, k, sd)
             if plan.flip and region == "face":
                 record(f"{name} + flip", logits[:, i, [views.index("face"), views.index(FLIP_VIEW)]].softmax(-1).mean(1),
@@ -50,10 +50,11 @@ def evaluate(plan: Plan, collected: dict[str, dict], fitted: dict, row_names: li
                 z, mask = voters(d, "test", group)
                 real = (mask if mask.dim() == 3 else mask.expand(len(z), -1, -1)).flatten(1)
                 uses_flip = FLIP_VIEW in views and bool(group.mask[:, views.index(FLIP_VIEW)].any())
+                who = ";".join(d["names"][i] for i in group.members)
                 for s, row in zip(fitted[sd, group.label], row_names):
                     out = s(z, mask)
                     fields = {"kind": "strategy", "strategy": row, "group": group.label or "all views",
-                              "region": "", "flip": uses_flip}
+                              "region": "", "flip": uses_flip, "voters": who}
                     name = row + group.suffix()
                     if what.get(name, {}).get("kind", "strategy") != "strategy":
                         name += " (strategy)"  # a strategy named like a member stays a strategy
