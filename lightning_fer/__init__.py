@@ -15,6 +15,7 @@ _LAZY = {
     "FERDataModule": "lightning_fer.data.datamodule",
     "FERClassifier": "lightning_fer.models.classifier",
     "EnsembleModule": "lightning_fer.ensemble.module",
+    "pretrained": "lightning_fer.zoo",  # lightning_fer.pretrained("fer2013"): a shipped model by name
 }
 
 

@@ -1,4 +1,4 @@
-"""The command line: ``python -m lightning_fer {fit,validate,test,predict,cv,export} --config FILE``.
+"""The command line: ``python -m lightning_fer {fit,validate,test,predict,cv,export,pretrained} --config FILE``.
 
 ``fit``/``validate``/``test``/``predict`` run the ``FERCLI`` of :mod:`lightning_fer.build` (a
 LightningCLI in subclass mode for model and data, omegaconf interpolation resolved after
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sys
 
-USAGE = """usage: python -m lightning_fer [-h] {fit,validate,test,predict,cv,export} --config FILE [--section.key=value ...]
+USAGE = """usage: python -m lightning_fer [-h] {fit,validate,test,predict,cv,export,pretrained} --config FILE [--section.key=value ...]
+       python -m lightning_fer {predict,test,validate,export} --pretrained NAME [--section.key=value ...]
 
 Facial expression recognition with PyTorch Lightning and pluggable ensembles.
 
@@ -21,6 +22,7 @@ subcommands:
   predict    class probabilities for the test split, or for every face in photos (--data.predict.path)
   cv         cross-validated training of several members, out-of-fold stacking, Table II
   export     a member or an ensemble to TorchScript or ONNX, checked against eager outputs
+  pretrained list the shipped models (use one with --pretrained NAME instead of --config and --ckpt_path)
 
 examples:
   python -m lightning_fer fit --config configs/demo/resnet50.yaml
@@ -29,6 +31,7 @@ examples:
   python -m lightning_fer fit --config configs/demo/resnet50.yaml --print_config
   python -m lightning_fer cv --config configs/demo/cv.yaml
   python -m lightning_fer test --config configs/demo/ensemble_hard.yaml
+  python -m lightning_fer predict --pretrained fer2013 --data.predict.path photo.jpg
 
 'python -m lightning_fer SUBCOMMAND --help' lists every option.
 """
@@ -45,6 +48,53 @@ def main(args: list[str] | None = None, run: bool = True):
         print(USAGE)  # answered without importing torch or lightning
         return None
     _setup_logging()
+    if argv[0] == "pretrained":
+        from lightning_fer.zoo import describe
+
+        print(describe(), end="")
+        return None
+    from lightning_fer.zoo import PretrainedError, expand_argv
+
+    try:
+        expanded = expand_argv(argv)
+    except PretrainedError as err:
+        if args is not None:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    argv = expanded
+    try:
+        return _run(argv, args, run)
+    except Exception as err:
+        one_line = _one_line(err, argv)
+        if one_line is None or args is not None:  # called from Python: the caller handles it
+            raise
+        print(f"error: {one_line}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _one_line(err: BaseException, argv: list[str]) -> str | None:
+    """What to say in one line, without a traceback, for the errors a user makes with files:
+    a missing member, a shipped model's problem, a checkpoint the weights-only loader refuses
+    (as ``--ckpt_path``, named from the command line, or as a member)."""
+    import pickle
+
+    from lightning_fer.ensemble.module import MemberNotFoundError
+    from lightning_fer.zoo import PretrainedError, UnsafeCheckpointError, unsafe_message
+
+    for kind in (MemberNotFoundError, PretrainedError, UnsafeCheckpointError):
+        found = _cause(err, kind)
+        if found is not None:
+            return str(found)
+    refused = _cause(err, pickle.UnpicklingError)
+    if refused is not None:
+        ckpt = next((a.split("=", 1)[1] if "=" in a else argv[i + 1] for i, a in enumerate(argv)
+                     if a.startswith("--ckpt_path") and (("=" in a) or i + 1 < len(argv))), "the checkpoint")
+        return unsafe_message(ckpt, refused)
+    return None
+
+
+def _run(argv: list[str], args, run: bool):
     if argv[0] == "cv":
         from lightning_fer.cv import main as cv_main
 
@@ -56,16 +106,8 @@ def main(args: list[str] | None = None, run: bool = True):
     if not run and argv[0] in ("fit", "validate", "test", "predict"):
         argv = argv[1:]
     from lightning_fer.build import make_cli
-    from lightning_fer.ensemble.module import MemberNotFoundError
 
-    try:
-        return make_cli(args if run else argv, run=run)
-    except Exception as err:  # jsonargparse wraps errors raised while it builds the objects
-        missing = _cause(err, MemberNotFoundError)
-        if missing is None or args is not None:  # called from Python: the caller handles it
-            raise
-        print(f"error: {missing}", file=sys.stderr)
-        raise SystemExit(2) from None
+    return make_cli(argv, run=run)
 
 
 def _cause(err: BaseException | None, kind: type) -> BaseException | None:

@@ -71,6 +71,9 @@ class FERDataModule(L.LightningDataModule):
             faces (FER2013, CK+48, RAF-DB aligned), where MTCNN's box is larger than the crop;
             parts still come from the landmarks. ``landmarks``: MTCNN's box, or one derived from
             the landmarks. ``annotation``: the annotated box (an error lists records without one).
+            At ``predict`` on photos and videos, ``image`` labels each whole picture (each frame)
+            as one face, without MTCNN: for faces already cropped (48 px crops would otherwise
+            be reported as "no face").
         skip_bad_images: leave unreadable images out (counted, listed in ``skipped.csv``)
             instead of failing before training.
         cache_dir: folder for the landmark cache, folds and lists (default: ``.lightning_fer``
@@ -197,7 +200,8 @@ class FERDataModule(L.LightningDataModule):
         if stage == "predict" and self.predict_options:
             if self.photo_scan is None:
                 opts = self.predict_options
-                self.photo_scan = scan_photos(opts.path, opts.min_face_prob, self.landmark_settings.device, opts.video)
+                self.photo_scan = scan_photos(opts.path, opts.min_face_prob, self.landmark_settings.device, opts.video,
+                                              whole_image=self.face_box == "image")
                 self.datasets["predict"] = PhotoFacesDataset(
                     self.photo_scan, FaceTransform(self.views, self.image_size, None, wire=self.wire,
                                                                     channels=self.channels)

@@ -108,13 +108,35 @@ def list_photos(path: str | os.PathLike) -> list[Path]:
     raise FileNotFoundError(f"predict_path {p} is neither an image or video file nor a folder")
 
 
+class WholeImage:
+    """A stand-in for the face detector where the pictures are faces already (``face_box:
+    image``: CK+48, FER2013 crops, faces cut by another detector): the whole image is the face
+    box, with the 5 points of the template (:data:`~lightning_fer.data.detection.TEMPLATE_5`)."""
+
+    @staticmethod
+    def _face(image: np.ndarray) -> list[tuple]:
+        from lightning_fer.data.detection import TEMPLATE_5
+
+        h, w = image.shape[:2]
+        return [(TEMPLATE_5 * np.array([w, h], np.float32), np.array([0.0, 0.0, float(w), float(h)], np.float32), 1.0)]
+
+    def detect_all(self, image: np.ndarray, min_prob: float = 0.0) -> list[tuple]:
+        return self._face(image)
+
+    def detect_frames(self, frames: list[np.ndarray], min_prob: float = 0.0) -> list[list[tuple]]:
+        return [self._face(f) for f in frames]
+
+
 def scan_photos(path: str | os.PathLike, min_prob: float = 0.9, device: str | None = None,
-                video: VideoOptions = VideoOptions()) -> PhotoScan:  # noqa: B008
+                video: VideoOptions = VideoOptions(), whole_image: bool = False) -> PhotoScan:  # noqa: B008
     """Find every face in every photo, and in every (looked-at) frame of every video, under
-    ``path`` with MTCNN; faces in videos are followed as tracks."""
+    ``path`` with MTCNN; faces in videos are followed as tracks. ``whole_image``: every photo
+    and frame is one face, the whole picture (:class:`WholeImage`), and MTCNN is not run."""
     from lightning_fer.data.detection import FaceDetector, LandmarkSettings
 
-    detector = FaceDetector(LandmarkSettings(), device)
+    detector = WholeImage() if whole_image else FaceDetector(LandmarkSettings(), device)
+    if whole_image:
+        log.info("face_box=image: every photo and video frame under %s is labelled as one face (no MTCNN)", path)
     scan = PhotoScan()
     for f in list_photos(path):
         if is_video(f):

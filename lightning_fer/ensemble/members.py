@@ -98,11 +98,16 @@ def _maker_of(path: Path) -> str:
 
 
 def load_member(path: str | Path, index: int = 0) -> MemberNet:
-    """A member from a ``FERClassifier`` checkpoint (weights only); a missing file raises
-    :class:`MemberNotFoundError` naming the command that makes it."""
-    from lightning_fer.models.classifier import FERClassifier
+    """A member from a ``FERClassifier`` checkpoint (weights only), or a shipped single model
+    (``pretrained:fer2013``); a missing file raises :class:`MemberNotFoundError` naming the
+    command that makes it, one the weights-only loader refuses
+    :class:`~lightning_fer.zoo.UnsafeCheckpointError` naming the file and what it holds."""
+    import pickle
 
-    path = Path(path).expanduser()
+    from lightning_fer.models.classifier import FERClassifier
+    from lightning_fer.zoo import UnsafeCheckpointError, resolve_member, unsafe_message
+
+    path = Path(resolve_member(path)).expanduser()
     if not path.is_file():
         raise MemberNotFoundError(f"ensemble member {index}: checkpoint {path} does not exist; make it with: {_maker_of(path)}")
     # LightningCLI instantiates an ensemble inside a context that hands its own hyperparameters
@@ -115,6 +120,8 @@ def load_member(path: str | Path, index: int = 0) -> MemberNet:
         hparams_mixin, token = None, None
     try:
         model = FERClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UnsafeCheckpointError(f"ensemble member {index}: {unsafe_message(path, err)}") from None
     finally:
         if token is not None:
             hparams_mixin._given_hyperparameters.reset(token)

@@ -1,0 +1,134 @@
+"""Write the shipped models (``lightning_fer/shipped/``) from trained checkpoints, measure them as
+shipped, and record them in ``lightning_fer/shipped/models.json``: the command that reproduces them.
+
+    python benchmarks/ship.py --member runs/fer2013/best_member/checkpoints/final.final_weights.ckpt \\
+        --ensemble-run runs/fer2013/cv --ensemble-members quick_member quick_member.bag1 quick_member.bag2 xception_member \\
+        --strategy lightning_fer.ensemble.SoftVote
+
+1. ``fer2013``: the ``--member`` checkpoint (trained by ``configs/fer2013/best_member.yaml``).
+2. ``fer2013-ensemble``: the ``--ensemble-members`` of a ``cv`` run (seed ``--seed``, fold 0
+   held out), combined by ``--strategy``; a strategy that learns is fitted on fold 0 (the
+   members' held-out fold, checked by the library's leak check), as ``cv`` fits it.
+
+Each bundle holds float16 weights; each is then loaded by name (hash checked, ``weights_only``)
+and tested on FER2013 PublicTest with duplicates dropped, and those figures go in the registry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from benchmarks.common import machine  # noqa: E402
+
+LICENCE = ("FER2013 (Kaggle ICML 2013 challenge) is for research; these weights learnt from it inherit that: "
+           "research and evaluation use")
+#: what the materialized config's data section holds: the members' geometry, FER2013's layout
+DATA = {"source": "folder", "root": "../shared/data/fer2013", "split_map": {"val": "test"}, "image_size": 48,
+        "channels": 1, "landmarks": "template", "duplicates": "drop", "fold": None, "num_workers": 2}
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def publictest(model, root: str, batch: int = 256) -> dict:
+    """Accuracy and macro F1 (%) of a module on FER2013 PublicTest, duplicates dropped."""
+    import lightning as L
+
+    from lightning_fer.build import build
+
+    dm = build(REPO / "configs/fer2013/quick_member.yaml", [f"--data.init_args.root={root}",
+                                                           f"--data.init_args.batch_size={batch}"]).datamodule
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    out = trainer.test(model, datamodule=dm, verbose=False)[0]
+    return {"acc": round(100 * out["test/acc"], 2), "f1": round(100 * out["test/f1"], 2),
+            "faces": int(len(dm.datasets["test"])), "split": "FER2013 PublicTest, duplicates dropped"}
+
+
+def fitted_strategy(members: list[str], strategy: str, root: str, views: list[str], flip: bool):
+    """The strategy over the members, fitted (where it learns) on fold 0 through the library's
+    EnsembleModule (its leak check refuses members trained on fold 0)."""
+    from lightning_fer.build import build
+    from lightning_fer.ensemble.module import EnsembleModule
+    from lightning_fer.ensemble.strategy import strategy_from_spec
+
+    s = strategy_from_spec({"class_path": strategy, "init_args": {}})
+    ens = EnsembleModule(members, s, views=views, flip=flip)
+    if s.requires_fit:
+        dm = build(REPO / "configs/fer2013/quick_member.yaml", [f"--data.init_args.root={root}"],
+                   {"data": {"init_args": {"fold": 0, "num_folds": 5}}}).datamodule
+        dm.prepare_data()
+        dm.setup("validate")
+        ens.fit_strategy(dm)
+    return ens.strategy
+
+
+def main(argv: list[str] | None = None) -> Path:
+    from lightning_fer import zoo
+    from lightning_fer.files import save_torch, write_text
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--member", required=True, help="the best single member's checkpoint (fer2013)")
+    ap.add_argument("--member-recipe", default="configs/fer2013/best_member.yaml")
+    ap.add_argument("--ensemble-run", type=Path, required=True, help="a finished cv run folder (configs/fer2013/cv.yaml)")
+    ap.add_argument("--ensemble-members", nargs="+", required=True)
+    ap.add_argument("--strategy", default="lightning_fer.ensemble.SoftVote")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--root", default=str(REPO.parent / "shared" / "data" / "fer2013"))
+    ap.add_argument("--out", type=Path, default=zoo.SHIPPED)
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    member_paths = []
+    for name in args.ensemble_members:
+        done = args.ensemble_run / f"fold0-seed{args.seed}" / name / "done.json"
+        if not done.is_file():
+            raise SystemExit(f"{done}: member {name} has not finished; run `python -m lightning_fer cv --config "
+                             "configs/fer2013/cv.yaml` first")
+        member_paths.append(json.loads(done.read_text())["checkpoint"])
+    strategy = fitted_strategy(member_paths, args.strategy, args.root, ["face"], True)
+    bundles = {
+        "fer2013": (zoo.member_bundle(args.member, DATA), {
+            "what": "one network: the VGG-style fer_vgg (widths 32-256, 1.17M parameters), 48 px grey faces, flip TTA",
+            "recipe": f"{args.member_recipe} (30 epochs, SGD one-cycle, final weights), all of FER2013 Training"}),
+        "fer2013-ensemble": (zoo.ensemble_bundle(member_paths, strategy, ["face"], True, DATA), {
+            "what": f"{strategy.name} of {len(member_paths)} networks ({', '.join(args.ensemble_members)}) on the face "
+                    "and its mirror, 48 px grey faces",
+            "recipe": f"configs/fer2013/cv.yaml seed {args.seed} (members on folds 1-4 of Training; fold 0 held out"
+                      f"{', where the strategy learnt' if strategy.requires_fit else ''})"}),
+    }
+    models = {}
+    for name, (bundle, info) in bundles.items():
+        path = save_torch(bundle, args.out / f"{name}.pt")
+        models[name] = {"file": path.name, "sha256": zoo.sha256(path), "bytes": path.stat().st_size, "kind": bundle["kind"],
+                        "data": "FER2013 (Kaggle 2013): 48 px grey faces, 7 classes, Training split, duplicates dropped",
+                        "commit": commit(), "licence": LICENCE, **info}
+    reg = {"note": "written by benchmarks/ship.py; every load checks each file's sha256", "models": models}
+    write_text(args.out / "models.json", json.dumps(reg, indent=1) + "\n")
+    for name in models:  # measured as shipped: loaded by name, float16 weights, hash checked
+        models[name]["publictest"] = publictest(zoo.pretrained(name), args.root)
+        print(name, models[name]["publictest"], flush=True)
+    reg["measured_on"] = machine()
+    write_text(args.out / "models.json", json.dumps(reg, indent=1) + "\n")
+    print(zoo.describe())
+    print(f"wrote {args.out} in {time.perf_counter() - t0:.0f} s")
+    return args.out / "models.json"
+
+
+if __name__ == "__main__":
+    main()
