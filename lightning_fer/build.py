@@ -111,6 +111,12 @@ class FERCLI(LightningCLI):
         options = getattr(self.datamodule, "predict_options", None)
         if options is not None and not any(isinstance(c, FacePredictionWriter) for c in self.trainer.callbacks):
             self.trainer.callbacks.append(FacePredictionWriter.from_options(options))
+        if options is not None:
+            from lightning_fer.runtime import OnnxPredict
+
+            ckpt = self.config[self.subcommand].get("ckpt_path")
+            where = Path(ckpt).parent / "onnx" if ckpt and ckpt not in ("best", "last") else None
+            self.trainer.callbacks.append(OnnxPredict(options.runtime, where))
 
     def after_fit(self) -> None:
         if self.config[self.subcommand].get("test_after_fit"):
