@@ -64,6 +64,8 @@ PUBLISHED = [
     ("Human accuracy (estimate)", "65 ± 5%", "-"),
 ]
 REGION_GROUPS = ("faces", "regions", "experts", "faces + experts")
+#: the member config the region experts are trained from (cv_regions*.yaml's expert_members)
+EXPERT_RECIPE = "quick_member"
 
 
 def steps(seeds: list[int], regions: bool = True, mtcnn: bool = True) -> list[tuple[str, list[int]]]:
@@ -206,6 +208,15 @@ def reading(faces: list[dict], regions: dict[str, list[dict]]) -> tuple[list[str
                     a, b = by_seed(recs, row), by_seed(recs, base)
                     said.append(f"- {source}: {row} {pct(a.values())} % against {base} on whole faces "
                                 f"{pct(b.values())} %: {signed([a[s] - b[s] for s in a if s in b])} points.")
+        # The experts against one network of their own recipe on the whole face (in both runs).
+        own = next((r["model"] for r in recs if r["kind"] == "member" and r["member"] == EXPERT_RECIPE and r["flip"]), None)
+        for strategy in ("HardVote", "SoftVote"):
+            row = next((r["model"] for r in recs if r["kind"] == "strategy" and r["group"] == "experts"
+                        and r["strategy"] == strategy), None)
+            if own and row:
+                a, b = by_seed(recs, row), by_seed(recs, own)
+                said.append(f"- {source}: {row} {pct(a.values())} % against one {EXPERT_RECIPE} on the whole face "
+                            f"({own}) {pct(b.values())} %: {signed([a[s] - b[s] for s in a if s in b])} points.")
     return said, goals, line
 
 
@@ -258,8 +269,8 @@ def write_results(path: Path, out: Path, argv: list[str], wall: dict[str, float]
                   "five regions (the paper's Eq. 8); `[experts]`: one quick member trained on each region (24 px parts, "
                   "32 px rest of the face), bound to it; `[faces + experts]`: both; plain names: the members on all six "
                   "views and the mirror.", "",
-                  *section(recs, lambda r: r["kind"] == "expert" or (r["kind"] == "strategy" and
-                                                                      (r["group"] in REGION_GROUPS or r["group"] == "all views")))]
+                  *section(recs, lambda r: r["kind"] == "expert" or (r["kind"] == "member" and r["flip"]) or
+                           (r["kind"] == "strategy" and (r["group"] in REGION_GROUPS or r["group"] == "all views")))]
     best = max({r["model"] for r in faces if r["kind"] == "member"}, key=lambda n: float(np.mean(list(by_seed(faces, n).values()))))
     plain = [n for n in dict.fromkeys(r["model"] for r in faces if r["kind"] == "strategy" and r["group"] == "all views")]
     lines += ["## Selective prediction", "",

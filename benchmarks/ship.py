@@ -85,34 +85,36 @@ def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--member", required=True, help="the best single member's checkpoint (fer2013)")
     ap.add_argument("--member-recipe", default="configs/fer2013/best_member.yaml")
-    ap.add_argument("--ensemble-run", type=Path, required=True, help="a finished cv run folder (configs/fer2013/cv.yaml)")
-    ap.add_argument("--ensemble-members", nargs="+", required=True)
+    ap.add_argument("--ensemble-run", type=Path, default=None,
+                    help="a finished cv run folder (configs/fer2013/cv.yaml); without it only fer2013 is written")
+    ap.add_argument("--ensemble-members", nargs="+", default=[])
     ap.add_argument("--strategy", default="lightning_fer.ensemble.SoftVote")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--root", default=str(REPO.parent / "shared" / "data" / "fer2013"))
     ap.add_argument("--out", type=Path, default=zoo.SHIPPED)
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    zoo.SHIPPED, zoo.REGISTRY = args.out, args.out / "models.json"  # measured where written
     t0 = time.perf_counter()
-    member_paths = []
-    for name in args.ensemble_members:
-        done = args.ensemble_run / f"fold0-seed{args.seed}" / name / "done.json"
-        if not done.is_file():
-            raise SystemExit(f"{done}: member {name} has not finished; run `python -m lightning_fer cv --config "
-                             "configs/fer2013/cv.yaml` first")
-        member_paths.append(json.loads(done.read_text())["checkpoint"])
-    strategy = fitted_strategy(member_paths, args.strategy, args.root, ["face"], True)
-    bundles = {
-        "fer2013": (zoo.member_bundle(args.member, DATA), {
-            "what": "one network: the VGG-style fer_vgg (widths 32-256, 1.17M parameters), 48 px grey faces, flip TTA",
-            "recipe": f"{args.member_recipe} (30 epochs, SGD one-cycle, final weights), all of FER2013 Training"}),
-        "fer2013-ensemble": (zoo.ensemble_bundle(member_paths, strategy, ["face"], True, DATA), {
+    bundles = {"fer2013": (zoo.member_bundle(args.member, DATA), {
+        "what": "one network: the VGG-style fer_vgg (widths 32-256, 1.17M parameters), 48 px grey faces, flip TTA",
+        "recipe": f"{args.member_recipe} (30 epochs, SGD one-cycle, final weights), all of FER2013 Training"})}
+    if args.ensemble_run is not None:
+        member_paths = []
+        for name in args.ensemble_members:
+            done = args.ensemble_run / f"fold0-seed{args.seed}" / name / "done.json"
+            if not done.is_file():
+                raise SystemExit(f"{done}: member {name} has not finished; run `python -m lightning_fer cv --config "
+                                 "configs/fer2013/cv.yaml` first")
+            member_paths.append(json.loads(done.read_text())["checkpoint"])
+        strategy = fitted_strategy(member_paths, args.strategy, args.root, ["face"], True)
+        bundles["fer2013-ensemble"] = (zoo.ensemble_bundle(member_paths, strategy, ["face"], True, DATA), {
             "what": f"{strategy.name} of {len(member_paths)} networks ({', '.join(args.ensemble_members)}) on the face "
                     "and its mirror, 48 px grey faces",
             "recipe": f"configs/fer2013/cv.yaml seed {args.seed} (members on folds 1-4 of Training; fold 0 held out"
-                      f"{', where the strategy learnt' if strategy.requires_fit else ''})"}),
-    }
-    models = {}
+                      f"{', where the strategy learnt' if strategy.requires_fit else ''})"})
+    old = args.out / "models.json"
+    models = json.loads(old.read_text())["models"] if old.is_file() else {}  # the names not rewritten are kept
     for name, (bundle, info) in bundles.items():
         path = save_torch(bundle, args.out / f"{name}.pt")
         models[name] = {"file": path.name, "sha256": zoo.sha256(path), "bytes": path.stat().st_size, "kind": bundle["kind"],
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> Path:
                         "commit": commit(), "licence": LICENCE, **info}
     reg = {"note": "written by benchmarks/ship.py; every load checks each file's sha256", "models": models}
     write_text(args.out / "models.json", json.dumps(reg, indent=1) + "\n")
-    for name in models:  # measured as shipped: loaded by name, float16 weights, hash checked
+    for name in bundles:  # measured as shipped: loaded by name, float16 weights, hash checked
         models[name]["publictest"] = publictest(zoo.pretrained(name), args.root)
         print(name, models[name]["publictest"], flush=True)
     reg["measured_on"] = machine()

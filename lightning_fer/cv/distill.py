@@ -15,6 +15,7 @@ from lightning_fer.ensemble.members import load_member
 from lightning_fer.ensemble.net import EnsembleNet
 from lightning_fer.fastpath import choose
 from lightning_fer.files import save_torch
+from lightning_fer.zoo import PREFIX, resolve_member
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,8 @@ def member_net(plan: Plan, ckpts: list[str], views: list[str], image_size: int |
 def teachers(plan: Plan, k: int, seed: int | None) -> dict[str, str]:
     """The networks that teach the students, name -> checkpoint: ``teacher_members`` names
     whole-face members, snapshots (``resnet18#e5``) or all of a member's snapshots
-    (``resnet18#snapshots``); default every whole-face member."""
+    (``resnet18#snapshots``) or shipped models (``pretrained:fer2013``); default every
+    whole-face member."""
     known: dict[str, str] = {}
     snapshots: dict[str, list[str]] = {}
     for s in plan.members:
@@ -45,6 +47,9 @@ def teachers(plan: Plan, k: int, seed: int | None) -> dict[str, str]:
             known[name] = snap
             snapshots.setdefault(s.name, []).append(name)
     wanted = plan.teacher_members or [s.name for s in plan.members if not s.expert and not s.student]
+    for w in wanted:  # a shipped model teaches too: pretrained:fer2013
+        if w.startswith(PREFIX):
+            known[w] = str(resolve_member(w))
     names = [n for w in wanted for n in (snapshots.get(w.removesuffix("#snapshots"), [None])
                                          if w.endswith("#snapshots") else [w])]
     bad = [w for w, n in zip(wanted, names) if n not in known]

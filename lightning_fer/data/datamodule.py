@@ -175,9 +175,19 @@ class FERDataModule(L.LightningDataModule):
         return self.prepared.records
 
     @property
-    def class_names(self) -> list[str]:
-        """Class names in label order (reads the source on first use)."""
-        return self.prepared.load()[1]
+    def class_names(self) -> list[str] | None:
+        """Class names in label order (reads the source on first use). ``None`` when predicting
+        on photos (``predict.path``) with a source that is not on this machine: the model's own
+        classes are used (a shipped model's config names the data it learnt from)."""
+        try:
+            return self.prepared.load()[1]
+        except FileNotFoundError as err:
+            if self.predict_options is None:
+                raise
+            if not getattr(self, "_said_no_source", False):
+                log.info("predict on %s: %s; the model's own classes are used", self.predict_options.path, err)
+                self._said_no_source = True
+            return None
 
     num_classes = property(lambda self: len(self.class_names), doc="Number of classes.")
 
@@ -236,6 +246,8 @@ class FERDataModule(L.LightningDataModule):
         (:func:`~lightning_fer.data.dataset.match_classes`: by name, unknown classes get -1 and
         are listed in ``unmatched-<split>.csv`` in the cache folder)."""
         key = tuple(model_classes)
+        if self.predict_options is not None and self.class_names is None:
+            return {}  # photos without their training data here: nothing labelled to relabel
         if getattr(self, "_matched_for", None) != key:  # once per model class list: one log, one listing
             self.class_match = match_classes(self.datasets, self.class_names, model_classes, self.cache_dir)
             self._matched_for = key
@@ -252,7 +264,7 @@ class FERDataModule(L.LightningDataModule):
         if not train and self.trainer is not None:
             # Relabel by name before the workers copy the dataset (on_test_start comes after).
             names = getattr(self.trainer.lightning_module, "class_names", None)
-            if names:
+            if names and not (name == "predict" and self.predict_options):  # photos carry no labels
                 self.match_classes(list(names))
         ds = self.datasets[name]
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
