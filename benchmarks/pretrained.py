@@ -1,0 +1,169 @@
+"""The shipped models against ``fer`` (pip), side by side on the same photos and the same video:
+labels, frames per second, and the time to load a shipped model by name.
+
+    python benchmarks/pretrained.py [--frames 60] [--out benchmarks/results/pretrained_cpu.md]
+
+fer's own code runs (``fer.FER(mtcnn=True).detect_emotions``: facenet-pytorch's MTCNN, its offsets and padding,
+its quantised TFLite model). fer imports TensorFlow only for ``tf.lite.Interpreter``; TensorFlow
+is not installed here, so LiteRT's interpreter (``ai_edge_litert``, the same runtime under its
+new name) stands in for it, and a one-function ``pkg_resources`` (where its model file is) where
+setuptools no longer ships one. Needs ``pip install --no-deps fer==25.10.3`` and the ``peers`` extra.
+
+The video is written here: the astronaut's face from scikit-image moving across a 640x360
+background, one face, 30 frames per second. Our figure is the whole ``predict`` pipeline (frames
+read, MTCNN, tracking, the member through ONNX Runtime or eager as ``runtime: auto`` chooses, the
+CSV and the timelines); MTCNN alone on the same frames is the floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from benchmarks.common import machine, table  # noqa: E402
+from benchmarks.video import mtcnn_alone, write_video  # noqa: E402
+
+#: fer's labels, in the library's names
+FER_NAMES = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "happy", "sad": "sad",
+             "surprise": "surprise", "neutral": "neutral"}
+
+
+def fer_detector():
+    """fer's ``FER()`` with its defaults, LiteRT standing in for ``tensorflow.lite``."""
+    if "tensorflow" not in sys.modules:
+        try:
+            import tensorflow  # noqa: F401
+        except ImportError:
+            from ai_edge_litert.interpreter import Interpreter
+
+            tf = types.ModuleType("tensorflow")
+            tf.lite = types.SimpleNamespace(Interpreter=Interpreter)
+            keras = types.ModuleType("tensorflow.keras")
+            models = types.ModuleType("tensorflow.keras.models")
+            models.load_model = lambda *a, **k: None  # fer loads the Keras model only with use_tflite=False
+            keras.models = models
+            tf.keras = keras
+            import importlib.machinery
+
+            for m in (tf, keras, models):
+                m.__spec__ = importlib.machinery.ModuleSpec(m.__name__, None)
+            sys.modules.update({"tensorflow": tf, "tensorflow.keras": keras, "tensorflow.keras.models": models})
+    try:
+        import pkg_resources  # noqa: F401
+    except ImportError:  # setuptools >= 81 has none; fer asks it only where its model file is
+        import importlib.util
+
+        pr = types.ModuleType("pkg_resources")
+        pr.resource_filename = lambda pkg, rel: str(Path(importlib.util.find_spec(pkg).origin).parent / rel)
+        sys.modules["pkg_resources"] = pr
+    if not hasattr(cv2, "CascadeClassifier"):  # fer's MTCNN path still asks isinstance(..., CascadeClassifier)
+        cv2.CascadeClassifier = type("CascadeClassifier", (), {})
+    from fer.fer import FER
+
+    return FER(mtcnn=True)  # its Haar cascade needs OpenCV's objdetect, which this OpenCV build lacks
+
+
+def fer_label(detector, image_bgr: np.ndarray) -> list[str]:
+    return [FER_NAMES[max(f["emotions"], key=f["emotions"].get)] for f in detector.detect_emotions(image_bgr)]
+
+
+def photos(folder: Path) -> list[Path]:
+    from skimage import data as skdata
+
+    astro = skdata.astronaut()
+    folder.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(folder / "astronaut.jpg"), astro[:, :, ::-1])
+    cv2.imwrite(str(folder / "two_astronauts.jpg"), np.hstack([astro, astro[:, ::-1]])[:, :, ::-1])
+    big = cv2.resize(astro[:260, 110:370], (400, 400))
+    cv2.imwrite(str(folder / "astronaut_close.jpg"), big[:, :, ::-1])
+    return sorted(folder.glob("*.jpg"))
+
+
+def ours(name: str, path: Path, out: Path, runtime: str = "auto") -> tuple[list[dict], float]:
+    """Rows and seconds of ``predict --pretrained name`` on ``path`` (in this process)."""
+    from lightning_fer.cli import main
+
+    t0 = time.perf_counter()
+    main(["predict", "--pretrained", name, "--data.predict.path", str(path), "--data.predict.output", str(out),
+          "--data.predict.runtime", runtime, "--trainer.enable_progress_bar=false",
+          "--trainer.enable_model_summary=false"])
+    return list(csv.DictReader(out.open())), time.perf_counter() - t0
+
+
+def load_seconds(name: str) -> float:
+    """Seconds of ``lightning_fer.pretrained(name)`` after ``import lightning_fer`` (a fresh process)."""
+    code = ("import time, lightning_fer, lightning_fer.zoo; t = time.perf_counter(); lightning_fer.pretrained(%r); "
+            "print(time.perf_counter() - t)" % name)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> str:
+    from lightning_fer import zoo
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=60)
+    ap.add_argument("--out", type=Path, default=None, help="also write the tables to this Markdown file")
+    args = ap.parse_args(argv)
+    names = zoo.names()
+    lines = [f"Machine: {machine()}", ""]
+    lines += ["Loading by name (`lightning_fer.pretrained(NAME)` after import, fresh process, hash check included)", ""]
+    lines += [table(["model", "seconds"], [[n, f"{load_seconds(n):.2f}"] for n in names]), ""]
+    work = Path(tempfile.mkdtemp(prefix="pretrained-bench-"))
+    det = fer_detector()
+    rows = []
+    for p in photos(work / "photos"):
+        theirs = fer_label(det, cv2.imread(str(p)))
+        for n in names:
+            got, _ = ours(n, p, work / f"{n}-{p.stem}.csv")
+            mine = [r["label"] for r in got if r["label"]]
+            rows.append([p.name, n, ", ".join(mine) or "-", ", ".join(theirs) or "-",
+                         "yes" if sorted(mine) == sorted(theirs) else "no"])
+    lines += ["Photos (scikit-image's astronaut; the same files for both)", ""]
+    lines += [table(["photo", "ours", "our labels", "fer's labels", "agree"], rows), ""]
+    video = write_video(work / "clip.mp4", 1, args.frames)
+    floor = mtcnn_alone(video, 32)
+    cap, t0, labels = cv2.VideoCapture(str(video)), time.perf_counter(), []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        labels += fer_label(det, frame)
+    fer_s = time.perf_counter() - t0
+    vrows = [["MTCNN alone (the floor of our pipeline)", f"{args.frames / floor:.1f}", "-", "-"],
+             ["fer 25.10.3 (FER(mtcnn=True): MTCNN + TFLite, per frame)", f"{args.frames / fer_s:.1f}", "1.00",
+              max(set(labels), key=labels.count) if labels else "-"]]
+    for n in names:
+        got, s = ours(n, video, work / f"{n}-video.csv")
+        lab = [r["label"] for r in got if r["label"]]
+        vrows.append([f"lightning_fer predict --pretrained {n} (whole pipeline, runtime auto)", f"{args.frames / s:.1f}",
+                      f"{fer_s / s:.2f}", max(set(lab), key=lab.count) if lab else "-"])
+    lines += [f"Video: 640x360, one face, {args.frames} frames", ""]
+    lines += [table(["pipeline", "frames/s", "x fer", "most frequent label"], vrows), ""]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        from lightning_fer.files import write_text
+
+        write_text(args.out, "# Shipped models against fer, side by side\n\n"
+                   "Command: `python benchmarks/pretrained.py`\n\n" + text + "\n")
+    return text
+
+
+if __name__ == "__main__":
+    main()
