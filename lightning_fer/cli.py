@@ -79,10 +79,11 @@ def _one_line(err: BaseException, argv: list[str]) -> str | None:
     (as ``--ckpt_path``, named from the command line, or as a member)."""
     import pickle
 
+    from lightning_fer.cv.jobs import JobError
     from lightning_fer.ensemble.module import MemberNotFoundError
     from lightning_fer.zoo import PretrainedError, UnsafeCheckpointError, unsafe_message
 
-    for kind in (MemberNotFoundError, PretrainedError, UnsafeCheckpointError):
+    for kind in (MemberNotFoundError, PretrainedError, UnsafeCheckpointError, JobError):
         found = _cause(err, kind)
         if found is not None:
             return str(found)

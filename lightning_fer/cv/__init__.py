@@ -40,7 +40,7 @@ from lightning_fer.ensemble.strategies import EnsembleStrategy
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METRICS", "arguments", "main", "parser", "run_config", "run_cv", "scores", "write_table"]
+__all__ = ["METRICS", "arguments", "main", "make_plan", "parser", "run_config", "run_cv", "scores", "write_table"]
 
 
 def run_cv(
@@ -138,20 +138,10 @@ def run_cv(
     from lightning_fer.ensemble.strategies import HardVote, SoftVote, Stacking
 
     t_start = time.perf_counter()
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    folds = list(range(num_folds)) if folds is None else list(folds)
-    auto = device == "auto"
-    specs = member_specs(members, expert_regions, expert_members, expert_sizes, students, bags)
-    plan = Plan(specs, out, Path(members_dir) if members_dir else out,
-                [(k, s) for k in folds for s in (seeds or [None])], num_folds, list(views), list(overrides), monitor,
-                batch_size, image_size, torch.device(("cuda" if torch.cuda.is_available() else "cpu") if auto else device),
-                fast_path, flip, teacher_members, list(expert_overrides), dict(member_overrides),
-                {str(k): list(v) for k, v in member_groups.items()})
-    check_member_groups(plan)
-    missing = [r for r in expert_regions if r not in plan.views]
-    if missing:
-        raise ValueError(f"expert regions {missing} are not among views {plan.views}: add them to views")
+    plan = make_plan(members, output_dir, members_dir, folds, num_folds, seeds, views, overrides, monitor, image_size,
+                     batch_size, device, fast_path, expert_regions, expert_members, expert_sizes, expert_overrides, flip,
+                     students, teacher_members, member_overrides, bags, member_groups)
+    specs, out, folds = plan.members, plan.out, sorted({k for k, _ in plan.runs})
     strategies = list(strategies) if strategies else [HardVote(), SoftVote(), Stacking()]
 
     for k, sd in plan.runs:  # 1. train (what a previous call finished is kept; a half-trained member resumes)
@@ -180,6 +170,29 @@ def run_cv(
     return {"rows": rows, "what": what, "records": records, "table": out / "table2.md", "pictures": pictures}
 
 
+def make_plan(members, output_dir="runs/cv", members_dir=None, folds=None, num_folds=5, seeds=None, views=("face",),
+              overrides=(), monitor=None, image_size=None, batch_size=64, device="auto", fast_path="auto",
+              expert_regions=(), expert_members=None, expert_sizes=None, expert_overrides=(), flip=False, students=(),
+              teacher_members=None, member_overrides=None, bags=None, member_groups=None, **_ignored) -> Plan:
+    """What a ``cv`` call with these arguments (:func:`run_cv`'s) trains and where, checked
+    before anything trains."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    folds = list(range(num_folds)) if folds is None else list(folds)
+    auto = device == "auto"
+    specs = member_specs(members, expert_regions, expert_members, expert_sizes or {}, students, bags or {})
+    plan = Plan(specs, out, Path(members_dir) if members_dir else out,
+                [(k, s) for k in folds for s in (seeds or [None])], num_folds, list(views), list(overrides), monitor,
+                batch_size, image_size, torch.device(("cuda" if torch.cuda.is_available() else "cpu") if auto else device),
+                fast_path, flip, teacher_members, list(expert_overrides), dict(member_overrides or {}),
+                {str(k): list(v) for k, v in (member_groups or {}).items()})
+    check_member_groups(plan)
+    missing = [r for r in expert_regions if r not in plan.views]
+    if missing:
+        raise ValueError(f"expert regions {missing} are not among views {plan.views}: add them to views")
+    return plan
+
+
 def parser():
     """The ``cv`` subcommand's parser: ``--config FILE`` and every argument of :func:`run_cv`."""
     from jsonargparse import ActionConfigFile, ArgumentParser
@@ -205,6 +218,23 @@ def run_config(config: str | Path, **changes) -> dict:
     return run_cv(**{**arguments(["--config", str(config)]), **changes})
 
 
-def main(argv: list[str]) -> dict:
-    """Parse ``argv`` (``--config FILE`` and/or ``--key=value``) and run."""
-    return run_cv(**arguments(argv))
+def main(argv: list[str]):
+    """Parse ``argv`` (``--config FILE`` and/or ``--key=value``) and run; or, with the job
+    options of :mod:`lightning_fer.cv.jobs`, list the trainings (``--list-jobs``), run one
+    (``--job ID``), or submit them all (``--launcher local|slurm``) and then gather and score."""
+    from lightning_fer.cv import jobs
+
+    opts, rest = jobs.split_options(argv)
+    if not opts:
+        return run_cv(**arguments(rest))
+    args = arguments(rest)
+    plan = make_plan(**args)
+    every = jobs.jobs_of(plan)
+    if opts.get("list_jobs"):
+        text = jobs.listing(every, rest)
+        print(text)
+        return text
+    if opts.get("job") is not None:
+        return jobs.run_one(plan, jobs.pick(every, opts["job"]))
+    jobs.launch(plan, every, rest, opts["launcher"], int(opts.get("max_parallel") or 2))
+    return run_cv(**args)  # gather: every member is trained now; collect, fit and score
