@@ -53,7 +53,7 @@ def test_cv_configs_parse(config):
     p = parser()
     cfg = p.parse_args(["--config", str(config)])
     listed_configs = [*cfg.members, *(cfg.expert_members or []), *cfg.students]
-    assert len(cfg.members) >= (1 if cfg.students else 3) and all((REPO / m).is_file() for m in listed_configs)
+    assert len(cfg.members) >= (1 if cfg.students or cfg.expert_regions else 3) and all((REPO / m).is_file() for m in listed_configs)
     init = p.instantiate(cfg) if hasattr(p, "instantiate") else p.instantiate_classes(cfg)
     listed = [s["class_path"].rsplit(".", 1)[-1] for s in yaml.safe_load(config.read_text())["strategies"]]
     assert [type(s).__name__ for s in init.strategies] == listed

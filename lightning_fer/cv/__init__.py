@@ -30,8 +30,8 @@ from lightning_fer.cv.report import (
     log_to_wandb,
     plot_confusions,
     plot_table,
-    read_records,
     scores,
+    table_records,
     write_table,
 )
 from lightning_fer.cv.run import collect, fit_strategies, unique_names
@@ -161,7 +161,7 @@ def run_cv(
 
     runs = f"{len(folds)} fold(s) {folds} of {num_folds}" + (f" x seeds {list(seeds)}" if seeds else "")
     table = write_table(rows, out, f"{runs}; views {list(views)}; {len(first['test_labels'])} test images", what)
-    records = read_records(out)  # the structured rows just written: the picture and W&B read them
+    records = table_records(rows, what)  # the structured rows (table2_runs.csv, unrounded): the picture and W&B
     pictures = [plot_table(records, out), *plot_confusions(confusion, class_names, out)]
     if wandb_project:
         log_to_wandb(wandb_project, out, records, pictures, dict(members=members, folds=folds, seeds=seeds, views=list(views)))
