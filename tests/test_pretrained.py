@@ -182,3 +182,17 @@ def test_a_shipped_model_is_an_ensemble_member_and_a_teacher(tmp_path):
     assert list(teachers(plan, 0, None)) == ["pretrained:fer2013"]
     with pytest.raises(zoo.PretrainedError, match="not a shipped single model"):
         zoo.resolve_member("pretrained:nothing")
+
+
+def test_export_and_validate_take_a_shipped_model_by_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from lightning_fer.cli import main as cli_main
+
+    out, diff = cli_main(["export", "--pretrained", "fer2013", "--format", "torchscript", "--output", str(tmp_path / "m.pt")])
+    assert out.is_file() and diff <= 1e-4
+    loaded = torch.jit.load(str(out))
+    x = torch.rand(2, 1, 48, 48)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), lightning_fer.pretrained("fer2013")(x), atol=1e-4)
+    with pytest.raises(zoo.PretrainedError, match="works with predict, test, validate, export, not 'fit'"):
+        cli_main(["fit", "--pretrained", "fer2013"])

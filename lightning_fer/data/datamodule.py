@@ -176,16 +176,16 @@ class FERDataModule(L.LightningDataModule):
 
     @property
     def class_names(self) -> list[str] | None:
-        """Class names in label order (reads the source on first use). ``None`` when predicting
-        on photos (``predict.path``) with a source that is not on this machine: the model's own
-        classes are used (a shipped model's config names the data it learnt from)."""
+        """Class names in label order (reads the source on first use). ``None`` where the source
+        is not on this machine (predicting on photos with a shipped model, exporting it): the
+        model's own classes are used."""
         try:
             return self.prepared.load()[1]
         except FileNotFoundError as err:
-            if self.predict_options is None:
-                raise
+            # Not here (a shipped model's config names the data it learnt from): the model keeps
+            # its own classes; what needs the data (prepare_data, setup) raises the error itself.
             if not getattr(self, "_said_no_source", False):
-                log.info("predict on %s: %s; the model's own classes are used", self.predict_options.path, err)
+                log.info("%s; the model's own classes are used", err)
                 self._said_no_source = True
             return None
 

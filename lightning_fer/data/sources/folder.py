@@ -76,7 +76,7 @@ class FolderSource(FERSource):
 
     def load(self) -> tuple[list[Record], list[str], SourceReport]:
         if not self.root.is_dir():
-            raise FileNotFoundError(f"FolderSource: {self.root} is not a folder")
+            raise FileNotFoundError(f"FolderSource: {self.root} is not a folder (set --data.root to the data's folder)")
         subdirs = [p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
         split_dirs = {p: SPLIT_ALIASES.get(p.name.lower()) for p in subdirs}
         if subdirs and all(split_dirs.values()):
