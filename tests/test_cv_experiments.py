@@ -301,3 +301,18 @@ def test_bad_member_groups_are_refused_before_training(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="a label cv uses itself"):
         main([*base, "--member_groups", '{"faces": ["sppnet"]}'])
     assert not (tmp_path / "cv" / "fold0").exists()
+
+
+def test_learning_strategies_fit_over_bagged_and_fractional_members(tmp_path, monkeypatch):
+    """A bag (bootstrap resample) and a member on half its folds (training.fraction) train on other
+    images than the collected data, but were held out from the same fold: the leak check builds
+    each one's data as cv built it for them, and stacking and ensemble selection fit."""
+    monkeypatch.chdir(tmp_path)
+    result = main(["cv", "--members", json.dumps([SPP]), "--bags", '{"sppnet": 1}', "--output_dir", "cv",
+                   "--folds", "[0]", "--num_folds", "3",
+                   "--member_overrides", json.dumps({"sppnet": ["--data.init_args.training.fraction=0.5"]}),
+                   "--strategies", json.dumps([{"class_path": "lightning_fer.ensemble.Stacking"},
+                                               {"class_path": "lightning_fer.ensemble.EnsembleSelection"}]),
+                   "--overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8),
+                                              "--trainer.max_epochs=1", "--trainer.limit_train_batches=2"])])
+    assert {"Stacking", "EnsembleSelection", "sppnet", "sppnet.bag1"} <= set(result["rows"])

@@ -65,6 +65,18 @@ def run_datamodule(plan: Plan, k: int, views: list[str], config: str | None = No
     return dm
 
 
+def member_datamodule(plan: Plan, spec, k: int, seed: int | None):
+    """The data of fold ``k`` exactly as ``cv`` built it to train ``spec`` (its config, the run's
+    overrides, its own and its bag's), set up for ``fit``: what its data fingerprint came from."""
+    from lightning_fer.cv.plan import member_override, own_overrides
+
+    dm = build(spec.config, list(plan.overrides), own_overrides(spec, plan), plan.folds_override(k),
+               *member_override(spec, plan, k, seed)).datamodule
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
 def collect(plan: Plan, k: int, seed: int | None) -> dict:
     """Every member's logits on its views of fold ``k`` (out of fold) and of the test split:
     ``{split}_logits`` ``[N, M, V, C]`` over :attr:`Plan.all_views` (zeros where a member is not
@@ -206,19 +218,21 @@ def voters(d: dict, split: str, group: Group) -> tuple[torch.Tensor, torch.Tenso
 
 def check_members(plan: Plan, k: int, seed: int | None, d: dict, members: list[int], cache: dict) -> None:
     """:func:`check_held_out` for the given members of a run: each against the data of fold
-    ``k`` as its own config yields it. Configs that train on a stratified part of the training
-    folds (``training.fraction``) have other training images than the data the predictions were
+    ``k`` as it was built for that member (its config and every override ``cv`` gave it). Members
+    trained on a stratified part of the training folds (``training.fraction``) or on a bootstrap
+    resample of them (a bag) have other training images than the data the predictions were
     collected with, but the same held-out fold (same source, folds, seed and fold are checked)."""
-    configs = {m.name: m.config for m in collected_members(plan, k, seed)}
+    specs = {s.name: s for s in plan.members}
+    owner = {m.name: m.name.split("#")[0] for m in collected_members(plan, k, seed)}  # a snapshot: its member's
     prints, data_prints = [], []
     for i in members:
         mp = json.loads(d["member_prints"][i]) if d["member_prints"][i] != "null" else None
         data = json.loads(d["data_print"])
-        cfg = configs.get(d["names"][i])
-        if mp and cfg and mp.get("train_hash") != data.get("train_hash"):
-            if (k, cfg) not in cache:
-                cache[k, cfg] = run_datamodule(plan, k, ["face"], cfg).fingerprint()
-            data = cache[k, cfg]
+        spec = specs.get(owner.get(d["names"][i], ""))
+        if mp and spec and mp.get("train_hash") != data.get("train_hash"):
+            if (k, seed, spec.name) not in cache:
+                cache[k, seed, spec.name] = member_datamodule(plan, spec, k, seed).fingerprint()
+            data = cache[k, seed, spec.name]
         prints.append(mp)
         data_prints.append(data)
     for i, mp, data in zip(members, prints, data_prints):
