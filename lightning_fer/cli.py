@@ -1,4 +1,5 @@
-"""The command line: ``python -m lightning_fer {fit,validate,test,predict,cv,export,pretrained} --config FILE``.
+"""The command line: ``python -m lightning_fer {fit,validate,test,predict,cv,export,pretrained} --config FILE``
+(``export`` is parsed here and runs :func:`lightning_fer.export.export`).
 
 ``fit``/``validate``/``test``/``predict`` run the ``FERCLI`` of :mod:`lightning_fer.build` (a
 LightningCLI in subclass mode for model and data, omegaconf interpolation resolved after
@@ -101,8 +102,6 @@ def _run(argv: list[str], args, run: bool):
 
         return cv_main(argv[1:])
     if argv[0] == "export":
-        from lightning_fer.export import main as export_main
-
         return export_main(argv[1:])
     if not run and argv[0] in ("fit", "validate", "test", "predict"):
         argv = argv[1:]
@@ -139,3 +138,32 @@ def _setup_logging() -> None:
         handler.setFormatter(logging.Formatter("[lightning_fer] %(message)s"))
         pkg_log.addHandler(handler)
         pkg_log.setLevel(logging.INFO)
+
+
+def export_main(argv: list[str]):
+    """``export`` subcommand: ``--config FILE`` (repeatable), ``--ckpt_path``, ``--format``,
+    ``--output``; any other ``--key=value`` overrides the config as on ``fit``."""
+    import argparse
+
+    import torch
+
+    from lightning_fer.build import build
+    from lightning_fer.export import __doc__ as export_doc
+    from lightning_fer.export import example_input, export
+
+    p = argparse.ArgumentParser(prog="python -m lightning_fer export", description=export_doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", action="append", default=[], help="config file (repeatable), as for fit")
+    p.add_argument("--ckpt_path", default=None, help="weights to export (a Lightning checkpoint)")
+    p.add_argument("--format", default="torchscript", help="torchscript or onnx")
+    p.add_argument("--output", default=None, help="default: runs/export/<backbone>.<pt|onnx>")
+    opts, rest = p.parse_known_args(argv)
+    if opts.format not in ("torchscript", "onnx"):
+        raise SystemExit(f"export: --format must be torchscript or onnx, got {opts.format!r}")
+    built = build(opts.config, rest)
+    model = built.model
+    output = opts.output or f"runs/export/{getattr(model.hparams, 'backbone', None) or type(model).__name__.lower()}." + (
+        "pt" if opts.format == "torchscript" else "onnx")  # under runs/, never beside the code
+    if opts.ckpt_path:
+        model.load_state_dict(torch.load(opts.ckpt_path, map_location="cpu", weights_only=True)["state_dict"])
+    return export(model, output, opts.format, example_input(model, image_size=built.datamodule.image_size))

@@ -136,28 +136,3 @@ def _export_onnx(graph: nn.Module, x: torch.Tensor, x2: torch.Tensor, path: Path
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     run = lambda t: torch.from_numpy(sess.run(None, {"input": t.numpy()})[0])  # noqa: E731
     return run(x), run(x2)
-
-
-def main(argv: list[str]) -> tuple[Path, float]:
-    """``export`` subcommand: ``--config FILE`` (repeatable), ``--ckpt_path``, ``--format``,
-    ``--output``; any other ``--key=value`` overrides the config as on ``fit``."""
-    import argparse
-
-    from lightning_fer.build import build
-
-    p = argparse.ArgumentParser(prog="python -m lightning_fer export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", action="append", default=[], help="config file (repeatable), as for fit")
-    p.add_argument("--ckpt_path", default=None, help="weights to export (a Lightning checkpoint)")
-    p.add_argument("--format", default="torchscript", help="torchscript or onnx")
-    p.add_argument("--output", default=None, help="default: runs/export/<backbone>.<pt|onnx>")
-    opts, rest = p.parse_known_args(argv)
-    if opts.format not in ("torchscript", "onnx"):
-        raise SystemExit(f"export: --format must be torchscript or onnx, got {opts.format!r}")
-    built = build(opts.config, rest)
-    model = built.model
-    output = opts.output or f"runs/export/{getattr(model.hparams, 'backbone', None) or type(model).__name__.lower()}." + (
-        "pt" if opts.format == "torchscript" else "onnx")  # under runs/, never beside the code
-    if opts.ckpt_path:
-        model.load_state_dict(torch.load(opts.ckpt_path, map_location="cpu", weights_only=True)["state_dict"])
-    return export(model, output, opts.format, example_input(model, image_size=built.datamodule.image_size))

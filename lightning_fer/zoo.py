@@ -28,10 +28,11 @@ import io
 import json
 import logging
 import os
-import re
 from pathlib import Path
 
 import torch
+
+from lightning_fer.checkpoints import UnsafeCheckpointError, safe_load, unsafe_message
 
 log = logging.getLogger(__name__)
 
@@ -48,30 +49,6 @@ __all__ = ["PretrainedError", "UnsafeCheckpointError", "describe", "load_bundle"
 
 class PretrainedError(ValueError):
     """An unknown shipped name, a file whose hash does not match, or a conflicting option."""
-
-
-class UnsafeCheckpointError(ValueError):
-    """A checkpoint that the weights-only loader refuses (it holds pickled objects, which could
-    run code when loaded); names the file and the blocked object."""
-
-
-def safe_load(path: str | os.PathLike, map_location="cpu"):
-    """``torch.load(path, weights_only=True)``; a file that holds anything but tensors and plain
-    data raises :class:`UnsafeCheckpointError` naming the file and the object that was blocked."""
-    import pickle
-
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise UnsafeCheckpointError(unsafe_message(path, err)) from None
-
-
-def unsafe_message(path, err: BaseException) -> str:
-    """One line for a file the weights-only loader refused: the file, the blocked global."""
-    found = re.search(r"GLOBAL ([\w.]+)", str(err)) or re.search(r"Unsupported global: ([\w.]+)", str(err))
-    what = found.group(1) if found else str(err).strip().splitlines()[0][:120]
-    return (f"{path}: refused by the weights-only loader: it holds {what}, a pickled object that could run code when "
-            "loaded; use checkpoints written by lightning_fer (or re-save the weights alone)")
 
 
 def registry() -> dict[str, dict]:
@@ -141,7 +118,7 @@ def pretrained(name: str):
     bundle = load_bundle(name)
     if bundle["kind"] == "member":
         return _classifier(bundle["checkpoint"]).eval()
-    from lightning_fer.ensemble.module import EnsembleModule
+    from lightning_fer import EnsembleModule  # the public name (the ensemble's modules import this one)
     from lightning_fer.ensemble.strategy import strategy_from_spec
 
     members = [_classifier(c) for c in bundle["members"]]
@@ -194,8 +171,6 @@ def materialize(name: str) -> tuple[Path, Path]:
         members = []
         for i, c in enumerate(bundle["members"]):
             members.append(str(save_torch(c, folder / f"{name}.member{i}.ckpt")))
-        from lightning_fer.ensemble.module import EnsembleModule  # noqa: F401 (the class path below)
-
         # The ensemble's whole state (members and learnt strategy), as Lightning restores it.
         state = {k: v for k, v in pretrained(name).state_dict().items()}
         save_torch({"state_dict": state, "pytorch-lightning_version": _pl_version(),

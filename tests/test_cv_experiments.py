@@ -239,7 +239,7 @@ def test_cv_and_test_report_the_same_figures_for_the_same_strategy(tmp_path, mon
     # A user's strategy named like the member is filed as a strategy, beside the member's own row.
     assert result["what"]["sppnet"]["kind"] == "member"
     assert result["what"]["sppnet (strategy)"] == {"kind": "strategy", "member": "", "region": "", "strategy": "sppnet",
-                                                   "group": "all views", "flip": False}
+                                                   "group": "all views", "flip": False, "voters": "sppnet"}
     ckpt = json.loads((tmp_path / "cv/fold0/sppnet/done.json").read_text())["checkpoint"]
     for strategy, row in ((SoftVote(), "SoftVote"), (Stacking(), "Stacking")):
         dm = build(SPP, overrides, {"data": {"init_args": {"fold": 0, "num_folds": 3}}}).datamodule

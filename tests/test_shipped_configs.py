@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from conftest import REPO
 
 from lightning_fer.build import build
@@ -42,7 +41,11 @@ pytestmark = pytest.mark.usefixtures("isolated")
 @pytest.mark.parametrize("config", MEMBERS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_member_config_fits_one_batch(config, tmp_path):
     built = build(config, _tiny(tmp_path / "synthetic"), {"model": {"init_args": {"pretrained": None}}})
-    own = yaml.safe_load(config.read_text())["model"]["init_args"]["backbone"]
+    from lightning_fer.build import config_layers
+
+    # the backbone the config says, in its own file or in a base it extends
+    own = next(layer["model"]["init_args"]["backbone"] for _, layer in reversed(config_layers(config))
+               if (layer or {}).get("model", {}).get("init_args", {}).get("backbone"))
     assert built.model.hparams.backbone == own and built.model.hparams.image_size == 80
     before = {k: v.clone() for k, v in built.model.state_dict().items() if v.is_floating_point()}
     built.trainer.fit(built.model, datamodule=built.datamodule)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,15 +131,6 @@ def run_one(plan: Plan, job: Job) -> Path:
     return train_member(plan, job.spec, job.fold, job.seed)
 
 
-def _job_main(argv: list[str], job_id: int) -> str:
-    """What each submitted job runs: ``cv <argv> --job <job_id>`` in a fresh process."""
-    from lightning_fer.cli import _setup_logging
-    from lightning_fer.cv import main
-
-    _setup_logging()
-    return str(main([*argv, f"--job={job_id}"]))
-
-
 def launch(plan: Plan, jobs: list[Job], argv: list[str], launcher: str, max_parallel: int = 2,
            timeout_min: int = 24 * 60) -> list[str]:
     """Submit the unfinished jobs through submitit and wait for them: ``local`` runs at most
@@ -159,7 +151,9 @@ def launch(plan: Plan, jobs: list[Job], argv: list[str], launcher: str, max_para
     results: list[str] = []
     waves = [todo] if launcher == "slurm" else [todo[i:i + max_parallel] for i in range(0, len(todo), max_parallel)]
     for wave in waves:
-        submitted = executor.map_array(_job_main, [list(argv)] * len(wave), [j.id for j in wave])
+        with executor.batch():  # one job array per wave: each job is `cv <argv> --job ID` in its own process
+            submitted = [executor.submit(submitit.helpers.CommandFunction(
+                [sys.executable, "-m", "lightning_fer", "cv", *argv, f"--job={j.id}"])) for j in wave]
         for job, sub in zip(wave, submitted):
             try:
                 results.append(sub.result())

@@ -104,8 +104,9 @@ def load_member(path: str | Path, index: int = 0) -> MemberNet:
     :class:`~lightning_fer.zoo.UnsafeCheckpointError` naming the file and what it holds."""
     import pickle
 
+    from lightning_fer.checkpoints import UnsafeCheckpointError, unsafe_message
     from lightning_fer.models.classifier import FERClassifier
-    from lightning_fer.zoo import UnsafeCheckpointError, resolve_member, unsafe_message
+    from lightning_fer.zoo import resolve_member
 
     path = Path(resolve_member(path)).expanduser()
     if not path.is_file():
