@@ -44,25 +44,30 @@ def generate(
         raise ValueError(f"test_subjects must be in [0, num_subjects), got {test_subjects} of {num_subjects}")
     if root.exists():
         shutil.rmtree(root)  # other parameters: drawn again
-    with atomic_path(root) as tmp:
-        rows = []
-        for s in range(num_subjects):
-            subject = _subject(np.random.default_rng([seed, s]))
-            split = "test" if s >= num_subjects - test_subjects else ""
-            for c, expression in enumerate(BASIC7):
-                for i in range(images_per_class):
-                    rng = np.random.default_rng([seed, s, c, i])
-                    img, pts, box = draw_face(subject, expression, rng, image_size)
-                    rel = f"images/s{s:03d}/{expression}_{i:02d}.jpg"
-                    (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                    cv2.imwrite(str(tmp / rel), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
-                    rows.append(dict(
-                        path=rel, label=expression, subject=f"s{s:03d}", split=split,
-                        face_x=f"{box[0]:.2f}", face_y=f"{box[1]:.2f}", face_width=f"{box[2]:.2f}",
-                        face_height=f"{box[3]:.2f}", landmarks=format_landmarks(pts),
-                    ))
-        write_manifest(tmp / "manifest.csv", rows)
-        (tmp / "params.json").write_text(json.dumps(params))
+    try:  # two processes may draw the same set at once (cv jobs): the first to finish wins
+        with atomic_path(root) as tmp:
+            rows = []
+            for s in range(num_subjects):
+                subject = _subject(np.random.default_rng([seed, s]))
+                split = "test" if s >= num_subjects - test_subjects else ""
+                for c, expression in enumerate(BASIC7):
+                    for i in range(images_per_class):
+                        rng = np.random.default_rng([seed, s, c, i])
+                        img, pts, box = draw_face(subject, expression, rng, image_size)
+                        rel = f"images/s{s:03d}/{expression}_{i:02d}.jpg"
+                        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                        cv2.imwrite(str(tmp / rel), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+                        rows.append(dict(
+                            path=rel, label=expression, subject=f"s{s:03d}", split=split,
+                            face_x=f"{box[0]:.2f}", face_y=f"{box[1]:.2f}", face_width=f"{box[2]:.2f}",
+                            face_height=f"{box[3]:.2f}", landmarks=format_landmarks(pts),
+                        ))
+            write_manifest(tmp / "manifest.csv", rows)
+            (tmp / "params.json").write_text(json.dumps(params))
+    except OSError:
+        if not (manifest.is_file() and params_file.is_file() and json.loads(params_file.read_text()) == params):
+            raise
+        log.info("%s: drawn by another process meanwhile; using it", root)
     log.info("wrote %d synthetic faces to %s", len(rows), root)
     return manifest
 
