@@ -73,3 +73,8 @@ def save_torch(obj, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
+
+
+def home() -> Path:
+    """The library's cache folder: ``$LIGHTNING_FER_HOME``, else ``~/.cache/lightning_fer``."""
+    return Path(os.environ.get("LIGHTNING_FER_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "lightning_fer"))

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from lightning_fer.checkpoints import UnsafeCheckpointError, safe_load, unsafe_message
+from lightning_fer.files import home
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +144,7 @@ def resolve_member(spec: str | os.PathLike) -> str | os.PathLike:
 
 
 def _home() -> Path:
-    base = os.environ.get("LIGHTNING_FER_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "lightning_fer")
-    return Path(base) / "pretrained"
+    return home() / "pretrained"
 
 
 def materialize(name: str) -> tuple[Path, Path]:

@@ -56,3 +56,14 @@ def test_local_launcher_runs_two_jobs_at_once_then_gathers_the_same_table(tmp_pa
     for x, y in zip(a, b):
         assert x["acc"] == pytest.approx(y["acc"]) and x["nll"] == pytest.approx(y["nll"], rel=1e-3), x["model"]
     assert one["records"]
+
+
+def test_bad_job_options_are_named():
+    from lightning_fer.cv.jobs import JobError, split_options
+
+    with pytest.raises(JobError, match=r"--launcher must be one of \('local', 'slurm'\), got 'pbs'"):
+        split_options(["--launcher", "pbs"])
+    with pytest.raises(JobError, match="--max_parallel goes with --launcher"):
+        split_options(["--max_parallel", "2"])
+    with pytest.raises(JobError, match="--job needs a value"):
+        split_options(["--job"])

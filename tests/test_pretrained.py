@@ -196,3 +196,13 @@ def test_export_and_validate_take_a_shipped_model_by_name(tmp_path, monkeypatch)
         assert torch.allclose(loaded(x), lightning_fer.pretrained("fer2013")(x), atol=1e-4)
     with pytest.raises(zoo.PretrainedError, match="works with predict, test, validate, export, not 'fit'"):
         cli_main(["fit", "--pretrained", "fer2013"])
+
+
+def test_a_bad_predict_runtime_is_named():
+    from lightning_fer.data.photos import PredictOptions
+    from lightning_fer.runtime import OnnxPredict
+
+    with pytest.raises(ValueError, match="predict.runtime must be auto, eager or onnx, got 'tpu'"):
+        PredictOptions("photo.jpg", runtime="tpu")
+    with pytest.raises(ValueError, match="predict.runtime must be one of"):
+        OnnxPredict("tpu")

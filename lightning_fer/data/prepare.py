@@ -16,7 +16,7 @@ from lightning_fer.data.duplicates import DuplicatePolicy, DuplicateReport, file
 from lightning_fer.data.folds import bootstrap_resample, load_or_make_folds, stratified_subset
 from lightning_fer.data.landmarks import IndexEntry, IndexReport, LandmarkIndex, source_cache_name
 from lightning_fer.data.sources import FERSource, Record, SourceReport
-from lightning_fer.files import write_csv
+from lightning_fer.files import home, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,7 @@ def default_cache_dir(root: Path) -> Path:
     if near.is_dir() and _writable(near) or _writable(root):
         return near
     digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
-    base = os.environ.get("LIGHTNING_FER_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "lightning_fer")
-    return Path(base) / f"cache-{digest}"
+    return home() / f"cache-{digest}"
 
 
 class PreparedSource:

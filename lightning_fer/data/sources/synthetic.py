@@ -15,7 +15,7 @@ from lightning_fer.data.classes import BASIC7
 from lightning_fer.data.sources.base import FERSource, Record, SourceReport, format_landmarks
 from lightning_fer.data.sources.manifest import ManifestSource, write_manifest
 from lightning_fer.data.synthetic import _subject, draw_face
-from lightning_fer.files import atomic_path
+from lightning_fer.files import atomic_path, home
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,7 @@ def generate(
 
 
 def default_root() -> Path:
-    base = os.environ.get("LIGHTNING_FER_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "lightning_fer")
-    return Path(base) / "synthetic"
+    return home() / "synthetic"
 
 
 class SyntheticSource(FERSource):
