@@ -94,6 +94,10 @@ class FERDataModule(L.LightningDataModule):
             bytes from workers and to a GPU); ``float32``: normalised in the workers.
         channels: 3, or 1 for grey data (FER2013, CK+): views carry one channel, and the CLI
             gives the model ``in_channels`` from it.
+        trust_cache: read the landmark index without checking every image's size and
+            modification time (one ``stat`` per image: seconds at AffectNet's size, more on
+            network storage). Without it, ``setup()`` still skips the check on every rank but
+            the first of each machine, because Lightning ran ``prepare_data()`` there first.
 
     Example:
         >>> import tempfile
@@ -128,6 +132,7 @@ class FERDataModule(L.LightningDataModule):
         eval_split: Literal["official", "all"] = "official",
         wire: Literal["float32", "uint8"] = "float32",
         predict: PredictOptions | None = None,
+        trust_cache: bool = False,
     ) -> None:
         super().__init__()
         landmarks, training = LandmarkSettings.of(landmarks), group(TrainingData, training)
@@ -149,6 +154,7 @@ class FERDataModule(L.LightningDataModule):
         self.face_box, self.eval_split, self.training = face_box, eval_split, training
         self.duplicates, self.skip_bad_images = duplicates, skip_bad_images
         self.wire, self.channels = wire, channels
+        self.trust_cache = trust_cache
         self.landmark_settings = landmarks
         self.prepared = PreparedSource(self.source, landmarks, cache_dir, duplicates, skip_bad_images,
                                        num_workers, landmarks.batch_size, landmarks.device)
@@ -205,6 +211,17 @@ class FERDataModule(L.LightningDataModule):
         if self.fold is not None and self.eval_split == "official":
             self.prepared.folds(self._folds_path(), self.num_folds, self.seed)
 
+    def _verified_on_this_machine(self) -> bool:
+        """Whether the landmark index can be read without a ``stat`` of every image: the user
+        trusts it (``trust_cache``), or Lightning ran ``prepare_data()`` (which checks every
+        file) on this machine's local rank 0 before this rank's ``setup()``."""
+        if self.trust_cache:
+            return True
+        trainer = self.trainer
+        if trainer is None or trainer.world_size <= 1 or trainer.local_rank == 0:
+            return False  # rank 0 ran prepare_data in this process (its index is in memory) or nobody did
+        return bool(self.prepare_data_per_node) or trainer.node_rank == 0
+
     # -- setup -------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict" and self.predict_options:
@@ -224,11 +241,11 @@ class FERDataModule(L.LightningDataModule):
                 "data.eval_split='all' evaluates on every image of the source: use validate, test or predict "
                 "(with --ckpt_path), or set eval_split to 'official' to train"
             )
-        records, entries = self.prepared.index()
+        records, index = self.prepared.index(verify=not self._verified_on_this_machine())
         self.splits = self.prepared.splits(self.eval_split, self.fold, self._folds_path(), self.num_folds, self.seed,
                                            self.training.fraction, self.training.bootstrap)
-        points, boxes = face_geometry(records, entries, self.face_box)
-        masks = view_masks(records, entries, points, self.views, self.landmark_settings.min_inside)
+        points, boxes = face_geometry(records, index, self.face_box)
+        masks = view_masks(index, self.views, self.landmark_settings.min_inside)
         aug = self.training.augmenter()
         for name, ids in self.splits.items():
             tf = FaceTransform(self.views, self.image_size, aug if name == "train" else None, wire=self.wire,
@@ -290,7 +307,7 @@ class FERDataModule(L.LightningDataModule):
 
     def fingerprint(self) -> dict:
         """What an ensemble checks of its members' data: source, fold, seed, training indices."""
-        train_keys = [self.records[i].key for i in self.splits.get("train", [])]
+        train_keys = self.records.keys.take(self.splits.get("train", []))
         return {"source": self.source.describe(), "fold": self.fold, "num_folds": self.num_folds, "seed": self.seed,
                 "train_hash": hashlib.sha1("\0".join(sorted(train_keys)).encode()).hexdigest(),
                 "num_train": len(train_keys)}

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from lightning_fer.data.io import read_image
+from lightning_fer.data.records import RecordTable, Taken
 from lightning_fer.data.sources import AffectNetSource, FERSource, FolderSource, ManifestSource, Record, SyntheticSource
 from lightning_fer.data.transforms import FaceTransform
 from lightning_fer.files import write_csv
@@ -81,13 +82,17 @@ class FERDataset(Dataset):
         self._seeded_pid: int | None = None
 
     @classmethod
-    def of_records(cls, records: list[Record], ids: np.ndarray, points: list[np.ndarray], boxes: np.ndarray,
+    def of_records(cls, records: RecordTable | list[Record], ids: np.ndarray, points, boxes: np.ndarray,
                    masks: np.ndarray, transform: FaceTransform) -> FERDataset:
         """The records ``ids`` of a source, with the landmarks, face boxes and view masks of all
-        its records (as :mod:`~lightning_fer.data.geometry` computes them)."""
-        return cls([records[i].path for i in ids], np.array([records[i].label for i in ids], dtype=np.int64),
-                   [points[i] for i in ids], boxes[ids] if len(ids) else np.zeros((0, 4), np.float32), ids,
-                   transform, masks[ids])
+        its records (as :mod:`~lightning_fer.data.geometry` computes them).
+
+        Paths and landmarks are read row by row from the record and index columns (no list of
+        them is made), so forked loader workers share those pages instead of copying them."""
+        records = RecordTable.of(records)
+        ids = np.asarray(ids, np.int64)
+        return cls(Taken(records.paths, ids), np.asarray(records.labels)[ids].astype(np.int64), Taken(points, ids),
+                   boxes[ids] if len(ids) else np.zeros((0, 4), np.float32), ids, transform, masks[ids])
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -14,8 +14,9 @@ from lightning_fer.data.dataset import BadImagesError
 from lightning_fer.data.detection import LandmarkSettings
 from lightning_fer.data.duplicates import DuplicatePolicy, DuplicateReport, file_digests, resolve_duplicates
 from lightning_fer.data.folds import bootstrap_resample, load_or_make_folds, stratified_subset
-from lightning_fer.data.landmarks import IndexEntry, IndexReport, LandmarkIndex, source_cache_name
-from lightning_fer.data.sources import FERSource, Record, SourceReport
+from lightning_fer.data.landmarks import IndexReport, IndexTable, LandmarkIndex, source_cache_name
+from lightning_fer.data.records import SPLIT_CODES, RecordTable, load_records
+from lightning_fer.data.sources import FERSource, SourceReport
 from lightning_fer.files import home, write_csv
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,10 @@ def default_cache_dir(root: Path) -> Path:
 
 
 class PreparedSource:
-    """A source's records, read once, and what the data module knows of them: the landmark
-    index (built once per process, cached on disk), which records are usable, and the splits.
+    """A source's records, read once (a :class:`~lightning_fer.data.records.RecordTable`, cached
+    where the source names its files), and what the data module knows of them: the landmark index
+    (an :class:`~lightning_fer.data.landmarks.IndexTable`, built once per process, cached on
+    disk), which records are usable, and the splits.
 
     Args:
         source: the reader.
@@ -64,8 +67,8 @@ class PreparedSource:
         self.num_workers = num_workers
         self.detect_batch_size = detect_batch_size
         self.detect_device = detect_device
-        self._loaded: tuple[list[Record], list[str], SourceReport] | None = None
-        self._indexed: tuple[list[Record], dict[str, IndexEntry]] | None = None
+        self._loaded: tuple[RecordTable, list[str], SourceReport] | None = None
+        self._indexed: tuple[RecordTable, IndexTable] | None = None
         self._drop: np.ndarray | None = None
         self.index_report: IndexReport | None = None
         self.duplicate_report: DuplicateReport | None = None
@@ -74,44 +77,49 @@ class PreparedSource:
     def cache_dir(self) -> Path:
         return Path(self._cache_dir).expanduser() if self._cache_dir else default_cache_dir(self.source.root)
 
-    def load(self) -> tuple[list[Record], list[str], SourceReport]:
-        """The source's records, class names and report, read once (AffectNet's CSVs are large)."""
+    def load(self) -> tuple[RecordTable, list[str], SourceReport]:
+        """The source's records, class names and report, read once per process: from the record
+        cache where the source's files are unchanged (AffectNet's CSVs are large)."""
         if self._loaded is None:
-            self._loaded = self.source.load()
+            name = source_cache_name(self.source.describe()).replace("index-", "records-")
+            self._loaded = load_records(self.source, self.cache_dir, name)
         return self._loaded
 
     @property
-    def records(self) -> list[Record]:
+    def records(self) -> RecordTable | list:
         return self._loaded[0] if self._loaded else []
 
     def folds_path(self, num_folds: int, seed: int) -> Path:
         """Where the folds of this source (with this duplicates policy) are saved: in the cache folder."""
-        name = source_cache_name(self.source.describe()).replace("index-", "folds-").removesuffix(".json")
+        name = source_cache_name(self.source.describe()).replace("index-", "folds-").removesuffix(".col")
         dedup = "-dedup" if self.duplicates == "drop" else ""
         return self.cache_dir / f"{name}-k{num_folds}-s{seed}{dedup}.json"
 
-    def index(self) -> tuple[list[Record], dict[str, IndexEntry]]:
-        """Every record's index entry, from the cache (built where needed), once per process."""
+    def index(self, verify: bool = True) -> tuple[RecordTable, IndexTable]:
+        """The records and their landmark index, from the cache (built where needed), once per
+        process. ``verify=False`` trusts the index's own file sizes and times (no ``stat`` of
+        every image): another process on this machine verified them, or the user said so."""
         if self._indexed is not None:
             return self._indexed
         records = self.load()[0]
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         index = LandmarkIndex(self.cache_dir / source_cache_name(self.source.describe()), self.settings)
-        entries, self.index_report = index.build(records, num_workers=max(1, self.num_workers),
-                                                 batch_size=self.detect_batch_size, device=self.detect_device)
+        table, self.index_report = index.build(records, num_workers=max(1, self.num_workers),
+                                               batch_size=self.detect_batch_size, device=self.detect_device,
+                                               verify=verify)
         log.info("%s: %s", self.source.describe(), self.index_report)
-        self._check_bad(records, entries)
-        self._indexed = (records, entries)
+        self._check_bad(records, table)
+        self._indexed = (records, table)
         return self._indexed
 
-    def _check_bad(self, records: list[Record], entries: dict[str, IndexEntry]) -> None:
-        bad = [(r, entries[r.key].reason) for r in records if not entries[r.key].ok]
+    def _check_bad(self, records: RecordTable, index: IndexTable) -> None:
+        bad = [(records[int(i)], index.reasons[int(i)], index.kind_of(int(i))) for i in np.flatnonzero(~np.asarray(index.ok))]
         listing = self.cache_dir / "skipped.csv"
-        write_csv(listing, ["path", "reason", "where"], [(r.path, why, r.where) for r, why in bad])
+        write_csv(listing, ["path", "reason", "where"], [(r.path, why, r.where) for r, why, _ in bad])
         if not bad:
             return
-        no_face = [b for b in bad if entries[b[0].key].kind == "no_face"]
-        unreadable = [b for b in bad if entries[b[0].key].kind != "no_face"]
+        no_face = [(r, why) for r, why, kind in bad if kind == "no_face"]
+        unreadable = [(r, why) for r, why, kind in bad if kind != "no_face"]
         if unreadable and not self.skip_bad_images:
             lines = "\n".join(f"  {r.path}: {why}" for r, why in unreadable)
             raise BadImagesError(
@@ -123,12 +131,12 @@ class PreparedSource:
 
     def usable(self) -> np.ndarray:
         """Records that can be used: readable, with landmarks, and not a dropped duplicate."""
-        records, entries = self.index()
-        ok = np.array([entries[r.key].ok for r in records], dtype=bool)
+        records, index = self.index()
+        ok = np.array(index.ok, dtype=bool)
         if self.duplicates == "keep":
             return ok
         if self._drop is None:
-            digests = iter(file_digests([r.path for r, u in zip(records, ok) if u], max(2, self.num_workers)))
+            digests = iter(file_digests([records.path(i) for i in np.flatnonzero(ok)], max(2, self.num_workers)))
             full = [next(digests) if u else None for u in ok]
             listing = self.cache_dir / "duplicates.csv"
             self._drop, self.duplicate_report = resolve_duplicates(records, ok, full, self.load()[1], listing)
@@ -138,16 +146,16 @@ class PreparedSource:
     def folds(self, path: Path, num_folds: int, seed: int) -> np.ndarray:
         """The fold of every usable record outside the official test split (saved at ``path``)."""
         records = self.index()[0]
-        pool = [r for r, u in zip(records, self.usable()) if u and r.split != "test"]
-        return load_or_make_folds(path, [r.key for r in pool], [r.label for r in pool], [r.subject for r in pool],
-                                  num_folds, seed)
+        pool = np.flatnonzero(self.usable() & (records.splits != SPLIT_CODES.index("test")))
+        subjects = records.subject_list(pool) if (records.subjects[pool] >= 0).any() else [None] * len(pool)
+        return load_or_make_folds(path, records.keys.take(pool), records.labels[pool], subjects, num_folds, seed)
 
     def splits(self, eval_split: str, fold: int | None, folds_path: Path, num_folds: int, seed: int,
                train_fraction: float = 1.0, bootstrap: int | None = None) -> dict[str, np.ndarray]:
         """Record indices of ``train``, ``val`` and ``test`` as the data module's options say."""
         records = self.index()[0]
         ok = self.usable()
-        split = np.array([r.split or "" for r in records])
+        split = records.split_names()
         idx = np.arange(len(records))
         test = idx[ok & (split == "test")]
         if eval_split == "all":
@@ -169,7 +177,7 @@ class PreparedSource:
             log.warning("no official test split: the test set is the validation set")
             test = val
         if train_fraction < 1.0 and len(train):
-            train = stratified_subset(train, np.array([records[i].label for i in train]), train_fraction, seed)
+            train = stratified_subset(train, np.asarray(records.labels)[train], train_fraction, seed)
         if bootstrap is not None:
             train = bootstrap_resample(train, bootstrap)
         return {"train": train, "val": val, "test": test}

@@ -202,6 +202,54 @@ def region_coverage(
     return out
 
 
+def parts_coverage(points: np.ndarray, width: np.ndarray, height: np.ndarray) -> np.ndarray:
+    """:func:`region_coverage` of the four :data:`PARTS` for many faces at once: ``points``
+    ``[B, K, 2]`` (one scheme, K = 5 or 68), ``width`` and ``height`` ``[B]``; returns ``[B, 4]``.
+
+    Example:
+        >>> pts = np.array([[[30, 40], [70, 40], [50, 60], [35, 80], [65, 80]]], dtype=np.float32)
+        >>> parts_coverage(pts, np.array([100]), np.array([84]))[0, 3].round(3)
+        np.float32(0.625)
+    """
+    p = np.asarray(points, np.float32)
+    k = p.shape[1]
+    if k not in PART_POINTS:
+        raise ValueError(f"expected 5 or 68 landmarks, got {k}")
+    if k == 68:
+        le, re, nose, ml, mr = p[:, 36:42].mean(1), p[:, 42:48].mean(1), p[:, 30], p[:, 48], p[:, 54]
+    else:
+        le, re, nose, ml, mr = (p[:, j] for j in range(5))
+    iod = np.maximum(np.linalg.norm(re - le, axis=1), 1.0)
+    eyes_y = (le[:, 1] + re[:, 1]) / 2
+    mouth = (ml + mr) / 2
+    mouth_w = np.linalg.norm(mr - ml, axis=1)
+
+    def centred(cx, cy, w, h):
+        return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
+
+    boxes = {
+        "left_eye": centred(le[:, 0], le[:, 1] - 0.15 * iod, 0.9 * iod, 0.8 * iod),
+        "right_eye": centred(re[:, 0], re[:, 1] - 0.15 * iod, 0.9 * iod, 0.8 * iod),
+        "nose": np.stack([nose[:, 0] - 0.4 * iod, eyes_y, nose[:, 0] + 0.4 * iod, nose[:, 1] + 0.25 * iod], 1),
+        "mouth": centred(mouth[:, 0], mouth[:, 1], mouth_w + 0.5 * iod, 0.8 * iod),
+    }
+    w = np.asarray(width, np.float32)
+    h = np.asarray(height, np.float32)
+    out = np.empty((len(p), len(PARTS)), np.float32)
+    pad = (0.1 * iod)[:, None]
+    for j, part in enumerate(PARTS):
+        pts = p[:, PART_POINTS[k][part]]
+        lo, hi = pts.min(1) - pad, pts.max(1) + pad
+        b = boxes[part]
+        x0, y0 = np.minimum(b[:, 0], lo[:, 0]), np.minimum(b[:, 1], lo[:, 1])
+        x1, y1 = np.maximum(b[:, 2], hi[:, 0]), np.maximum(b[:, 3], hi[:, 1])
+        area = np.maximum(x1 - x0, 1e-6) * np.maximum(y1 - y0, 1e-6)
+        inside = (np.maximum(np.minimum(x1, w) - np.maximum(x0, 0.0), 0.0)
+                  * np.maximum(np.minimum(y1, h) - np.maximum(y0, 0.0), 0.0))
+        out[:, j] = inside / area
+    return out
+
+
 def mask_parts(image: np.ndarray, boxes: dict[str, np.ndarray], fill: tuple[int, int, int]) -> np.ndarray:
     """A copy of ``image`` with the four part boxes filled with ``fill``: the paper's "rest of
     the face" region."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,7 +16,7 @@ import pytest
 from skimage import data as skdata
 
 from lightning_fer.data.detection import TEMPLATE_5, FaceDetector, LandmarkSettings
-from lightning_fer.data.landmarks import LandmarkIndex
+from lightning_fer.data.landmarks import IndexTable, LandmarkIndex
 from lightning_fer.data.regions import region_boxes
 from lightning_fer.data.sources import FolderSource, Record
 
@@ -93,6 +92,10 @@ def test_cache_hit_change_and_setting_invalidation(tmp_path):
     entries, r3 = LandmarkIndex(index.cache_file, settings).build(records)
     assert (r3.computed, r3.from_cache) == (1, 5)
     assert entries[records[2].key].width == 64
+    # A few changed images stay in the journal (the index is not rewritten for them), and are read from it.
+    assert index.journal_file.is_file()
+    entries, r3b = LandmarkIndex(index.cache_file, settings).build(records)
+    assert (r3b.computed, r3b.from_cache) == (0, 6) and entries[records[2].key].width == 64
     # A changed setting redoes everything.
     _, r4 = LandmarkIndex(index.cache_file, LandmarkSettings(mode="template", min_face_size=30)).build(records)
     assert (r4.computed, r4.from_cache) == (6, 0)
@@ -137,7 +140,7 @@ KILL_SCRIPT = textwrap.dedent(
 
 def test_killed_writer_resumes_without_redoing_work(tmp_path):
     records = _images(tmp_path / "img", 40)
-    cache = tmp_path / "cache" / "index.json"
+    cache = tmp_path / "cache" / "index.col"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     proc = subprocess.Popen(
         [sys.executable, "-c", KILL_SCRIPT, str(tmp_path / "img"), str(cache)],
@@ -164,9 +167,9 @@ def test_killed_writer_resumes_without_redoing_work(tmp_path):
     entries, report = index.build(records, device="cpu")
     assert report.from_cache >= done and report.from_cache + report.computed == 40
     assert report.computed <= 40 - done
-    assert len(entries) == 40 and all(e.ok for e in entries.values())
-    data = json.loads(cache.read_text())  # a valid, complete cache
-    assert len(data["entries"]) == 40 and not journal.exists()
+    assert len(entries) == 40 and all(entries.ok)
+    _, saved = IndexTable.load(cache)  # a valid, complete index
+    assert len(saved) == 40 and saved.ok.all() and not journal.exists()
     assert not list(cache.parent.glob("*.tmp*"))
     # And a further run is all cache hits.
     _, again = LandmarkIndex(cache, LandmarkSettings(mode="mtcnn")).build(records, device="cpu")

@@ -97,6 +97,12 @@ class AffectNetSource(FERSource):
         p = self.root / "Manually_Annotated_Images"
         return p if p.is_dir() else self.root
 
+    def cache_inputs(self) -> dict:
+        files = [self._find_csv(self.training_csv, "training", required=True)]
+        val = self._find_csv(self.validation_csv, "validation", required=False)
+        return {"files": [str(p) for p in files + ([val] if val else [])],
+                "options": {"class_set": self.class_set, "images": str(self._images_dir())}}
+
     def load(self) -> tuple[list[Record], list[str], SourceReport]:
         class_names = list(BASIC7 if self.class_set == 7 else BASIC8)
         report = SourceReport()
@@ -115,6 +121,7 @@ class AffectNetSource(FERSource):
 
     def _read(self, csv_path: Path, split: str, images: Path, report: SourceReport) -> list[Record]:
         out: list[Record] = []
+        base = str(images)
         with open(csv_path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             first = next(reader, None)
@@ -165,7 +172,7 @@ class AffectNetSource(FERSource):
                         f"for none/uncertain/no-face. Fix or remove the row."
                     )
                 rel = row["subDirectory_filePath"].strip()
-                path = images / rel
+                path = os.path.join(base, rel)  # a string join: pathlib costs more than the row's parse
                 lm_text = row.get("facial_landmarks", "").strip()
                 landmarks = parse_landmarks(lm_text, where) if lm_text else None
                 out.append(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +88,13 @@ class FERSource:
     def describe(self) -> str:
         return f"{type(self).__name__}({self.root})"
 
+    def cache_inputs(self) -> dict | None:
+        """What :meth:`load` reads, for the record cache: ``{"files": [paths], "options": {...}}``.
+        While those files keep their sizes and modification times and the options are the same,
+        the records are read from the cache (one memory-mapped file) instead of from the source.
+        ``None`` (the default, and folder sources, whose input is a directory tree): read every time."""
+        return None
+
 
 def parse_landmarks(text: str, where: str) -> np.ndarray:
     """Parse ``x1;y1;x2;y2;...`` into ``[K, 2]`` float32 (K = 5 or 68).
@@ -97,17 +103,19 @@ def parse_landmarks(text: str, where: str) -> np.ndarray:
         >>> parse_landmarks("1;2;3;4;5;6;7;8;9;10", "demo").shape
         (5, 2)
     """
-    parts = [p for p in text.replace(",", ";").split(";") if p.strip() != ""]
+    parts = text.replace(",", ";").split(";")
+    if parts and parts[-1].strip() == "":
+        parts.pop()  # a trailing separator
     try:
-        values = [float(p) for p in parts]
+        values = np.array(parts, dtype=np.float32)
     except ValueError as err:
         raise DataFormatError(f"{where}: malformed landmarks {text[:60]!r}: {err}; expected numbers as 'x1;y1;x2;y2;...'") from None
-    if len(values) not in (10, 136) or not all(math.isfinite(v) for v in values):
+    if len(values) not in (10, 136) or not np.isfinite(values).all():
         raise DataFormatError(
             f"{where}: malformed landmarks: {len(values)} numbers, expected 10 (5 points) or 136 "
             f"(68 points) finite values as 'x1;y1;x2;y2;...'"
         )
-    return np.asarray(values, dtype=np.float32).reshape(-1, 2)
+    return values.reshape(-1, 2)
 
 
 def _parse_box(row: dict, where: str) -> tuple[float, float, float, float] | None:

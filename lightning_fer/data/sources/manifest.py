@@ -53,6 +53,11 @@ class ManifestSource(FERSource):
     def describe(self) -> str:
         return f"ManifestSource({self.path})"
 
+    def cache_inputs(self) -> dict:
+        if not self.path.is_file():
+            raise FileNotFoundError(f"ManifestSource: {self.path} does not exist")
+        return {"files": [str(self.path)], "options": {"class_names": self.class_names}}
+
     def load(self) -> tuple[list[Record], list[str], SourceReport]:
         if not self.path.is_file():
             raise FileNotFoundError(f"ManifestSource: {self.path} does not exist")
