@@ -150,8 +150,10 @@ def test_ddp_validation_counts_each_sample_once(tmp_path):
     assert len(dm.datasets["val"]) % 2 == 1
     figures = {}
     for name, extra in (("single", []), ("ddp", ["--trainer.devices=2", "--trainer.strategy=ddp"])):
-        _run(["validate", *base, f"--ckpt_path={ckpt}", f"--trainer.logger.init_args.save_dir=logs_{name}", *extra],
-             tmp_path, env)
+        proc = _run(["validate", *base, f"--ckpt_path={ckpt}", f"--trainer.logger.init_args.save_dir=logs_{name}",
+                     *extra], tmp_path, env)
         figures[name] = _metrics(tmp_path / f"logs_{name}")
+        # One check of every file per machine: local rank 0's prepare_data; rank 1 reads the index as it is.
+        assert proc.stderr.count("without a check of each file") == (1 if name == "ddp" else 0), proc.stderr[-2000:]
     for key in ("val/acc", "val/balanced_acc", "val/f1", "val/precision", "val/recall"):
         assert figures["ddp"][key] == pytest.approx(figures["single"][key], abs=1e-6), key

@@ -71,33 +71,23 @@ class FERDataModule(L.LightningDataModule):
             faces (FER2013, CK+48, RAF-DB aligned), where MTCNN's box is larger than the crop;
             parts still come from the landmarks. ``landmarks``: MTCNN's box, or one derived from
             the landmarks. ``annotation``: the annotated box (an error lists records without one).
-            At ``predict`` on photos and videos, ``image`` labels each whole picture (each frame)
-            as one face, without MTCNN: for faces already cropped (48 px crops would otherwise
-            be reported as "no face").
-        skip_bad_images: leave unreadable images out (counted, listed in ``skipped.csv``)
-            instead of failing before training.
-        cache_dir: folder for the landmark cache, folds and lists (default: ``.lightning_fer``
-            next to the data when writable, else ``~/.cache/lightning_fer/<hash>``).
-        training: how the training split is drawn and augmented
-            (:class:`~lightning_fer.data.augment.TrainingData`: ``augment``, ``augmentation``,
-            ``balanced_sampler``, ``fraction``).
-        predict: what ``predict`` labels and where it writes
-            (:class:`~lightning_fer.data.photos.PredictOptions`: ``path`` of an image, a video or a
-            folder of them, ``output``, ``annotate_dir``, ``min_face_prob``, ``video``); ``None``:
-            ``predict`` labels the test split.
+            At ``predict``, ``image`` labels each whole picture (frame) as one face, without MTCNN.
+        skip_bad_images: leave unreadable images out (counted, listed in ``skipped.csv``).
+        cache_dir: folder for the caches, folds and lists (default: ``.lightning_fer`` next to
+            the data when writable, else ``~/.cache/lightning_fer/<hash>``).
+        training: how the training split is drawn and augmented (:class:`~lightning_fer.data.augment.TrainingData`).
+        predict: what ``predict`` labels and where it writes (:class:`~lightning_fer.data.photos.PredictOptions`:
+            ``path``, ``output``, ``annotate_dir``, ``min_face_prob``, ``video``); ``None``: the test split.
         duplicates: ``keep`` byte-identical images, or ``drop`` copies (one kept in the most
             protected split; see :mod:`lightning_fer.data.duplicates`), listed in ``duplicates.csv``.
         eval_split: ``official``: validate on the validation split (a fold, or ``val``), test on
             ``test``. ``all``: validate, test and predict on every usable image, whatever its
             split (another data set tested with a model trained elsewhere); ``fit`` is refused.
-        wire: ``uint8``: batches carry pixels, normalised by the model on its device (4x fewer
-            bytes from workers and to a GPU); ``float32``: normalised in the workers.
+        wire: ``uint8``: pixels, normalised on the model's device (4x fewer bytes); ``float32``: in the workers.
         channels: 3, or 1 for grey data (FER2013, CK+): views carry one channel, and the CLI
             gives the model ``in_channels`` from it.
-        trust_cache: read the landmark index without checking every image's size and
-            modification time (one ``stat`` per image: seconds at AffectNet's size, more on
-            network storage). Without it, ``setup()`` still skips the check on every rank but
-            the first of each machine, because Lightning ran ``prepare_data()`` there first.
+        trust_cache: read the landmark index without a ``stat`` of every image (seconds at
+            AffectNet's size). Without it, only each machine's local rank 0 checks (``prepare_data()``).
 
     Example:
         >>> import tempfile
@@ -212,15 +202,12 @@ class FERDataModule(L.LightningDataModule):
             self.prepared.folds(self._folds_path(), self.num_folds, self.seed)
 
     def _verified_on_this_machine(self) -> bool:
-        """Whether the landmark index can be read without a ``stat`` of every image: the user
-        trusts it (``trust_cache``), or Lightning ran ``prepare_data()`` (which checks every
-        file) on this machine's local rank 0 before this rank's ``setup()``."""
-        if self.trust_cache:
-            return True
-        trainer = self.trainer
-        if trainer is None or trainer.world_size <= 1 or trainer.local_rank == 0:
-            return False  # rank 0 ran prepare_data in this process (its index is in memory) or nobody did
-        return bool(self.prepare_data_per_node) or trainer.node_rank == 0
+        """``trust_cache``, or Lightning ran ``prepare_data()`` (which checks every file) on this
+        machine's local rank 0 before this rank's ``setup()``."""
+        t = self.trainer
+        if self.trust_cache or t is None or t.world_size <= 1 or t.local_rank == 0:
+            return self.trust_cache  # local rank 0 (or alone): its prepare_data() index is in memory
+        return bool(self.prepare_data_per_node) or t.node_rank == 0
 
     # -- setup -------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:

@@ -108,6 +108,9 @@ class PreparedSource:
                                                batch_size=self.detect_batch_size, device=self.detect_device,
                                                verify=verify)
         log.info("%s: %s", self.source.describe(), self.index_report)
+        if not verify:
+            log.info("landmark index read as prepare_data() left it, without a check of each file (trusted, or "
+                     "checked on this machine by local rank 0)")
         self._check_bad(records, table)
         self._indexed = (records, table)
         return self._indexed
