@@ -86,8 +86,6 @@ class FERDataModule(L.LightningDataModule):
         wire: ``uint8``: pixels, normalised on the model's device (4x fewer bytes); ``float32``: in the workers.
         channels: 3, or 1 for grey data (FER2013, CK+): views carry one channel, and the CLI
             gives the model ``in_channels`` from it.
-        trust_cache: read the landmark index without a ``stat`` of every image (seconds at
-            AffectNet's size). Without it, only each machine's local rank 0 checks (``prepare_data()``).
 
     Example:
         >>> import tempfile
@@ -122,7 +120,6 @@ class FERDataModule(L.LightningDataModule):
         eval_split: Literal["official", "all"] = "official",
         wire: Literal["float32", "uint8"] = "float32",
         predict: PredictOptions | None = None,
-        trust_cache: bool = False,
     ) -> None:
         super().__init__()
         landmarks, training = LandmarkSettings.of(landmarks), group(TrainingData, training)
@@ -144,7 +141,6 @@ class FERDataModule(L.LightningDataModule):
         self.face_box, self.eval_split, self.training = face_box, eval_split, training
         self.duplicates, self.skip_bad_images = duplicates, skip_bad_images
         self.wire, self.channels = wire, channels
-        self.trust_cache = trust_cache
         self.landmark_settings = landmarks
         self.prepared = PreparedSource(self.source, landmarks, cache_dir, duplicates, skip_bad_images,
                                        num_workers, landmarks.batch_size, landmarks.device)
@@ -202,11 +198,12 @@ class FERDataModule(L.LightningDataModule):
             self.prepared.folds(self._folds_path(), self.num_folds, self.seed)
 
     def _verified_on_this_machine(self) -> bool:
-        """``trust_cache``, or Lightning ran ``prepare_data()`` (which checks every file) on this
+        """``landmarks.trust_cache``, or Lightning ran ``prepare_data()`` (which checks every file) on this
         machine's local rank 0 before this rank's ``setup()``."""
         t = self.trainer
-        if self.trust_cache or t is None or t.world_size <= 1 or t.local_rank == 0:
-            return self.trust_cache  # local rank 0 (or alone): its prepare_data() index is in memory
+        trust = self.landmark_settings.trust_cache
+        if trust or t is None or t.world_size <= 1 or t.local_rank == 0:
+            return trust  # local rank 0 (or alone): its prepare_data() index is in memory
         return bool(self.prepare_data_per_node) or t.node_rank == 0
 
     # -- setup -------------------------------------------------------------------------------

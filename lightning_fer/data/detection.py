@@ -55,6 +55,9 @@ class LandmarkSettings:
             face-recognition-models installs).
         dlib_on: where ``dlib`` looks: ``box`` (the annotated box, else MTCNN's) or ``image``
             (the whole image; the data module sets it for ``face_box: image``).
+        trust_cache: read the cached index without a ``stat`` of every image (seconds at
+            AffectNet's size, more on network storage). Without it, only each machine's local
+            rank 0 checks them, in ``prepare_data()``; the other ranks read the index as it left it.
 
     Example:
         >>> LandmarkSettings.of("template").mode, LandmarkSettings.of({"mode": "mtcnn", "no_face": "skip"}).no_face
@@ -70,6 +73,7 @@ class LandmarkSettings:
     min_inside: float = 0.5
     dlib_model: str | None = None
     dlib_on: Literal["box", "image"] = "box"
+    trust_cache: bool = False
 
     def __post_init__(self) -> None:
         for option, value, choices in (("mode", self.mode, ("auto", "annotation", "mtcnn", "template", "dlib")),
@@ -97,7 +101,7 @@ class LandmarkSettings:
         """What the landmark cache depends on (how MTCNN is batched, where it runs and how far
         parts must be inside do not change what is cached)."""
         d = {k: v for k, v in asdict(self).items()
-             if k not in ("batch_size", "device", "min_inside", "dlib_model", "dlib_on")}
+             if k not in ("batch_size", "device", "min_inside", "dlib_model", "dlib_on", "trust_cache")}
         if self.mode == "dlib":  # (only then: caches of the other modes stay valid)
             d["dlib_on"] = self.dlib_on
         d["thresholds"] = list(self.thresholds)

@@ -190,7 +190,7 @@ def test_trusting_the_cache_skips_the_check_of_every_file(tmp_path):
     FERDataModule("affectnet", root=str(root), num_workers=0, image_size=32).prepare_data()
     victim = next((root / "Manually_Annotated_Images").rglob("*.jpg"))
     victim.unlink()
-    trusted = FERDataModule("affectnet", root=str(root), num_workers=0, image_size=32, trust_cache=True)
+    trusted = FERDataModule("affectnet", root=str(root), num_workers=0, image_size=32, landmarks={"trust_cache": True})
     trusted.setup("fit")  # reads the index as prepare_data left it: no stat of each file
     assert trusted.index_report.bad == 0 and sum(len(v) for v in trusted.splits.values()) == 40
     checked = FERDataModule("affectnet", root=str(root), num_workers=0, image_size=32)
