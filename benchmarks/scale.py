@@ -195,6 +195,8 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/lightning_fer_scale")
     ap.add_argument("--before", default=None, help="another checkout to measure on the same trees")
     ap.add_argument("--out", default=str(HERE / "benchmarks" / "results" / "scale.md"))
+    ap.add_argument("--reuse", nargs="*", default=[], metavar="NAME",
+                    help="take these runs (before, after) from an earlier --work DIR/scale.json instead of measuring")
     ap.add_argument("--child", nargs=3, metavar=("STEP", "ROOT", "CACHE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:  # lightning_fer from PYTHONPATH (this checkout or --before's)
@@ -207,6 +209,7 @@ def main() -> None:
     work = Path(args.work)
     codes = {"after": HERE} | ({"before": Path(args.before).resolve()} if args.before else {})
     results: dict[str, dict[int, dict]] = {k: {} for k in codes}
+    earlier = json.loads((work / "scale.json").read_text()) if args.reuse and (work / "scale.json").is_file() else {}
     for n in args.sizes:
         root = work / f"affectnet-{n}"
         if not (root / "Manually_Annotated_file_lists" / "validation.csv").is_file():
@@ -214,6 +217,9 @@ def main() -> None:
             made = affectnet_layout(root, n)
             print(f"wrote {n} images in {made['seconds']:.0f} s", flush=True)
         for name, code in codes.items():
+            if name in args.reuse and str(n) in earlier.get(name, {}):
+                results[name][n] = earlier[name][str(n)]
+                continue
             results[name][n] = measure(code, root, work / f"cache-{name}-{n}")
             print(name, n, json.dumps(results[name][n]), flush=True)
     (work / "scale.json").write_text(json.dumps({k: {str(n): v for n, v in r.items()} for k, r in results.items()}))
@@ -222,7 +228,7 @@ def main() -> None:
              "Synthetic AffectNet layout, 96 px JPEGs, 68 landmarks per row; `FERDataModule(source=\"affectnet\")`, "
              "fold 0 of 5, 2 workers. 290k and 1M: a straight line through the measured sizes for the times and "
              "sizes; per-record memory, rates and ratios as measured at the largest size.", ""]
-    headers = ["figure"] + [f"{n // 1000}k" for n in sizes] + ["290k", "1M"]
+    headers = ["figure"] + [f"{n / 1000:g}k" for n in sizes] + ["290k", "1M"]
     body = []
     tables = {name: rows_of(r) for name, r in results.items()}
     for fig in tables["after"]:

@@ -197,3 +197,23 @@ def test_fer2013_report_only_refuses_a_run_without_rows(tmp_path):
         main(["--root", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--results", str(tmp_path / "r.md"),
               "--report-only"])
     assert not (tmp_path / "r.md").exists()
+
+
+@pytest.mark.slow  # a dozen fresh processes: run with -m slow
+def test_scale_benchmark_smallest_case(tmp_path):
+    out = tmp_path / "scale.md"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scale.py"), "--sizes", "300", "600",
+                           "--work", str(tmp_path / "work"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert "Machine:" in text
+    (head, body), = _tables(text)
+    assert head == ["figure", "0.3k", "0.6k", "290k", "1M"]
+    figures = {r[0] for r in body}
+    for name in ("warm start, six views (s), after", "worker private over an epoch (MiB), after",
+                 "cold / decode-only rate, after", "main anonymous (KiB/record), after"):
+        assert name in figures, sorted(figures)
+    assert all(_is_number(c) for r in body for c in r[1:]), body
+    data = json.loads((tmp_path / "work" / "scale.json").read_text())
+    assert set(data["after"]) == {"300", "600"}

@@ -22,12 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from lightning_fer.data.columns import StringColumn
-from lightning_fer.data.detection import (
-    CACHE_VERSION,
-    FaceDetector,
-    LandmarkSettings,
-    template_points,
-)
+from lightning_fer.data.detection import CACHE_VERSION, FaceDetector, LandmarkSettings, template_points
 from lightning_fer.data.index import (  # noqa: F401 (KINDS, LOCATED_KINDS, IndexEntry: where 0.2 had them)
     KINDS,
     LOCATED_KINDS,
@@ -49,9 +44,6 @@ from lightning_fer.files import stale_temporaries
 from lightning_fer.progress import Progress
 
 log = logging.getLogger(__name__)
-
-
-
 
 #: Journal rows past which (and past this share of the table) the table is rewritten.
 JOURNAL_ROWS, JOURNAL_SHARE = 4096, 0.05
@@ -159,10 +151,8 @@ class LandmarkIndex:
             log.info("finding landmarks on %d image(s) (%d from cache)", len(todo), report.from_cache)
             with self.cache.journal() as append, Progress(len(todo), "landmarks") as bar, \
                     ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
-                for start in range(0, len(todo), chunk_size):
-                    rows = todo[start : start + chunk_size]
-                    chunk = [(table[int(i)], (int(size[i]), int(mtime[i]))) for i in rows]
-                    results = self._process(chunk, pool, batch_size, device)
+                def finish(rows, chunk, decoding) -> None:
+                    results = self._process(chunk, [d for f in decoding for d in f.result()], batch_size, device)
                     lines = []
                     for i, (rec, st), entry in zip(rows.tolist(), chunk, results):
                         set_row(index, reasons, i, entry, st)
@@ -174,6 +164,17 @@ class LandmarkIndex:
                     bar.update(len(chunk))
                     if on_chunk is not None:
                         on_chunk(report.computed)
+
+                pending = None  # one chunk decodes in the threads while the last one's results are kept
+                for start in range(0, len(todo), chunk_size):
+                    rows = todo[start : start + chunk_size]
+                    chunk = [(table[int(i)], (int(size[i]), int(mtime[i]))) for i in rows]
+                    decoding = self._decode(chunk, pool)
+                    if pending is not None:
+                        finish(*pending)
+                    pending = (rows, chunk, decoding)
+                if pending is not None:
+                    finish(*pending)
         if missing.any():
             gone = np.flatnonzero(missing)
             index.cols["ok"][gone] = False
@@ -207,21 +208,23 @@ class LandmarkIndex:
         report.seconds = time.perf_counter() - t0
         return index, report
 
-    def _process(self, chunk, pool: ThreadPoolExecutor, batch_size: int, device: str | None) -> list[IndexEntry]:
-        def decode(item):
-            rec, _ = item
-            try:
-                return load_image_checked(rec.path), None
-            except ImageReadError as err:
-                return None, str(err).split(": ", 1)[-1]
-
+    @staticmethod
+    def _decode(chunk, pool: ThreadPoolExecutor) -> list:
+        """Futures of the chunk's decoded images (``(image, None)`` or ``(None, reason)``), one task
+        per thread (a task per image costs more in the pool than a decode)."""
         def decode_many(items):
-            return [decode(item) for item in items]
+            out = []
+            for rec, _ in items:
+                try:
+                    out.append((load_image_checked(rec.path), None))
+                except ImageReadError as err:
+                    out.append((None, str(err).split(": ", 1)[-1]))
+            return out
 
-        # One task per thread and chunk (a task per image costs more in the pool than a decode).
         step = -(-len(chunk) // max(1, pool._max_workers))
-        decoded = [d for part in pool.map(decode_many, [chunk[s : s + step] for s in range(0, len(chunk), step)])
-                   for d in part]
+        return [pool.submit(decode_many, chunk[s : s + step]) for s in range(0, len(chunk), step)]
+
+    def _process(self, chunk, decoded: list, batch_size: int, device: str | None) -> list[IndexEntry]:
         results: list[IndexEntry | None] = [None] * len(chunk)
         to_detect: dict[tuple[int, int], list[int]] = {}
         mode = self.settings.mode

@@ -19,7 +19,7 @@ from lightning_fer.data.sources.base import (
     Record,
     SourceReport,
     _parse_box,
-    parse_landmarks,
+    parse_landmarks_many,
 )
 
 AFFECTNET_COLUMNS = (
@@ -122,6 +122,7 @@ class AffectNetSource(FERSource):
     def _read(self, csv_path: Path, split: str, images: Path, report: SourceReport) -> list[Record]:
         out: list[Record] = []
         base = str(images)
+        pending: list[tuple[int, str, str]] = []
         with open(csv_path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             first = next(reader, None)
@@ -174,7 +175,8 @@ class AffectNetSource(FERSource):
                 rel = row["subDirectory_filePath"].strip()
                 path = os.path.join(base, rel)  # a string join: pathlib costs more than the row's parse
                 lm_text = row.get("facial_landmarks", "").strip()
-                landmarks = parse_landmarks(lm_text, where) if lm_text else None
+                if lm_text:
+                    pending.append((len(out), lm_text, where))
                 out.append(
                     Record(
                         path=str(path),
@@ -182,10 +184,13 @@ class AffectNetSource(FERSource):
                         label=code,
                         split=split,
                         box=_parse_box(row, where),
-                        landmarks=landmarks,
                         where=where,
                     )
                 )
+        if pending:  # landmarks in one conversion (their parse is most of a row's)
+            at, texts, wheres = zip(*pending)
+            for i, pts in zip(at, parse_landmarks_many(list(texts), list(wheres))):
+                out[i].landmarks = pts
         return out
 
 
