@@ -274,7 +274,7 @@ def load_saved(cache_file: Path, legacy_file: Path, header: dict,
                table: RecordTable) -> tuple[IndexTable | None, bool, bool]:
     """The saved index with its rows in ``table``'s order (rows it lacks: size -1), whether it
     was saved for exactly this table (else it must be rewritten), and whether it came from a 0.2
-    JSON index (migrated: the JSON file goes once the column file is written)."""
+    JSON index (migrated; the JSON file is left for a 0.2 install that shares the folder)."""
     if cache_file.is_file():
         try:
             saved_header, saved = IndexTable.load(cache_file)
@@ -292,7 +292,7 @@ def load_saved(cache_file: Path, legacy_file: Path, header: dict,
         old = JournaledCache(legacy_file, header).load()
         if old:
             log.warning("migrating the JSON landmark index %s (lightning_fer 0.2) to the column file %s (%d "
-                        "entries kept; the JSON file is removed)", legacy_file, cache_file, len(old))
+                        "entries kept; the JSON file is left as it is, for a 0.2 install sharing this folder)", legacy_file, cache_file, len(old))
         else:
             log.warning("the JSON landmark index %s (lightning_fer 0.2) cannot be used (other settings or "
                         "unreadable); rebuilding the index as %s", legacy_file, cache_file)

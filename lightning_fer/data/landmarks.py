@@ -71,7 +71,7 @@ class LandmarkIndex:
 
     # -- reading -------------------------------------------------------------------------
     def _saved(self, table: RecordTable) -> tuple[IndexTable | None, bool]:
-        saved, aligned, self._migrated = load_saved(self.cache_file, self.legacy_file, self.header, table)
+        saved, aligned, _migrated = load_saved(self.cache_file, self.legacy_file, self.header, table)
         return saved, aligned
 
     # -- building --------------------------------------------------------------------------
@@ -93,7 +93,6 @@ class LandmarkIndex:
                 machine verified them, or the user said so): only rows the index lacks are done.
         """
         t0 = time.perf_counter()
-        self._migrated = False
         for stale_file in stale_temporaries(self.cache_file):
             stale_file.unlink(missing_ok=True)  # left by a run killed while writing the index
         table = RecordTable.of(records)
@@ -192,9 +191,6 @@ class LandmarkIndex:
         if rewrite:
             index.save(self.cache_file, {**self.header, "records": table.digest()})
             self.journal_file.unlink(missing_ok=True)
-            if self._migrated:
-                self.legacy_file.unlink(missing_ok=True)
-                self.legacy_file.with_name(self.legacy_file.name + ".journal").unlink(missing_ok=True)
             header, index = IndexTable.load(self.cache_file)  # mapped: shared by every process
         elif len(todo):
             log.info("landmark index %s: %d changed image(s) kept in its journal %s (the index is rewritten past %d)",

@@ -130,7 +130,13 @@ def test_a_0_2_json_index_is_migrated_or_rebuilt_with_a_log_line(tmp_path, caplo
     else:
         assert "cannot be used (other settings or unreadable); rebuilding" in caplog.text
         assert (dm2.index_report.from_cache, dm2.index_report.computed) == (0, 40)
-    assert not legacy.exists() and next(dm2.cache_dir.glob("index-*.col")).is_file()
+    # The JSON stays for a 0.2 install sharing the folder; this version reads the column file from now on.
+    assert legacy.exists() and next(dm2.cache_dir.glob("index-*.col")).is_file()
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        FERDataModule("affectnet", root=str(tmp_path / "an"), views=SIX, num_workers=0, image_size=32,
+                      **settings).prepare_data()
+    assert "JSON landmark index" not in caplog.text
 
 
 KILL_IN_REWRITE = textwrap.dedent(
