@@ -87,7 +87,26 @@ def read_columns(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
     return header, out
 
 
-class StringColumn(Sequence):
+class Rows(Sequence):
+    """A sequence read row by row: subclasses give ``__len__`` and ``row(i)`` (``0 <= i < len``);
+    negative indices and slices (lists) come from here."""
+
+    def row(self, i: int):
+        raise NotImplementedError
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self.row(j) for j in range(*i.indices(len(self)))]
+        i = int(i)
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"row {i} out of range for {n} rows")
+        return self.row(i)
+
+
+class StringColumn(Rows):
     """Strings as one UTF-8 byte buffer and ``N + 1`` offsets: no Python object per string
     until one is read.
 
@@ -111,12 +130,7 @@ class StringColumn(Sequence):
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        i = int(i)
-        if i < 0:
-            i += len(self)
+    def row(self, i: int) -> str:
         return self.data[self.offsets[i]: self.offsets[i + 1]].tobytes().decode()
 
     def __iter__(self) -> Iterator[str]:
@@ -128,7 +142,7 @@ class StringColumn(Sequence):
         """The strings at ``ids``, as a list."""
         ids = np.asarray(ids, np.int64)
         if len(ids) < len(self) // 8:
-            return [self[i] for i in ids.tolist()]
+            return [self.row(i) for i in ids.tolist()]
         raw, off = self.data.tobytes(), self.offsets.tolist()  # one copy of the buffer beats a slice per row
         return [raw[off[i]: off[i + 1]].decode() for i in ids.tolist()]
 

@@ -4,11 +4,11 @@ once: no Python work per record at ``setup()``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 
+from lightning_fer.data.columns import Rows
 from lightning_fer.data.detection import template_points
 from lightning_fer.data.landmarks import KINDS, LOCATED_KINDS, IndexTable
 from lightning_fer.data.records import RecordTable
@@ -17,7 +17,7 @@ from lightning_fer.data.regions import PARTS, face_box_from_points
 FaceBox = Literal["auto", "image", "landmarks", "annotation"]
 
 
-class FacePoints(Sequence):
+class FacePoints(Rows):
     """Each record's landmarks ``[K, 2]``, read when asked for: the annotation where the index
     says so, else the index's points (MTCNN, Dlib, template); ``[5, 2]`` zeros for an unusable
     record. Holds no per-record objects: loader workers share the columns' pages."""
@@ -29,10 +29,7 @@ class FacePoints(Sequence):
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        i = int(i)
+    def row(self, i: int) -> np.ndarray:
         ix = self.index
         if not ix.ok[i]:
             return np.zeros((5, 2), np.float32)

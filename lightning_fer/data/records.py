@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lightning_fer.data.columns import ColumnFileError, StringColumn, read_columns, write_columns
+from lightning_fer.data.columns import ColumnFileError, Rows, StringColumn, read_columns, write_columns
 from lightning_fer.data.sources.base import FERSource, Record, SourceReport
 from lightning_fer.files import stale_temporaries
 
@@ -34,7 +34,7 @@ SPLIT_CODES: tuple[str | None, ...] = (None, "train", "val", "test")
 TABLE_VERSION = 1
 
 
-class RecordTable(Sequence):
+class RecordTable(Rows):
     """Records as columns. ``table[i]`` is the :class:`Record` of row ``i``; ``labels``,
     ``splits`` (codes into :data:`SPLIT_CODES`), ``subjects`` (codes into ``subject_names``,
     -1: unknown), ``boxes`` (``[N, 4]`` ``x, y, w, h``, NaN: none), ``landmarks``
@@ -116,14 +116,7 @@ class RecordTable(Sequence):
         b = self.boxes[i]
         return None if np.isnan(b[0]) else tuple(float(v) for v in b)
 
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        i = int(i)
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(f"record {i} out of range for {len(self)} records")
+    def row(self, i: int) -> Record:
         s = self.subjects[i]
         return Record(path=self.path(i), key=self.keys[i], label=int(self.labels[i]),
                       subject=None if s < 0 else self.subject_names[int(s)], split=SPLIT_CODES[self.splits[i]],
@@ -157,20 +150,18 @@ class RecordTable(Sequence):
                    StringColumn.from_arrays(a, "where"))
 
 
-class _Paths(Sequence):
+class _Paths(Rows):
     def __init__(self, table: RecordTable) -> None:
         self.table = table
 
     def __len__(self) -> int:
         return len(self.table)
 
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
+    def row(self, i: int) -> str:
         return self.table.path(i)
 
 
-class Taken(Sequence):
+class Taken(Rows):
     """Rows ``ids`` of a row-indexable column (a :class:`StringColumn`, a table's paths), read
     one at a time: a split's paths without a list of them."""
 
@@ -180,9 +171,7 @@ class Taken(Sequence):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
+    def row(self, i: int):
         return self.column[int(self.ids[i])]
 
 
