@@ -4,9 +4,7 @@ record, memory-mapped from one column file (:mod:`~lightning_fer.data.columns`).
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +39,7 @@ class IndexEntry:
     points: np.ndarray | None = None  # MTCNN's 5, Dlib's 68 or the template's; annotations stay in the record
     box: tuple[float, float, float, float] | None = None  # MTCNN's face box (x0, y0, x1, y1), Dlib's where it came from MTCNN
     prob: float | None = None
+    md5: bytes | None = None  # of the file's bytes (duplicates: drop), read with the decode
 
     def to_json(self, key: str, stat: tuple[int, int] | None) -> dict:
         return {
@@ -54,6 +53,7 @@ class IndexEntry:
             "pts": None if self.points is None else [round(float(v), 3) for v in self.points.reshape(-1)],
             "box": None if self.box is None else [round(float(v), 3) for v in self.box],
             "p": self.prob,
+            "md5": None if self.md5 is None else self.md5.hex(),
         }
 
     @classmethod
@@ -68,6 +68,7 @@ class IndexEntry:
             points=None if pts is None else np.asarray(pts, dtype=np.float32).reshape(-1, 2),
             box=None if d.get("box") is None else tuple(d["box"]),
             prob=d.get("p"),
+            md5=None if d.get("md5") is None else bytes.fromhex(d["md5"]),
         )
 
 
@@ -103,44 +104,20 @@ class IndexReport:
         )
 
 
-def _stat(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns)
-
-
-def stat_all(paths, num_workers: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """Sizes and modification times (ns) of ``paths`` (-1 where missing), by a few threads
-    (a stat is a system call that releases the GIL; on network storage it is the wait)."""
-    n = len(paths)
-    size, mtime = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
-
-    def part(rows: range) -> None:
-        for i in rows:
-            st = _stat(paths[i])
-            if st is not None:
-                size[i], mtime[i] = st
-
-    step = -(-n // max(1, num_workers)) or 1
-    with ThreadPoolExecutor(max(1, num_workers)) as pool:
-        list(pool.map(part, [range(s, min(n, s + step)) for s in range(0, n, step)]))
-    return size, mtime
-
-
 class IndexTable:
     """What ``prepare_data()`` learnt of every record, as columns (row ``i`` is record ``i``):
     ``ok``, ``kind`` (codes into :data:`KINDS`), ``width``, ``height``, ``points`` (``[N, K, 2]``;
     the first ``n_points[i]``: MTCNN's 5, Dlib's 68 or the template's; annotations stay in the
     records), ``box`` (``[N, 4]`` ``x0, y0, x1, y1``, NaN: none), ``prob``, ``inside`` (``[N, 4]``:
     the share of each of the four parts' boxes inside the image, NaN where the parts are not
-    located), ``size`` and ``mtime`` (the file's, -1: missing), ``reason`` and ``key``.
+    located), ``md5`` (``[N, 16]``: the file's, where ``hashed``; what ``duplicates: drop``
+    compares), ``size`` and ``mtime`` (the file's, -1: missing), ``reason`` and ``key``.
 
     ``table[key]`` and ``table[i]`` give an :class:`IndexEntry` (made when asked for).
     """
 
-    COLUMNS = ("ok", "kind", "width", "height", "points", "n_points", "box", "prob", "inside", "size", "mtime")
+    COLUMNS = ("ok", "kind", "width", "height", "points", "n_points", "box", "prob", "inside", "size", "mtime",
+               "md5", "hashed")
 
     def __init__(self, cols: dict[str, np.ndarray], keys: StringColumn, reasons: StringColumn) -> None:
         self.cols, self.keys, self.reasons = cols, keys, reasons
@@ -154,7 +131,8 @@ class IndexTable:
                 "height": np.zeros(n, np.int32), "points": np.zeros((n, k, 2), np.float32),
                 "n_points": np.zeros(n, np.int16), "box": np.full((n, 4), np.nan, np.float32),
                 "prob": np.full(n, np.nan, np.float32), "inside": np.full((n, 4), np.nan, np.float32),
-                "size": np.full(n, -1, np.int64), "mtime": np.full(n, -1, np.int64)}
+                "size": np.full(n, -1, np.int64), "mtime": np.full(n, -1, np.int64),
+                "md5": np.zeros((n, 16), np.uint8), "hashed": np.zeros(n, bool)}
         return cls(cols, StringColumn.of([""] * n), StringColumn.of([""] * n))
 
     def __len__(self) -> int:
@@ -214,6 +192,9 @@ def set_row(t: IndexTable, reasons: list[str], i: int, e: IndexEntry, st: tuple[
     t.cols["box"][i] = np.nan if e.box is None else e.box
     t.cols["prob"][i] = np.nan if e.prob is None else e.prob
     t.cols["size"][i], t.cols["mtime"][i] = st if st is not None else (-1, -1)
+    t.cols["hashed"][i] = e.md5 is not None
+    if e.md5 is not None:
+        t.cols["md5"][i] = np.frombuffer(e.md5, np.uint8)
     reasons[i] = e.reason or ""
 
 

@@ -29,16 +29,14 @@ from lightning_fer.data.index import (  # noqa: F401 (KINDS, LOCATED_KINDS, Inde
     IndexEntry,
     IndexReport,
     IndexTable,
-    _stat,
     load_saved,
     realigned,
     set_coverage,
     set_row,
-    stat_all,
 )
 from lightning_fer.data.io import ImageReadError, load_image_checked
 from lightning_fer.data.journal import JournaledCache
-from lightning_fer.data.records import RecordTable
+from lightning_fer.data.records import RecordTable, _stat, stat_all
 from lightning_fer.data.sources import Record
 from lightning_fer.files import stale_temporaries
 from lightning_fer.progress import Progress
@@ -118,7 +116,7 @@ class LandmarkIndex:
             for key, d in journal.items():
                 i = d.get("i")
                 if not (isinstance(i, int) and 0 <= i < n and table.keys[i] == key):
-                    i = _row_of(table, key)
+                    i = table.row_of(key)
                 if i is None or not d.get("st"):
                     continue
                 set_row(index, reasons, i, IndexEntry.from_json(d), tuple(d["st"]))
@@ -151,9 +149,11 @@ class LandmarkIndex:
             with self.cache.journal() as append, Progress(len(todo), "landmarks") as bar, \
                     ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
                 def finish(rows, chunk, decoding) -> None:
-                    results = self._process(chunk, [d for f in decoding for d in f.result()], batch_size, device)
+                    decoded = [d for f in decoding for d in f.result()]
+                    results = self._process(chunk, [d[:2] for d in decoded], batch_size, device)
                     lines = []
-                    for i, (rec, st), entry in zip(rows.tolist(), chunk, results):
+                    for i, (rec, st), entry, (_, _, md5) in zip(rows.tolist(), chunk, results, decoded):
+                        entry.md5 = md5
                         set_row(index, reasons, i, entry, st)
                         lines.append({**entry.to_json(rec.key, st), "i": i})
                     set_coverage(index, table, rows)
@@ -212,9 +212,15 @@ class LandmarkIndex:
             out = []
             for rec, _ in items:
                 try:
-                    out.append((load_image_checked(rec.path), None))
-                except ImageReadError as err:
-                    out.append((None, str(err).split(": ", 1)[-1]))
+                    with open(rec.path, "rb") as f:
+                        data = f.read()
+                    md5 = hashlib.md5(data, usedforsecurity=False).digest()  # for duplicates: drop
+                    out.append((load_image_checked(rec.path, data), None, md5))
+                except FileNotFoundError:
+                    out.append((None, "file not found", None))
+                except OSError as err:
+                    out.append((None, str(err).split(": ", 1)[-1] if isinstance(err, ImageReadError)
+                                else f"cannot read: {err.strerror or err}", None))
             return out
 
         step = -(-len(chunk) // max(1, pool._max_workers))
@@ -286,10 +292,3 @@ def _xyxy(box: tuple[float, float, float, float] | None) -> tuple[float, float, 
 def source_cache_name(description: str) -> str:
     """A cache file name unique to a source description."""
     return "index-" + hashlib.sha1(description.encode()).hexdigest()[:12] + ".col"
-
-
-def _row_of(table: RecordTable, key: str) -> int | None:
-    rows = getattr(table, "_row_lookup", None)
-    if rows is None:
-        rows = table._row_lookup = {k: i for i, k in enumerate(table.keys)}
-    return rows.get(key)

@@ -139,12 +139,25 @@ class PreparedSource:
         if self.duplicates == "keep":
             return ok
         if self._drop is None:
-            digests = iter(file_digests([records.path(i) for i in np.flatnonzero(ok)], max(2, self.num_workers)))
-            full = [next(digests) if u else None for u in ok]
+            full = self._digests(records, index, ok)
             listing = self.cache_dir / "duplicates.csv"
             self._drop, self.duplicate_report = resolve_duplicates(records, ok, full, self.load()[1], listing)
             log.warning("%s: %s; list in %s", self.source.describe(), self.duplicate_report, listing)
         return ok & ~self._drop
+
+    def _digests(self, records: RecordTable, index: IndexTable, ok: np.ndarray) -> list[str | None]:
+        """Every usable file's MD5 (``None`` for the others): from the index, where it was read with
+        the decode; files the index has none for (a migrated 0.2 index) are read now."""
+        rows = np.flatnonzero(ok)
+        hashed = np.asarray(index.hashed)[rows]
+        hexes = np.asarray(index.md5)[rows].tobytes().hex()
+        full: list[str | None] = [None] * len(records)
+        for j, i in enumerate(rows.tolist()):
+            full[i] = hexes[32 * j: 32 * j + 32]
+        lacking = rows[~hashed]
+        for i, d in zip(lacking.tolist(), file_digests([records.path(i) for i in lacking], max(2, self.num_workers))):
+            full[i] = d
+        return full
 
     def folds(self, path: Path, num_folds: int, seed: int) -> np.ndarray:
         """The fold of every usable record outside the official test split (saved at ``path``)."""

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,12 @@ class RecordTable(Rows):
         for i in range(len(self)):
             yield self[i]
 
+    def row_of(self, key: str) -> int | None:
+        """The row of ``key`` (a lookup built on first use), or ``None``."""
+        if getattr(self, "_rows", None) is None:
+            self._rows = {k: i for i, k in enumerate(self.keys)}
+        return self._rows.get(key)
+
     def digest(self) -> str:
         """A hash of the keys, labels and splits (what the landmark index aligns its rows by)."""
         h = hashlib.sha1()
@@ -173,6 +180,32 @@ class Taken(Rows):
 
     def row(self, i: int):
         return self.column[int(self.ids[i])]
+
+
+def _stat(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
+
+def stat_all(paths, num_workers: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Sizes and modification times (ns) of ``paths`` (-1 where missing), by a few threads
+    (a stat is a system call that releases the GIL; on network storage it is the wait)."""
+    n = len(paths)
+    size, mtime = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+
+    def part(rows: range) -> None:
+        for i in rows:
+            st = _stat(paths[i])
+            if st is not None:
+                size[i], mtime[i] = st
+
+    step = -(-n // max(1, num_workers)) or 1
+    with ThreadPoolExecutor(max(1, num_workers)) as pool:
+        list(pool.map(part, [range(s, min(n, s + step)) for s in range(0, n, step)]))
+    return size, mtime
 
 
 def _stat_of(path: Path) -> list:

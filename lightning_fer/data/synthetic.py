@@ -270,13 +270,12 @@ def affectnet_layout(root, n: int, image_size: int = 96, faces: int = 64, seed: 
     for w in writers.values():
         w.writerow(AFFECTNET_COLUMNS)
     made_dirs: set[int] = set()
-    stamp = np.zeros((1, 8, 3), np.uint8)
     try:
         for i in range(n):
             img, lm, (x, y, bw, bh), label = drawn[i % faces]
-            stamp[0, :, 0] = np.frombuffer(int(i).to_bytes(8, "little"), np.uint8)
+            bits = np.unpackbits(np.frombuffer(int(i).to_bytes(8, "little"), np.uint8)).reshape(8, 8)
             img = img.copy()
-            img[:1, :8] = stamp  # a distinct corner: distinct bytes for every file
+            img[:8, :8] = (bits * 255)[..., None]  # i in black and white bits: distinct bytes, even as JPEG
             d = i // 1000
             if d not in made_dirs:
                 (images / str(d)).mkdir(parents=True, exist_ok=True)

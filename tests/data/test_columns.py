@@ -263,3 +263,27 @@ def test_forked_workers_do_not_copy_the_records(tmp_path):
     assert grown_lists > 10 * 2**20, f"control: lists of objects should be copied ({grown_lists / 2**20:.1f} MiB)"
     assert grown < 4 * 2**20, f"a worker copied {grown / 2**20:.1f} MiB reading {n} records"
     print(f"private growth over {n} records: columns {grown / 2**20:.2f} MiB, lists {grown_lists / 2**20:.1f} MiB")
+
+
+def test_duplicates_use_the_digests_read_with_the_decode(tmp_path):
+    import shutil
+
+    from lightning_fer.data.duplicates import file_digest
+
+    affectnet_layout(tmp_path / "an", 40, image_size=48, faces=7)
+    images = sorted((tmp_path / "an" / "Manually_Annotated_Images").rglob("*.jpg"))
+    shutil.copyfile(images[0], images[7])  # one byte-identical pair (the same drawn face: the same label)
+    dm = FERDataModule("affectnet", root=str(tmp_path / "an"), num_workers=0, image_size=32, duplicates="drop")
+    dm.prepare_data()
+    records, index = dm.prepared.index()
+    assert index.hashed.all()
+    for i in range(len(records)):
+        assert index.md5[i].tobytes().hex() == file_digest(records.path(i))
+    dm.setup("fit")
+    assert dm.duplicate_report.groups == 1 and sum(dm.duplicate_report.dropped.values()) == 1
+    # A migrated 0.2 index has no digests: the files are read for them, with the same decisions.
+    _old_index(dm)
+    dm2 = FERDataModule("affectnet", root=str(tmp_path / "an"), num_workers=0, image_size=32, duplicates="drop")
+    dm2.setup("fit")
+    assert not dm2.prepared.index()[1].hashed.any()
+    assert dm2.duplicate_report.groups == 1 and dm2.splits["train"].tolist() == dm.splits["train"].tolist()
