@@ -39,7 +39,7 @@ class IndexEntry:
     points: np.ndarray | None = None  # MTCNN's 5, Dlib's 68 or the template's; annotations stay in the record
     box: tuple[float, float, float, float] | None = None  # MTCNN's face box (x0, y0, x1, y1), Dlib's where it came from MTCNN
     prob: float | None = None
-    md5: bytes | None = None  # of the file's bytes (duplicates: drop), read with the decode
+    md5: bytes | None = None  # of the file's bytes, once duplicates: drop has read it
 
     def to_json(self, key: str, stat: tuple[int, int] | None) -> dict:
         return {

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -31,15 +29,14 @@ def _to_rgb8(im: Image.Image) -> np.ndarray:
     return np.asarray(im)
 
 
-def load_image_checked(path: str, data: bytes | None = None) -> np.ndarray:
-    """Decode the whole file strictly (truncated files fail) into RGB uint8 ``[H, W, 3]``;
-    ``data``: the file's bytes, already read (named ``path`` in errors).
+def load_image_checked(path: str) -> np.ndarray:
+    """Decode the whole file strictly (truncated files fail) into RGB uint8 ``[H, W, 3]``.
 
     Raises:
         ImageReadError: naming the file and why it cannot be used.
     """
     try:
-        with Image.open(path if data is None else io.BytesIO(data)) as im:
+        with Image.open(path) as im:
             im.load()
             arr = _to_rgb8(im)
     except FileNotFoundError:

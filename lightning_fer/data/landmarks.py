@@ -149,11 +149,9 @@ class LandmarkIndex:
             with self.cache.journal() as append, Progress(len(todo), "landmarks") as bar, \
                     ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
                 def finish(rows, chunk, decoding) -> None:
-                    decoded = [d for f in decoding for d in f.result()]
-                    results = self._process(chunk, [d[:2] for d in decoded], batch_size, device)
+                    results = self._process(chunk, [d for f in decoding for d in f.result()], batch_size, device)
                     lines = []
-                    for i, (rec, st), entry, (_, _, md5) in zip(rows.tolist(), chunk, results, decoded):
-                        entry.md5 = md5
+                    for i, (rec, st), entry in zip(rows.tolist(), chunk, results):
                         set_row(index, reasons, i, entry, st)
                         lines.append({**entry.to_json(rec.key, st), "i": i})
                     set_coverage(index, table, rows)
@@ -204,6 +202,16 @@ class LandmarkIndex:
         report.seconds = time.perf_counter() - t0
         return index, report
 
+    def store_digests(self, index: IndexTable, table: RecordTable, rows: np.ndarray, digests: list[str]) -> IndexTable:
+        """``index`` with the files' MD5s of ``rows`` kept (``duplicates: drop`` reads each file
+        once, not at every ``setup()``), rewritten atomically; the mapped copy is returned."""
+        index = index.writable(index.points.shape[1])
+        index.cols["md5"][rows] = np.frombuffer(bytes.fromhex("".join(digests)), np.uint8).reshape(-1, 16)
+        index.cols["hashed"][rows] = True
+        index.save(self.cache_file, {**self.header, "records": table.digest()})
+        self.journal_file.unlink(missing_ok=True)  # its rows are in the table just written
+        return IndexTable.load(self.cache_file)[1]
+
     @staticmethod
     def _decode(chunk, pool: ThreadPoolExecutor) -> list:
         """Futures of the chunk's decoded images (``(image, None)`` or ``(None, reason)``), one task
@@ -212,15 +220,9 @@ class LandmarkIndex:
             out = []
             for rec, _ in items:
                 try:
-                    with open(rec.path, "rb") as f:
-                        data = f.read()
-                    md5 = hashlib.md5(data, usedforsecurity=False).digest()  # for duplicates: drop
-                    out.append((load_image_checked(rec.path, data), None, md5))
-                except FileNotFoundError:
-                    out.append((None, "file not found", None))
-                except OSError as err:
-                    out.append((None, str(err).split(": ", 1)[-1] if isinstance(err, ImageReadError)
-                                else f"cannot read: {err.strerror or err}", None))
+                    out.append((load_image_checked(rec.path), None))
+                except ImageReadError as err:
+                    out.append((None, str(err).split(": ", 1)[-1]))
             return out
 
         step = -(-len(chunk) // max(1, pool._max_workers))

@@ -103,7 +103,8 @@ class PreparedSource:
             return self._indexed
         records = self.load()[0]
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        index = LandmarkIndex(self.cache_dir / source_cache_name(self.source.describe()), self.settings)
+        index = self._landmarks = LandmarkIndex(self.cache_dir / source_cache_name(self.source.describe()),
+                                                self.settings)
         table, self.index_report = index.build(records, num_workers=max(1, self.num_workers),
                                                batch_size=self.detect_batch_size, device=self.detect_device,
                                                verify=verify)
@@ -146,8 +147,8 @@ class PreparedSource:
         return ok & ~self._drop
 
     def _digests(self, records: RecordTable, index: IndexTable, ok: np.ndarray) -> list[str | None]:
-        """Every usable file's MD5 (``None`` for the others): from the index, where it was read with
-        the decode; files the index has none for (a migrated 0.2 index) are read now."""
+        """Every usable file's MD5 (``None`` for the others): from the index where it has them,
+        else read now and kept in the index (a warm ``setup()`` reads no file)."""
         rows = np.flatnonzero(ok)
         hashed = np.asarray(index.hashed)[rows]
         hexes = np.asarray(index.md5)[rows].tobytes().hex()
@@ -155,8 +156,15 @@ class PreparedSource:
         for j, i in enumerate(rows.tolist()):
             full[i] = hexes[32 * j: 32 * j + 32]
         lacking = rows[~hashed]
-        for i, d in zip(lacking.tolist(), file_digests([records.path(i) for i in lacking], max(2, self.num_workers))):
-            full[i] = d
+        if len(lacking):
+            digests = file_digests([records.path(i) for i in lacking], max(2, self.num_workers))
+            for i, d in zip(lacking.tolist(), digests):
+                full[i] = d
+            try:
+                self._indexed = (records, self._landmarks.store_digests(index, records, lacking, digests))
+            except OSError as err:
+                log.warning("cannot keep the files' digests in %s (%s); they are read again next time",
+                            self._landmarks.cache_file, err)
         return full
 
     def folds(self, path: Path, num_folds: int, seed: int) -> np.ndarray:

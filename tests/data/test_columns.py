@@ -104,6 +104,7 @@ def _old_index(dm: FERDataModule) -> Path:
     records, index = dm.prepared.index()
     li = LandmarkIndex(next(dm.cache_dir.glob("index-*.col")), dm.landmark_settings)
     entries = [index[i].to_json(records.keys[i], (int(index.size[i]), int(index.mtime[i]))) for i in range(len(index))]
+    entries = [{k: v for k, v in e.items() if k != "md5"} for e in entries]  # 0.2 kept no digests
     JournaledCache(li.legacy_file, li.header).finish(entries)
     li.cache_file.unlink()
     return li.legacy_file
@@ -265,7 +266,7 @@ def test_forked_workers_do_not_copy_the_records(tmp_path):
     print(f"private growth over {n} records: columns {grown / 2**20:.2f} MiB, lists {grown_lists / 2**20:.1f} MiB")
 
 
-def test_duplicates_use_the_digests_read_with_the_decode(tmp_path):
+def test_duplicates_read_each_file_once_and_keep_the_digests_in_the_index(tmp_path, monkeypatch):
     import shutil
 
     from lightning_fer.data.duplicates import file_digest
@@ -273,17 +274,31 @@ def test_duplicates_use_the_digests_read_with_the_decode(tmp_path):
     affectnet_layout(tmp_path / "an", 40, image_size=48, faces=7)
     images = sorted((tmp_path / "an" / "Manually_Annotated_Images").rglob("*.jpg"))
     shutil.copyfile(images[0], images[7])  # one byte-identical pair (the same drawn face: the same label)
-    dm = FERDataModule("affectnet", root=str(tmp_path / "an"), num_workers=0, image_size=32, duplicates="drop")
+
+    def module():
+        return FERDataModule("affectnet", root=str(tmp_path / "an"), num_workers=0, image_size=32, duplicates="drop")
+
+    dm = module()
     dm.prepare_data()
+    dm.setup("fit")
+    assert dm.duplicate_report.groups == 1 and sum(dm.duplicate_report.dropped.values()) == 1
     records, index = dm.prepared.index()
     assert index.hashed.all()
     for i in range(len(records)):
         assert index.md5[i].tobytes().hex() == file_digest(records.path(i))
-    dm.setup("fit")
-    assert dm.duplicate_report.groups == 1 and sum(dm.duplicate_report.dropped.values()) == 1
-    # A migrated 0.2 index has no digests: the files are read for them, with the same decisions.
+    def no_reading(paths, num_workers=4):
+        raise AssertionError(f"read {len(paths)} file(s) for their digests again")
+
+    with monkeypatch.context() as m:  # a warm start reads no file for its digests
+        m.setattr("lightning_fer.data.prepare.file_digests", no_reading)
+        again = module()
+        again.prepare_data()
+        again.setup("fit")
+    assert again.splits["train"].tolist() == dm.splits["train"].tolist()
+    # A migrated 0.2 index has no digests: the files are read once more, with the same decisions.
     _old_index(dm)
-    dm2 = FERDataModule("affectnet", root=str(tmp_path / "an"), num_workers=0, image_size=32, duplicates="drop")
-    dm2.setup("fit")
+    dm2 = module()
     assert not dm2.prepared.index()[1].hashed.any()
+    dm2.setup("fit")
+    assert dm2.prepared.index()[1].hashed.all()
     assert dm2.duplicate_report.groups == 1 and dm2.splits["train"].tolist() == dm.splits["train"].tolist()
