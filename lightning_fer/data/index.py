@@ -252,10 +252,10 @@ def set_coverage(index: IndexTable, table: RecordTable, rows: np.ndarray) -> Non
 
 
 def load_saved(cache_file: Path, legacy_file: Path, header: dict,
-               table: RecordTable) -> tuple[IndexTable | None, bool, bool]:
+               table: RecordTable) -> tuple[IndexTable | None, bool]:
     """The saved index with its rows in ``table``'s order (rows it lacks: size -1), whether it
-    was saved for exactly this table (else it must be rewritten), and whether it came from a 0.2
-    JSON index (migrated; the JSON file is left for a 0.2 install that shares the folder)."""
+    was saved for exactly this table (else it must be rewritten). A 0.2 JSON index is migrated
+    (the JSON file is left for a 0.2 install that shares the folder)."""
     if cache_file.is_file():
         try:
             saved_header, saved = IndexTable.load(cache_file)
@@ -265,10 +265,10 @@ def load_saved(cache_file: Path, legacy_file: Path, header: dict,
             if {k: saved_header.get(k) for k in header} != header:
                 log.info("landmark index %s was made with other settings; rebuilding it", cache_file)
             elif saved_header.get("records") == table.digest() and len(saved) == len(table):
-                return saved, True, False
+                return saved, True
             else:
                 log.info("landmark index %s: the records changed; realigning it", cache_file)
-                return realigned(saved, table), False, False
+                return realigned(saved, table), False
     if legacy_file.is_file():
         old = JournaledCache(legacy_file, header).load()
         if old:
@@ -277,5 +277,5 @@ def load_saved(cache_file: Path, legacy_file: Path, header: dict,
         else:
             log.warning("the JSON landmark index %s (lightning_fer 0.2) cannot be used (other settings or "
                         "unreadable); rebuilding the index as %s", legacy_file, cache_file)
-        return from_json(old, table), False, True
-    return None, False, False
+        return from_json(old, table), False
+    return None, False

@@ -68,10 +68,6 @@ class LandmarkIndex:
         self._dlib = None
 
     # -- reading -------------------------------------------------------------------------
-    def _saved(self, table: RecordTable) -> tuple[IndexTable | None, bool]:
-        saved, aligned, _migrated = load_saved(self.cache_file, self.legacy_file, self.header, table)
-        return saved, aligned
-
     # -- building --------------------------------------------------------------------------
     def build(
         self,
@@ -96,7 +92,7 @@ class LandmarkIndex:
         table = RecordTable.of(records)
         n = len(table)
         report = IndexReport(total=n)
-        saved, aligned = self._saved(table)
+        saved, aligned = load_saved(self.cache_file, self.legacy_file, self.header, table)
         k_needed = 68 if self.settings.mode == "dlib" else 5
         if saved is None:
             saved, aligned = IndexTable.empty(n, k_needed), False
