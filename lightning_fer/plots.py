@@ -152,3 +152,30 @@ def plot_timeline(times: Sequence[float], probs, class_names: Sequence[str], tit
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_per_class_recall(recall: dict[str, Sequence[float]], class_names: Sequence[str], title: str,
+                          path: str | os.PathLike) -> Path:
+    """Grouped bars: each model's recall (fractions) per class, side by side.
+
+    Example:
+        >>> import tempfile
+        >>> p = plot_per_class_recall({"a": [0.5, 0.9], "b": [0.6, 0.8]}, ["sad", "happy"], "t",
+        ...                           Path(tempfile.mkdtemp()) / "r.png")
+        >>> p.is_file()
+        True
+    """
+    plt = _plt()
+    k, m = len(class_names), max(len(recall), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * k * m / 2 + 2), 3.8))
+    width = 0.8 / m
+    for i, (name, values) in enumerate(recall.items()):
+        x = np.arange(k) + (i - (m - 1) / 2) * width
+        ax.bar(x, 100 * np.asarray(values, float), width, label=name)
+    ax.set_xticks(np.arange(k), list(class_names))
+    ax.set_ylabel("recall %")
+    ax.set_ylim(0, 100)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)

@@ -80,6 +80,20 @@ def test_experts_snapshots_flip_and_students_in_one_cv_run(tmp_path, monkeypatch
     with pytest.raises(ValueError, match="sppnet#e7"):
         teachers(plan, 0, None)
     assert torch.allclose(targets["probs"][known].sum(1), torch.ones(int(known.sum())), atol=1e-5)
+    # ... and they are the ensemble's soft vote: the teacher's softmax on the face and its mirror,
+    # averaged, recomputed here on a few training faces.
+    from lightning_fer.cv.run import run_datamodule
+    from lightning_fer.fastpath import choose
+    from lightning_fer.models.classifier import FERClassifier
+
+    teacher = FERClassifier.load_from_checkpoint(done["sppnet"]["checkpoint"], map_location="cpu", weights_only=True).eval()
+    plan.overrides = json.loads(argv[argv.index("--overrides") + 1])
+    dm = run_datamodule(plan, 0, ["face"], SPP, image_size=64, training={"augment": False})
+    batch = dm.on_after_batch_transfer(next(iter(dm.loader("train", distributed=False))), 0)
+    x = teacher._input(batch)[:4]
+    with torch.no_grad(), choose(plan.fast_path).autocast():
+        mine = (teacher(x).float().softmax(-1) + teacher(x.flip(-1)).float().softmax(-1)) / 2
+    assert torch.allclose(targets["probs"][batch["index"][:4]], mine, atol=5e-3)
     student = torch.load(done["sppnet.student"]["checkpoint"], map_location="cpu", weights_only=True)
     assert student["hyper_parameters"]["distill"]["teacher"].endswith("soft_targets.pt")
     # Calibration columns: ECE in percent, NLL in nats.

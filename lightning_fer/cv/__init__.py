@@ -37,6 +37,7 @@ from lightning_fer.cv.report import (
 from lightning_fer.cv.run import collect, fit_strategies, unique_names
 from lightning_fer.cv.score import evaluate
 from lightning_fer.ensemble.strategies import EnsembleStrategy
+from lightning_fer.files import save_torch
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,11 @@ def run_cv(
     first = collected[plan.run_name(*plan.runs[0])]
     class_names = first["class_names"]
     fitted = fit_strategies(plan, collected, strategies, len(class_names))  # 3. out-of-fold fitting
-    rows, confusion, what = evaluate(plan, collected, fitted, unique_names(strategies), len(class_names))  # 4. scores
+    kept: dict = {}
+    rows, confusion, what = evaluate(plan, collected, fitted, unique_names(strategies), len(class_names), kept)  # 4. scores
+    # Every row's test probabilities, face by face (paired comparisons: benchmarks/fer2013_zoo.py).
+    save_torch({"labels": {r: d["test_labels"] for r, d in collected.items()}, "class_names": list(class_names),
+                "rows": kept, "what": what}, out / "test_probs.pt")
 
     runs = f"{len(folds)} fold(s) {folds} of {num_folds}" + (f" x seeds {list(seeds)}" if seeds else "")
     table = write_table(rows, out, f"{runs}; views {list(views)}; {len(first['test_labels'])} test images", what)

@@ -13,12 +13,14 @@ from lightning_fer.ensemble.functional import agreement
 __all__ = ["ROW_FIELDS", "evaluate"]
 
 
-def evaluate(plan: Plan, collected: dict[str, dict], fitted: dict, row_names: list[str], num_classes: int):
+def evaluate(plan: Plan, collected: dict[str, dict], fitted: dict, row_names: list[str], num_classes: int,
+             keep: dict | None = None):
     """Table II figures per run for every member (on its own region; whole-face members also
     with the mirrored face when ``flip``) and every strategy on every group, the confusion
     matrices summed over runs, and what each row is (:data:`ROW_FIELDS`, by row name), so that
     readers select rows by columns, never by parsing names (a user's strategy named like a
-    member stays a strategy)."""
+    member stays a strategy). ``keep``, where given, receives every row's test probabilities per run
+    (``keep[row][run name]``), for paired comparisons on the same faces."""
     from torchmetrics.functional.classification import multiclass_confusion_matrix
 
     rows: dict[str, list[dict]] = {}
@@ -28,6 +30,8 @@ def evaluate(plan: Plan, collected: dict[str, dict], fitted: dict, row_names: li
     def record(name: str, probs: torch.Tensor, labels: torch.Tensor, fields: dict, k: int, sd: int | None,
                agree: torch.Tensor | None = None) -> None:
         figures = {**scores(probs, labels, num_classes), **selective(probs, labels, agree)}
+        if keep is not None:
+            keep.setdefault(name, {})[plan.run_name(k, sd)] = probs.detach().float().cpu()
         rows.setdefault(name, []).append({**figures, "fold": k, "seed": sd})
         what[name] = {f: fields.get(f, "") for f in ROW_FIELDS}
         cm = multiclass_confusion_matrix(probs, labels, num_classes)

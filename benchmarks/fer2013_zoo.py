@@ -1,0 +1,145 @@
+"""The FER2013 zoo (issue 33): a lineup of diverse members, every ensemble strategy over them, a
+student distilled from their soft vote, and the paired comparison of the best ensemble with the
+best member on the same PublicTest faces.
+
+    python benchmarks/fer2013_zoo.py                 # cv --config configs/fer2013/zoo.yaml, then the report
+    python benchmarks/fer2013_zoo.py --report-only   # rewrite the results from a finished (or partial) run
+
+Training is ``python -m lightning_fer cv --config configs/fer2013/zoo.yaml`` (each member a cv job;
+resumable). The report reads the run's structured rows (``table2_runs.csv``), its per-face test
+probabilities (``test_probs.pt``) and each member's ``done.json``, and writes
+``benchmarks/results/fer2013_zoo.md`` with the four summary lines a script reads, Table II, the
+paired bootstrap interval and McNemar's test of (best ensemble - best member), per-class recall as a
+table and a picture, and the minutes per member. Text under ``## Notes by hand`` is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from benchmarks.common import machine  # noqa: E402
+
+PAPER = ("sppnet", "resnet50", "inception_v3")
+NOTES = "## Notes by hand"
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def summary_lines(best_member: tuple[str, float], best_ensemble: tuple[str, float, float, float, float],
+                  student: float | None, paper: dict[str, float | None]) -> list[str]:
+    """The four lines a script reads (figures: PublicTest, duplicates dropped).
+
+    Example:
+        >>> summary_lines(("vgg48 + flip", 0.651), ("SoftVote", 0.68, 0.029, 0.018, 0.04), 0.662,
+        ...               {"sppnet": 0.6, "resnet50": None, "inception_v3": None})[1]
+        'best ensemble: SoftVote 68.0% PublicTest (+2.9 over the best member, 95% CI 1.8 to 4.0)'
+    """
+    name, acc = best_member
+    ens, eacc, gain, lo, hi = best_ensemble
+    paper_txt = ", ".join(f"{k} {pct(v) + '%' if v is not None else 'not run'}" for k, v in paper.items())
+    return [f"best member: {name} {pct(acc)}% PublicTest",
+            f"best ensemble: {ens} {pct(eacc)}% PublicTest (+{100 * gain:.1f} over the best member, 95% CI "
+            f"{100 * lo:.1f} to {100 * hi:.1f})",
+            f"student: {pct(student) + '%' if student is not None else 'not trained yet'} PublicTest",
+            f"paper's three: {paper_txt}"]
+
+
+def report(run: Path, out: Path) -> str:
+    import torch
+
+    from lightning_fer.cv.report import markdown_table, read_records, summary_of
+    from lightning_fer.cv.significance import compare
+    from lightning_fer.plots import plot_per_class_recall
+
+    records = read_records(run)
+    probs = torch.load(run / "test_probs.pt", map_location="cpu", weights_only=True)
+    (run_name, labels), = probs["labels"].items()
+    labels = labels.numpy()
+    names = probs["class_names"]
+    rows = {r["model"]: r for r in records}
+
+    def acc(model: str) -> float:
+        return float(rows[model]["acc"])
+
+    members = [m for m, r in rows.items() if r["kind"] == "member" and r["flip"]]
+    students = [m for m, r in rows.items() if r["kind"] == "student" and r["flip"]] or \
+               [m for m, r in rows.items() if ".student" in m and r["flip"]]
+    members = [m for m in members if m not in students]
+    ensembles = [m for m, r in rows.items() if r["kind"] == "strategy" and r["group"] == "all views"
+                 and ".student" not in r["voters"]]
+    best_m = max(members, key=acc)
+    best_e = max(ensembles, key=acc)
+    correct = lambda m: probs["rows"][m][run_name].argmax(1).numpy() == labels  # noqa: E731
+    paired = compare(correct(best_e), correct(best_m))
+    student = max((acc(s) for s in students), default=None)
+    paper = {k: next((acc(m) for m in members if m.split(" ")[0] == k or m.startswith(k + "_")), None) for k in PAPER}
+    lines = summary_lines((best_m, acc(best_m)), (best_e, acc(best_e), paired.diff, paired.lo, paired.hi), student, paper)
+
+    shown = [best_m, best_e, *students[:1]]
+    recall = {m: [float(((probs["rows"][m][run_name].argmax(1).numpy() == c) & (labels == c)).sum() / max((labels == c).sum(), 1))
+                  for c in range(len(names))] for m in shown}
+    figures = out.parent / "fer2013_zoo_figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    plot_per_class_recall(recall, names, figures / "per_class_recall.png",
+                          f"FER2013 PublicTest ({len(labels)} faces, duplicates dropped): recall per class")
+    for png in ("table2.png",):
+        if (run / png).is_file():
+            shutil.copy(run / png, figures / png)
+    minutes = []
+    for done in sorted(run.glob("fold*/*/done.json")):
+        d = json.loads(done.read_text())
+        minutes.append([done.parent.name, f"{d.get('seconds', float('nan')) / 60:.1f}"])
+
+    text = [f"Machine: {machine()}", "",
+            f"FER2013 zoo (`configs/fer2013/zoo.yaml`): members trained on all of Training (duplicates dropped) but "
+            f"the fixed 10% hold-out slice (fold 0 of 10) on which the learning strategies are fitted; every figure "
+            f"on PublicTest ({len(labels)} faces, duplicates dropped).", "", "```", *lines, "```", "",
+            "## Table II", "", markdown_table(summary_of(records)), "",
+            f"## Best ensemble against the best member, face by face", "",
+            f"{best_e} vs {best_m}: {100 * paired.diff:+.2f} points, paired bootstrap 95% interval "
+            f"{100 * paired.lo:+.2f} to {100 * paired.hi:+.2f} (10,000 resamples of the faces); McNemar: "
+            f"{paired.a_only} faces only the ensemble gets right, {paired.b_only} only the member, exact two-sided "
+            f"p = {paired.p_value:.3g}.", "",
+            "## Recall per class (%)", "", "| model | " + " | ".join(names) + " |",
+            "|---|" + "---|" * len(names),
+            *[f"| {m} | " + " | ".join(pct(v) for v in recall[m]) + " |" for m in shown], "",
+            "![per-class recall](fer2013_zoo_figures/per_class_recall.png)", "",
+            "![Table II](fer2013_zoo_figures/table2.png)", "",
+            "## Minutes of training per member (wall, this machine)", "", "| member | minutes |", "|---|---|",
+            *[f"| {a} | {b} |" for a, b in minutes], ""]
+    old = out.read_text() if out.is_file() else ""
+    notes = old[old.index(NOTES):] if NOTES in old else f"{NOTES}\n"
+    out.write_text("\n".join(text) + "\n" + notes)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=str(REPO / "configs" / "fer2013" / "zoo.yaml"))
+    p.add_argument("--run", default="runs/fer2013/zoo", help="the cv run's output_dir")
+    p.add_argument("--out", default=str(HERE / "results" / "fer2013_zoo.md"))
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args(argv)
+    if not args.report_only:
+        from lightning_fer.cv import main as cv_main
+
+        cv_main(["--config", args.config])
+    print(report(Path(args.run), Path(args.out)))
+
+
+if __name__ == "__main__":
+    main()
