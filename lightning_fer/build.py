@@ -84,6 +84,11 @@ class FERCLI(LightningCLI):
         if cfg.trainer.get("precision") is None:
             cfg.trainer.precision = fp.precision
             chosen.append(f"precision {fp.precision}")
+        if self.subcommand == "predict":
+            # predict writes its rows where --data.predict.output says; it leaves no logger folder
+            # (lightning_logs/version_N) and no saved config in the working directory.
+            cfg.trainer.logger = False
+            self.save_config_callback = None
         init = cfg.model.get("init_args")
         data_init = cfg.data.get("init_args") if cfg.get("data") is not None else None
         channels = data_init.get("channels") if data_init is not None else None
@@ -109,6 +114,8 @@ class FERCLI(LightningCLI):
         from lightning_fer.predict import FacePredictionWriter
 
         options = getattr(self.datamodule, "predict_options", None)
+        if options is not None:
+            Path(options.output).unlink(missing_ok=True)  # a failed run leaves no old rows behind either
         if options is not None and not any(isinstance(c, FacePredictionWriter) for c in self.trainer.callbacks):
             self.trainer.callbacks.append(FacePredictionWriter.from_options(options))
         if options is not None:
@@ -117,6 +124,14 @@ class FERCLI(LightningCLI):
             ckpt = self.config[self.subcommand].get("ckpt_path")
             where = Path(ckpt).parent / "onnx" if ckpt and ckpt not in ("best", "last") else None
             self.trainer.callbacks.append(OnnxPredict(options.runtime, where))
+
+    def after_predict(self) -> None:
+        """Where no input gave a face Lightning runs no prediction loop: the writer still writes a
+        row per input (with its reason) and the summary line."""
+        from lightning_fer.predict import FacePredictionWriter
+
+        for writer in (c for c in self.trainer.callbacks if isinstance(c, FacePredictionWriter)):
+            writer.finish_without_faces(self.trainer, self.model)
 
     def after_fit(self) -> None:
         if self.config[self.subcommand].get("test_after_fit"):

@@ -9,6 +9,7 @@ command-line overrides); ``cv`` and ``export`` parse their own options and build
 
 from __future__ import annotations
 
+import os
 import sys
 
 USAGE = """usage: python -m lightning_fer [-h] {fit,validate,test,predict,cv,export,pretrained} --config FILE [--section.key=value ...]
@@ -56,44 +57,123 @@ def main(args: list[str] | None = None, run: bool = True):
         return None
     from lightning_fer.zoo import PretrainedError, expand_argv
 
+    if argv[0] == "predict" and any(a.split("=")[0] in ("--data.predict.help", "--data.init_args.predict.help")
+                                    for a in argv[1:]):
+        print(PREDICT_HELP.rsplit("\n\nevery option", 1)[0])
+        return None
     try:
         expanded = expand_argv(argv)
     except PretrainedError as err:
-        if args is not None:
+        if args is not None or os.environ.get(TRACEBACK_ENV):
             raise
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     argv = expanded
+    if argv[0] == "predict" and any(a in ("-h", "--help") for a in argv[1:]):
+        print(PREDICT_HELP)  # its own options first; LightningCLI's full list follows
     try:
         return _run(argv, args, run)
     except Exception as err:
         one_line = _one_line(err, argv)
-        if one_line is None or args is not None:  # called from Python: the caller handles it
+        if one_line is None or args is not None or os.environ.get(TRACEBACK_ENV):  # from Python: the caller handles it
             raise
-        print(f"error: {one_line}", file=sys.stderr)
+        print(f"error: {one_line} (set {TRACEBACK_ENV}=1 for the traceback)", file=sys.stderr)
         raise SystemExit(2) from None
 
 
+#: Set (to anything) to see the traceback of a user error instead of its one line.
+TRACEBACK_ENV = "LIGHTNING_FER_TRACEBACK"
+
+PREDICT_HELP = """predict: label every face in photos and videos (or the test split of --config's data)
+
+  python -m lightning_fer predict --pretrained NAME --data.predict.path PATH [options]
+  python -m lightning_fer predict --config FILE --ckpt_path CKPT --data.predict.path PATH [options]
+
+its own options (all under --data.predict., also written --data.init_args.predict.):
+  --pretrained NAME               a shipped model (python -m lightning_fer pretrained lists them)
+  --data.predict.path PATH        a photo, a video, or a folder of them (searched recursively)
+  --data.predict.output FILE      rows to this .csv or .json (default runs/predict/predictions.csv),
+                                  written afresh each run: a row per face, and per input without one
+  --data.predict.annotate_dir DIR copies with boxes and labels, at the inputs' relative paths
+  --data.predict.min_face_prob P  MTCNN probability a face needs (default 0.9)
+  --data.predict.runtime MODE     auto, eager or onnx (default auto: ONNX Runtime where faster)
+  --data.predict.video.fps F      frames per second to look at in videos (default: every frame)
+  --data.predict.video.smooth N   average each track over N looked-at frames (default 1)
+  --data.face_box image           every photo is one face (pre-cropped faces): no detector
+
+exit status: 0 when the rows were written (inputs without a face, or unreadable, are rows with an
+'error'); 2 for a user error (a missing path, an unknown option, a bad value or config), said in one
+line; set LIGHTNING_FER_TRACEBACK=1 to see its traceback.
+
+every option of the run follows:
+"""
+
+
 def _one_line(err: BaseException, argv: list[str]) -> str | None:
-    """What to say in one line, without a traceback, for the errors a user makes with files:
-    a missing member, a shipped model's problem, a checkpoint the weights-only loader refuses
-    (as ``--ckpt_path``, named from the command line, or as a member)."""
+    """What to say in one line, without a traceback, for the errors a user makes: a missing
+    member or predict path, a shipped model's problem, a checkpoint the weights-only loader
+    refuses (as ``--ckpt_path``, named from the command line, or as a member), an option or
+    value the parser refuses, a YAML file the safe loader refuses."""
+    import argparse
     import pickle
 
+    import yaml
+
     from lightning_fer.cv.jobs import JobError
+    from lightning_fer.data.photos import PredictInputError
     from lightning_fer.ensemble.module import MemberNotFoundError
+    from lightning_fer.options import OptionError
     from lightning_fer.zoo import PretrainedError, UnsafeCheckpointError, unsafe_message
 
-    for kind in (MemberNotFoundError, PretrainedError, UnsafeCheckpointError, JobError):
+    for kind in (MemberNotFoundError, PretrainedError, UnsafeCheckpointError, JobError, PredictInputError, OptionError):
         found = _cause(err, kind)
         if found is not None:
             return str(found)
+    refused_yaml = _cause(err, yaml.YAMLError)
+    if refused_yaml is not None:
+        mark = getattr(refused_yaml, "problem_mark", None)
+        where = f"{mark.name}, line {mark.line + 1}" if mark is not None else "a config"
+        what = getattr(refused_yaml, "problem", None) or str(refused_yaml).splitlines()[0]
+        return (f"{_config_named(argv) or where}: YAML refused by the safe loader ({what}, {where}): configs hold plain "
+                "values (no Python tags)")
+    parse = _cause(err, argparse.ArgumentError)
+    if parse is not None or (isinstance(err, ValueError) and str(err).startswith("Does not validate")):
+        return _parser_line(str(parse or err), argv)
     refused = _cause(err, pickle.UnpicklingError)
     if refused is not None:
         ckpt = next((a.split("=", 1)[1] if "=" in a else argv[i + 1] for i, a in enumerate(argv)
                      if a.startswith("--ckpt_path") and (("=" in a) or i + 1 < len(argv))), "the checkpoint")
         return unsafe_message(ckpt, refused)
     return None
+
+
+_BOILERPLATE = ("Parser key", "Does not validate", "Subtypes:", "Errors:", "Given value", "Expected a",
+                "Problem with given class_path", "- Expected a")
+
+
+def _parser_line(message: str, argv: list[str]) -> str:
+    """One line from jsonargparse's nested message: an unknown option named as it was typed (with
+    the accepted ones nearby), else the innermost reason."""
+    import difflib
+    import re
+
+    unknown = re.search(r"Option '([^']+)' is not accepted", message) or re.search(r"Key '([^']+)' is not expected", message)
+    if unknown:
+        key = unknown.group(1)
+        typed = next((a.split("=", 1)[0] for a in argv if a.startswith("--") and a.split("=", 1)[0].endswith("." + key)),
+                     f"--...{key}")
+        from lightning_fer.data.photos import PredictOptions
+
+        near = difflib.get_close_matches(key, list(PredictOptions.__dataclass_fields__), n=1)
+        hint = f" (did you mean {typed.rsplit('.', 1)[0]}.{near[0]}?)" if near and ".predict." in typed else ""
+        return f"{typed}: unknown option{hint}; 'python -m lightning_fer {argv[0]} --help' lists them"
+    lines = [ln.strip().lstrip("- ").strip() for ln in message.splitlines()]
+    useful = [ln for ln in lines if ln and not ln.startswith(_BOILERPLATE)]
+    return useful[0] if useful else lines[0]
+
+
+def _config_named(argv: list[str]) -> str | None:
+    return next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), None)
 
 
 def _run(argv: list[str], args, run: bool):
@@ -107,7 +187,7 @@ def _run(argv: list[str], args, run: bool):
         argv = argv[1:]
     from lightning_fer.build import make_cli
 
-    return make_cli(argv, run=run)
+    return make_cli(argv, run=run, exit_on_error=args is not None)
 
 
 def _cause(err: BaseException | None, kind: type) -> BaseException | None:

@@ -40,3 +40,8 @@ def group(cls, value: Any):
     if isinstance(value, dict):
         return cls(**value)
     return cls(**{f.name: getattr(value, f.name) for f in dataclasses.fields(cls) if hasattr(value, f.name)})
+
+
+class OptionError(ValueError):
+    """A value a user gave an option that it cannot take: the message names the option (as typed on
+    the command line) and what it takes; the command line says it in one line."""

@@ -159,8 +159,16 @@ def materialize(name: str) -> tuple[Path, Path]:
     entry = registry()[name]
     folder = _home() / f"{name}-{entry['sha256'][:12]}"
     config, ckpt = folder / f"{name}.yaml", folder / f"{name}.ckpt"
-    if config.is_file() and ckpt.is_file():
+    manifest = folder / "files.json"
+    broken = _broken_files(folder, manifest)
+    if not broken:
         return config, ckpt
+    if not manifest.is_file() and (config.exists() or ckpt.exists()):
+        log.info("--pretrained %s: the cached copy in %s was written without a list of its files' hashes: written "
+                 "again with one", name, folder)
+    elif manifest.is_file():
+        log.warning("--pretrained %s: the cached copy in %s is broken (%s): written again from the bundle",
+                    name, folder, broken)
     bundle = safe_load(path)
     data = {"class_path": "lightning_fer.FERDataModule", "init_args": dict(bundle["data"])}
     if bundle["kind"] == "member":
@@ -182,7 +190,27 @@ def materialize(name: str) -> tuple[Path, Path]:
                                "flip": bool(bundle["flip"])}}
     write_text(config, f"# {name}: written from {path} by lightning_fer.zoo.materialize; do not edit\n"
                + yaml.safe_dump({"model": model, "data": data}, sort_keys=False))
+    files = sorted(f for f in folder.iterdir() if f.suffix in (".ckpt", ".yaml"))
+    write_text(manifest, json.dumps({f.name: sha256(f) for f in files}, indent=1))  # last: the copy is whole
     return config, ckpt
+
+
+def _broken_files(folder: Path, manifest: Path) -> str | None:
+    """Why the cached copy in ``folder`` cannot be used (``None``: every file it lists is there
+    with its SHA-256): it is checked on every use, as the bundle is."""
+    if not manifest.is_file():
+        return "no list of its files" if folder.exists() else "not written yet"
+    try:
+        listed = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "its list of files cannot be read"
+    for file, digest in listed.items():
+        f = folder / file
+        if not f.is_file():
+            return f"{file} is missing"
+        if sha256(f) != digest:
+            return f"{file} was changed or cut (SHA-256 differs)"
+    return None
 
 
 def _pl_version() -> str:
@@ -210,6 +238,11 @@ def expand_argv(argv: list[str]) -> list[str]:
     sub = rest[0] if rest else ""
     if sub not in SUBCOMMANDS:
         raise PretrainedError(f"--pretrained works with {', '.join(SUBCOMMANDS)}, not {sub or 'no subcommand'!r}")
+    given = lambda *opts: any(a == o or a.startswith(o + "=") for a in rest for o in opts)  # noqa: E731
+    if sub == "predict" and not given("--data.predict.path", "--data.init_args.predict.path", "--data.root",
+                                      "--data.init_args.root") and not any(a in ("-h", "--help") for a in rest):
+        raise PretrainedError(f"predict --pretrained {name} needs --data.predict.path PATH: a photo, a video or a "
+                              "folder of them (or --data.root to predict on the test split of the data it learnt from)")
     for option in ("--ckpt_path", "--config"):
         if any(a == option or a.startswith(option + "=") for a in rest):
             raise PretrainedError(f"--pretrained {name} brings its own config and checkpoint: drop {option} "

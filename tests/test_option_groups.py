@@ -69,7 +69,7 @@ def test_group_values_are_checked_and_named(tmp_path):
         FERDataModule("synthetic", root=str(tmp_path), landmarks={"no_face": "guess"})
     with pytest.raises(ValueError, match=r"training.fraction must be in \(0, 1\]"):
         FERDataModule("synthetic", root=str(tmp_path), training={"fraction": 2.0})
-    with pytest.raises(ValueError, match=r"predict.output 'x.txt' must end in .csv or .json"):
+    with pytest.raises(ValueError, match=r"--data.predict.output 'x.txt': must end in .csv or .json"):
         FERDataModule("synthetic", root=str(tmp_path), predict={"path": "a.jpg", "output": "x.txt"})
 
 

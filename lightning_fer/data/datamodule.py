@@ -170,7 +170,11 @@ class FERDataModule(L.LightningDataModule):
     def class_names(self) -> list[str] | None:
         """Class names in label order (reads the source on first use). ``None`` where the source
         is not on this machine (predicting on photos with a shipped model, exporting it): the
-        model's own classes are used."""
+        model's own classes are used. Predicting on photos (``predict.path`` set) never reads the
+        source: the model's classes are the answer's, and a one-photo run must not scan a data set
+        that happens to be at ``root``."""
+        if self.predict_options is not None:
+            return None
         try:
             return self.prepared.load()[1]
         except FileNotFoundError as err:
@@ -211,12 +215,8 @@ class FERDataModule(L.LightningDataModule):
         if stage == "predict" and self.predict_options:
             if self.photo_scan is None:
                 opts = self.predict_options
-                self.photo_scan = scan_photos(opts.path, opts.min_face_prob, self.landmark_settings.device, opts.video,
-                                              whole_image=self.face_box == "image")
-                self.datasets["predict"] = PhotoFacesDataset(
-                    self.photo_scan, FaceTransform(self.views, self.image_size, None, wire=self.wire,
-                                                                    channels=self.channels)
-                )
+                self.use_scan(scan_photos(opts.path, opts.min_face_prob, self.landmark_settings.device, opts.video,
+                                          whole_image=self.face_box == "image"))
             return
         if "train" in self.datasets:
             return
@@ -241,6 +241,14 @@ class FERDataModule(L.LightningDataModule):
             real = masks[used].mean(0)
             log.info("views located (share of faces in the splits): %s",
                      ", ".join(f"{v} {100 * r:.1f}%" for v, r in zip(self.views, real)))
+
+    def use_scan(self, scan) -> None:
+        """Predict on the faces of ``scan`` (a :class:`~lightning_fer.data.photos.PhotoScan`):
+        ``setup("predict")`` scans ``predict.path`` into it; :class:`lightning_fer.Predictor` scans
+        its own inputs. One transform and one normalisation for both."""
+        self.photo_scan = scan
+        self.datasets["predict"] = PhotoFacesDataset(
+            scan, FaceTransform(self.views, self.image_size, None, wire=self.wire, channels=self.channels))
 
     def match_classes(self, model_classes: list[str]) -> dict[str, dict]:
         """Relabel the evaluation splits for a model whose classes are ``model_classes``

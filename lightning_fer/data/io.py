@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -48,6 +50,87 @@ def load_image_checked(path: str) -> np.ndarray:
     if arr.ndim != 3 or arr.shape[0] < 2 or arr.shape[1] < 2:
         raise ImageReadError(f"{path}: degenerate image of shape {arr.shape}")
     return np.ascontiguousarray(arr)
+
+
+#: Photos are detected on at most this many pixels on their longer side (larger ones are decoded
+#: reduced where the format allows, then shrunk): an 8000x8000 photo costs what a 2048 px one does.
+MAX_PHOTO_SIDE = 2048
+
+
+def read_photo(source, max_side: int | None = MAX_PHOTO_SIDE, name: str | None = None) -> tuple[np.ndarray, float]:
+    """A photo to find faces in, as a person sees it: RGB uint8 ``[H, W, 3]``, turned upright by
+    its EXIF orientation (phone photos are often stored sideways), and shrunk so that its longer
+    side is at most ``max_side``; and the scale of the result (its pixels per pixel of the upright
+    original: 1.0 when not shrunk). Boxes found on it are divided by the scale to give the
+    original's pixels.
+
+    ``source``: a path, a PIL image or an RGB (or grey) uint8 array (arrays are taken as they are).
+    Training data is read as stored (:func:`read_image`), never turned: its annotations were made on
+    the stored pixels.
+
+    Raises:
+        ImageReadError: naming the file (or ``name``) and why: missing, empty, not an image,
+            truncated, a decompression bomb (more pixels than Pillow's ``Image.MAX_IMAGE_PIXELS``
+            allows twice over), or degenerate (smaller than 2x2).
+
+    Example:
+        >>> img, scale = read_photo(np.zeros((4000, 1000, 3), np.uint8))
+        >>> img.shape, scale
+        ((2048, 512, 3), 0.512)
+    """
+    from PIL import ImageOps
+
+    label = name or str(source)
+    if isinstance(source, np.ndarray):
+        arr = source if source.ndim == 3 else np.repeat(source[..., None], 3, axis=2)
+        if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
+            raise ImageReadError(f"{label}: an array photo must be uint8 RGB [H, W, 3] (or grey [H, W]), "
+                                 f"got {arr.dtype} {tuple(source.shape)}")
+        arr, full = arr[..., :3], max(source.shape[:2])
+    else:
+        try:
+            arr, full = _decode_upright(source, label, max_side)
+        except ImageReadError:
+            raise
+        except Image.DecompressionBombError as err:
+            raise ImageReadError(f"{label}: refused as a decompression bomb ({err}); shrink it, or raise "
+                                 "PIL.Image.MAX_IMAGE_PIXELS if it is a genuine photo") from None
+        except FileNotFoundError:
+            raise ImageReadError(f"{label}: file not found") from None
+        except UnidentifiedImageError:
+            raise ImageReadError(f"{label}: not an image (unrecognised bytes)") from None
+        except (OSError, ValueError, SyntaxError) as err:
+            raise ImageReadError(f"{label}: cannot decode: {err}") from None
+    if arr.ndim != 3 or arr.shape[0] < 2 or arr.shape[1] < 2:
+        raise ImageReadError(f"{label}: degenerate image of shape {tuple(arr.shape)} (smaller than 2x2)")
+    h, w = arr.shape[:2]
+    if max_side and max(h, w) > max_side:
+        f = max_side / max(h, w)
+        arr = cv2.resize(arr, (max(2, round(w * f)), max(2, round(h * f))), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(arr), max(arr.shape[:2]) / full
+
+
+def _decode_upright(source, label: str, max_side: int | None) -> tuple[np.ndarray, int]:
+    """Decode a file or PIL image upright; and the longer side of the upright original (before a
+    reduced decode)."""
+    from PIL import ImageOps
+
+    if isinstance(source, Image.Image):
+        im, own = source, False
+    else:
+        if os.path.isfile(source) and os.path.getsize(source) == 0:
+            raise ImageReadError(f"{label}: empty file (0 bytes)")
+        im, own = Image.open(source), True
+    try:
+        full = max(im.size)
+        if max_side and full > 2 * max_side and im.format == "JPEG":
+            im.draft("RGB", (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 of the size: bounded memory
+        im.load()
+        upright = ImageOps.exif_transpose(im) or im
+        return _to_rgb8(upright), full
+    finally:
+        if own:
+            im.close()
 
 
 def read_image(path: str) -> np.ndarray:

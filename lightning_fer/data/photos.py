@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lightning_fer.data.io import ImageReadError, load_image_checked, read_image
+from lightning_fer.data.io import MAX_PHOTO_SIDE, ImageReadError, read_image, read_photo
 from lightning_fer.data.sources import IMAGE_EXTENSIONS
 from lightning_fer.data.transforms import FaceTransform
 from lightning_fer.data.video import VIDEO_EXTENSIONS, VideoOptions, is_video, scan_video
@@ -49,12 +49,14 @@ class PredictOptions:
     runtime: Literal["auto", "eager", "onnx"] = "auto"
 
     def __post_init__(self) -> None:
+        from lightning_fer.options import OptionError
+
         if self.runtime not in ("auto", "eager", "onnx"):
-            raise ValueError(f"predict.runtime must be auto, eager or onnx, got {self.runtime!r}")
+            raise OptionError(f"--data.predict.runtime {self.runtime!r}: must be auto, eager or onnx")
         if not self.output.endswith((".csv", ".json")):
-            raise ValueError(f"predict.output {self.output!r} must end in .csv or .json")
+            raise OptionError(f"--data.predict.output {self.output!r}: must end in .csv or .json")
         if not 0.0 <= self.min_face_prob <= 1.0:
-            raise ValueError(f"predict.min_face_prob must be in [0, 1], got {self.min_face_prob}")
+            raise OptionError(f"--data.predict.min_face_prob {self.min_face_prob}: must be in [0, 1]")
 
     @classmethod
     def of(cls, value) -> PredictOptions | None:
@@ -70,8 +72,10 @@ class PredictOptions:
 
 @dataclass
 class Face:
-    """One face found in a photo, or in a video frame (``frame``, ``time`` in seconds, ``track``;
-    the pixels around it kept in ``crop``, whose top-left corner is at ``offset``)."""
+    """One face found in a photo, or in a video frame (``frame``, ``time`` in seconds, ``track``).
+    ``box`` and ``points`` are in pixels of the upright original picture; the pixels around the
+    face are kept in ``crop``, where a point ``xy`` of the original is at ``xy * scale - offset``
+    (``scale`` < 1 where a large photo was shrunk before detection)."""
 
     file: str
     face: int
@@ -83,26 +87,69 @@ class Face:
     track: int | None = None
     crop: np.ndarray | None = None
     offset: tuple[float, float] = (0.0, 0.0)
+    scale: float = 1.0
+
+    def in_crop(self) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+        """The points and the box in the crop's pixels."""
+        dx, dy = self.offset
+        s = self.scale
+        box = (self.box[0] * s - dx, self.box[1] * s - dy, self.box[2] * s - dx, self.box[3] * s - dy)
+        return self.points * np.float32(s) - np.float32([dx, dy]), box
+
+
+def face_of(image: np.ndarray, points, box, prob: float, number: int, file: str = "", scale: float = 1.0,
+            frame: int | None = None, time: float | None = None, track: int | None = None) -> Face:
+    """A face found at ``box`` / ``points`` (pixels of ``image``, which is the original shrunk by
+    ``scale``), keeping only the pixels around it (its box and one side more on each side, more
+    than the views' margin) so that long videos and large folders do not fill memory."""
+    h, w = image.shape[:2]
+    box = np.asarray(box, np.float64)
+    side = max(box[2] - box[0], box[3] - box[1], 1.0)
+    x0, y0 = int(max(0, box[0] - side)), int(max(0, box[1] - side))
+    x1, y1 = int(min(w, box[2] + side + 1)), int(min(h, box[3] + side + 1))
+    return Face(file, number, tuple(float(v) / scale for v in box), np.asarray(points, np.float32) / np.float32(scale),
+                float(prob), frame, time, track, np.ascontiguousarray(image[y0:y1, x0:x1]), (float(x0), float(y0)),
+                float(scale))
 
 
 def video_face(image: np.ndarray, frame: int, time: float, points, box, prob: float, track: int, number: int,
                file: str = "") -> Face:
-    """A face of a video frame, keeping only the pixels around it (its box and one side more on
-    each side, more than the views' margin) so that long videos do not fill memory."""
-    h, w = image.shape[:2]
-    side = max(box[2] - box[0], box[3] - box[1], 1.0)
-    x0, y0 = int(max(0, box[0] - side)), int(max(0, box[1] - side))
-    x1, y1 = int(min(w, box[2] + side + 1)), int(min(h, box[3] + side + 1))
-    return Face(file, number, tuple(float(v) for v in box), np.asarray(points, np.float32), prob, frame, time, track,
-                np.ascontiguousarray(image[y0:y1, x0:x1]), (float(x0), float(y0)))
+    """A face of a video frame (see :func:`face_of`)."""
+    return face_of(image, points, box, prob, number, file, 1.0, frame, time, track)
+
+
+#: Seconds between progress lines off a terminal (a tqdm bar on one).
+PROGRESS_EVERY = 15.0
+
+#: The kinds of input that gave no face: counted apart in the summary line.
+NO_FACE, UNREADABLE = "no_face", "unreadable"
 
 
 @dataclass
 class PhotoScan:
-    """The faces found under a path, and what could not be used (reported, never dropped)."""
+    """The faces found in the inputs, and a row for each input (or video frame) without one:
+    reported, never dropped. ``inputs`` counts files and in-memory images; ``without_face`` the
+    readable ones with no face at all; ``unreadable`` those that could not be read."""
 
     faces: list[Face] = field(default_factory=list)
-    problems: list[tuple] = field(default_factory=list)  # (file, reason) or (file, reason, {frame, time})
+    problems: list[tuple] = field(default_factory=list)  # (file, reason, {frame, time}, kind)
+    inputs: int = 0
+    without_face: int = 0
+    unreadable: int = 0
+    root: str | None = None
+
+    def problem(self, file: str, reason: str, kind: str = UNREADABLE, **where) -> None:
+        self.problems.append((str(file), reason, where, kind))
+
+    def summary(self, output: str | None = None) -> str:
+        """The one line ``predict`` ends with."""
+        where = f"; rows in {output}" if output else ""
+        return (f"predict: {self.inputs} input(s), {len(self.faces)} face(s), {self.without_face} input(s) without a "
+                f"face, {self.unreadable} unreadable{where}")
+
+
+class PredictInputError(ValueError):
+    """A predict path that does not exist: a user error, said in one line."""
 
 
 def list_photos(path: str | os.PathLike) -> list[Path]:
@@ -112,7 +159,7 @@ def list_photos(path: str | os.PathLike) -> list[Path]:
         return [p]
     if p.is_dir():
         return sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
-    raise FileNotFoundError(f"predict_path {p} is neither an image or video file nor a folder")
+    raise PredictInputError(f"--data.predict.path {p}: no such file or folder; give a photo, a video or a folder of them")
 
 
 class WholeImage:
@@ -134,32 +181,71 @@ class WholeImage:
         return [self._face(f) for f in frames]
 
 
-def scan_photos(path: str | os.PathLike, min_prob: float = 0.9, device: str | None = None,
-                video: VideoOptions = VideoOptions(), whole_image: bool = False) -> PhotoScan:  # noqa: B008
-    """Find every face in every photo, and in every (looked-at) frame of every video, under
-    ``path`` with MTCNN; faces in videos are followed as tracks. ``whole_image``: every photo
-    and frame is one face, the whole picture (:class:`WholeImage`), and MTCNN is not run."""
+def make_detector(whole_image: bool = False, device: str | None = None):
+    """MTCNN (:class:`~lightning_fer.data.detection.FaceDetector`), or :class:`WholeImage`."""
     from lightning_fer.data.detection import FaceDetector, LandmarkSettings
 
-    detector = WholeImage() if whole_image else FaceDetector(LandmarkSettings(), device)
+    return WholeImage() if whole_image else FaceDetector(LandmarkSettings(), device)
+
+
+def scan_photos(path: str | os.PathLike, min_prob: float = 0.9, device: str | None = None,
+                video: VideoOptions = VideoOptions(), whole_image: bool = False, detector=None,  # noqa: B008
+                max_side: int | None = MAX_PHOTO_SIDE) -> PhotoScan:
+    """Find every face in every photo, and in every (looked-at) frame of every video, under
+    ``path`` with MTCNN; faces in videos are followed as tracks. ``whole_image``: every photo
+    and frame is one face, the whole picture (:class:`WholeImage`), and MTCNN is not run. An
+    empty folder gives one row that says so."""
+    files = list_photos(path)
+    scan = scan_inputs(files, min_prob, device, video, whole_image, detector, max_side)
+    scan.root = str(Path(path).expanduser()) if Path(path).expanduser().is_dir() else None
+    if not files:
+        scan.problem(str(path), f"no image or video files in this folder (looked for {', '.join(IMAGE_EXTENSIONS)}, "
+                                f"{', '.join(VIDEO_EXTENSIONS)})", UNREADABLE)
+    log.info("%d face(s) in %s; %d file(s) without a usable face", len(scan.faces), path,
+             scan.without_face + scan.unreadable)
+    return scan
+
+
+def input_name(item, i: int) -> str:
+    """How an input is named in rows: its path, or ``<image i>`` for a PIL image or an array."""
+    return str(item) if isinstance(item, (str, os.PathLike)) else f"<image {i}>"
+
+
+def scan_inputs(items, min_prob: float = 0.9, device: str | None = None, video: VideoOptions = VideoOptions(),  # noqa: B008
+                whole_image: bool = False, detector=None, max_side: int | None = MAX_PHOTO_SIDE) -> PhotoScan:
+    """Faces in each of ``items`` (paths of photos or videos, PIL images, RGB uint8 arrays), in
+    order, with a progress bar over them (a log line every 15 s off a terminal)."""
+    from lightning_fer.progress import Progress
+
+    detector = detector or make_detector(whole_image, device)
     if whole_image:
-        log.info("face_box=image: every photo and video frame under %s is labelled as one face (no MTCNN)", path)
+        log.info("face_box=image: every photo and video frame is labelled as one face (no MTCNN)")
     scan = PhotoScan()
-    for f in list_photos(path):
-        if is_video(f):
-            scan_video(f, detector, video, min_prob, lambda *a, f=f: video_face(*a, file=str(f)), scan)
-            continue
-        try:
-            image = load_image_checked(str(f))
-        except ImageReadError as err:
-            scan.problems.append((str(f), str(err).split(": ", 1)[-1]))
-            continue
-        faces = detector.detect_all(image, min_prob)
-        if not faces:
-            scan.problems.append((str(f), f"no face found (MTCNN, probability >= {min_prob})"))
-        for i, (pts, box, prob) in enumerate(faces):
-            scan.faces.append(Face(str(f), i, tuple(float(v) for v in box), pts, prob))
-    log.info("%d face(s) in %s; %d file(s) without a usable face", len(scan.faces), path, len(scan.problems))
+    with Progress(len(items), "finding faces", unit="input", every=PROGRESS_EVERY) as bar:
+        for i, item in enumerate(items):
+            scan.inputs += 1
+            name = input_name(item, i)
+            if isinstance(item, (str, os.PathLike)) and is_video(item):
+                before, problems = len(scan.faces), len(scan.problems)
+                scan_video(Path(item), detector, video, min_prob, lambda *a, f=name: video_face(*a, file=f), scan)
+                if len(scan.faces) == before:
+                    unread = any(p[3] == UNREADABLE for p in scan.problems[problems:])
+                    scan.unreadable += unread
+                    scan.without_face += not unread
+            else:
+                try:
+                    image, scale = read_photo(item, max_side, name)
+                except ImageReadError as err:
+                    scan.problem(name, str(err).split(": ", 1)[-1], UNREADABLE)
+                    scan.unreadable += 1
+                else:
+                    faces = detector.detect_all(image, min_prob)
+                    if not faces:
+                        scan.problem(name, f"no face found (MTCNN, probability >= {min_prob})", NO_FACE)
+                        scan.without_face += 1
+                    for k, (pts, box, prob) in enumerate(faces):
+                        scan.faces.append(face_of(image, pts, box, prob, k, name, scale))
+            bar.update(1)
     return scan
 
 
@@ -177,10 +263,9 @@ class PhotoFacesDataset(Dataset):
         face = self.scan.faces[i]
         if face.crop is None:
             out = self.transform(read_image(face.file), face.points, face.box)
-        else:  # a video face: its crop, with the points and box moved into it
-            dx, dy = face.offset
-            box = (face.box[0] - dx, face.box[1] - dy, face.box[2] - dx, face.box[3] - dy)
-            out = self.transform(face.crop, face.points - np.float32([dx, dy]), box)
+        else:  # the pixels kept around the face, with the points and box moved into them
+            points, box = face.in_crop()
+            out = self.transform(face.crop, points, box)
         return {"image": torch.from_numpy(out["image"]), "views": torch.from_numpy(out["views"]), "label": -1, "index": i}
 
 

@@ -104,10 +104,14 @@ def scan_video(path: Path, detector, options: VideoOptions, min_prob: float, mak
 
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
-        scan.problems.append((str(path), "cannot be opened as a video (unreadable, or not a video)", {}))
+        scan.problem(str(path), "cannot be opened as a video (unreadable, or not a video)", "unreadable")
         return
     try:
-        fps = frame_rate(cap, path, options)
+        try:
+            fps = frame_rate(cap, path, options)
+        except ValueError as err:
+            scan.problem(str(path), str(err).split(": ", 1)[-1], "unreadable")
+            return
         stated = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         every = 1.0 if not options.fps or options.fps >= fps else fps / options.fps
         tracker, pending, read, step, next_take = IoUTracker(options.min_iou, options.max_gap), [], 0, 0, 0.0
@@ -118,8 +122,8 @@ def scan_video(path: Path, detector, options: VideoOptions, min_prob: float, mak
             for (index, frame), faces in zip(pending, found):
                 t = round(index / fps, 4)
                 if not faces:
-                    scan.problems.append((str(path), f"no face found (MTCNN, probability >= {min_prob})",
-                                          {"frame": index, "time": t}))
+                    scan.problem(str(path), f"no face found (MTCNN, probability >= {min_prob})", "no_face",
+                                 frame=index, time=t)
                 ids = tracker.update(step, [box for _, box, _ in faces])
                 for k, ((pts, box, prob), track) in enumerate(zip(faces, ids)):
                     scan.faces.append(make_face(frame, index, t, pts, box, prob, track, k))
@@ -144,9 +148,9 @@ def scan_video(path: Path, detector, options: VideoOptions, min_prob: float, mak
     finally:
         cap.release()
     if read == 0:
-        scan.problems.append((str(path), "no frame could be read (empty or broken video)", {}))
+        scan.problem(str(path), "no frame could be read (empty or broken video)", "unreadable")
     elif stated and read < stated:
-        scan.problems.append((str(path), f"truncated: {read} of the {stated} frames the container states could be "
-                                         "read", {"frame": read}))
+        scan.problem(str(path), f"truncated: {read} of the {stated} frames the container states could be read",
+                     "truncated", frame=read)
     log.info("%s: %d frame(s) read at %.2f fps, every %.3g looked at; %d track(s)", path, read, fps, every,
              tracker._next)

@@ -90,8 +90,19 @@ def score(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[s
         (0.667, 0.667, 0.5, 0.333)
     """
     metrics = classification_metrics(num_classes)
-    metrics.update(to_probabilities(probs), labels)
+    probs, labels = known(to_probabilities(probs), labels)
+    if not labels.numel():  # no face of a class the model knows: nothing to score
+        return dict.fromkeys(metrics.keys(), float("nan"))
+    metrics.update(probs, labels)
     return {k: float(v) for k, v in metrics.compute().items()}
+
+
+def known(scores: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows whose label is a class the model knows (not :data:`UNKNOWN_CLASS`): torchmetrics
+    cannot update on a batch whose every label is ignored, so such rows are left out here, and a
+    batch of only unknown labels (another data set's class, sorted together) updates nothing."""
+    keep = y != UNKNOWN_CLASS
+    return (scores, y) if bool(keep.all()) else (scores[keep], y[keep])
 
 
 class EvaluationMixin:
@@ -117,7 +128,9 @@ class EvaluationMixin:
 
     def update_metrics(self, scores: torch.Tensor, y: torch.Tensor, stage: str) -> None:
         metrics = getattr(self, f"{stage}_metrics")
-        scores = self.probabilities(scores)
+        scores, y = known(self.probabilities(scores), y)
+        if not y.numel():
+            return
         metrics.update(scores, y)
         getattr(self, f"{stage}_f1_per_class").update(scores, y)
         getattr(self, f"{stage}_confusion").update(scores, y)
