@@ -330,3 +330,19 @@ def test_analyze_works_for_an_ensemble_and_a_video_and_names_bad_inputs(home):
         lightning_fer.analyze(str(home / "empty.jpg"))
     out = lightning_fer.analyze([str(home / "empty.jpg"), _astronaut()], on_error="skip")
     assert out[0] == [] and out[1][0]["label"] == "happy"
+
+
+def test_a_run_says_its_face_box_and_warns_when_whole_large_pictures_are_faces(tmp_path, caplog):
+    from lightning_fer import FERDataModule
+
+    for label in ("happy", "sad"):
+        (tmp_path / "d" / "train" / label).mkdir(parents=True)
+        for i in range(2):
+            cv2.imwrite(str(tmp_path / "d" / "train" / label / f"{i}.jpg"), _astronaut()[:, :, ::-1])
+    dm = FERDataModule("folder", str(tmp_path / "d"), image_size=48, num_workers=0, fold=None, landmarks="template",
+                       cache_dir=str(tmp_path / "c"))
+    with caplog.at_level(logging.INFO, logger="lightning_fer"):
+        dm.prepare_data()
+        dm.setup("fit")
+    assert "face box: the whole picture (face_box auto, landmarks template)" in caplog.text
+    assert "512 px wide (median), over 3x the model's 48 px input" in caplog.text

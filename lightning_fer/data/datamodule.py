@@ -123,8 +123,10 @@ class FERDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         landmarks, training = LandmarkSettings.of(landmarks), group(TrainingData, training)
-        if landmarks.mode == "dlib" and face_box == "image" and landmarks.dlib_on != "image":
-            landmarks = dataclasses.replace(landmarks, dlib_on="image")  # pre-cropped faces: Dlib on the whole crop
+        if landmarks.mode == "dlib" and face_box == "image" and landmarks.dlib_on == "box":
+            # Pictures taken as faces: Dlib's own detector finds the face inside each first (a loose
+            # crop), the whole picture only where it finds none (a tight crop such as FER2013's).
+            landmarks = dataclasses.replace(landmarks, dlib_on="find")
         predict = PredictOptions.of(predict)
         if fold is not None and not 0 <= fold < num_folds:
             raise ValueError(f"fold must be in [0, {num_folds}) or None, got {fold}")
@@ -229,6 +231,7 @@ class FERDataModule(L.LightningDataModule):
         self.splits = self.prepared.splits(self.eval_split, self.fold, self._folds_path(), self.num_folds, self.seed,
                                            self.training.fraction, self.training.bootstrap)
         points, boxes = face_geometry(records, index, self.face_box)
+        self._say_face_box(index)
         masks = view_masks(index, self.views, self.landmark_settings.min_inside)
         aug = self.training.augmenter()
         for name, ids in self.splits.items():
@@ -241,6 +244,24 @@ class FERDataModule(L.LightningDataModule):
             real = masks[used].mean(0)
             log.info("views located (share of faces in the splits): %s",
                      ", ".join(f"{v} {100 * r:.1f}%" for v, r in zip(self.views, real)))
+
+    def _say_face_box(self, index) -> None:
+        """One line: what the ``face`` view shows in this run and how to change it; a warning
+        where whole pictures much larger than the model's input are taken as faces."""
+        mode = self.landmark_settings.mode
+        if self.face_box == "image" or mode == "template":
+            size = np.asarray(index.width)[np.asarray(index.ok)]
+            median = int(np.median(size)) if len(size) else 0
+            log.info("face box: the whole picture (face_box %s, landmarks %s); for photos that are not face crops set "
+                     "--data.face_box auto --data.landmarks mtcnn", self.face_box, mode)
+            if median > 3 * self.image_size:
+                log.warning("the pictures are %d px wide (median), over 3x the model's %d px input, and each whole "
+                            "picture is taken as the face: if they are not face crops, set --data.face_box auto "
+                            "--data.landmarks mtcnn to find the faces", median, self.image_size)
+        else:
+            log.info("face box: %s (face_box %s, landmarks %s); --data.face_box image takes whole pictures as faces",
+                     "the annotated box, else the detected one" if mode in ("auto", "annotation") else "the detected box",
+                     self.face_box, mode)
 
     def use_scan(self, scan) -> None:
         """Predict on the faces of ``scan`` (a :class:`~lightning_fer.data.photos.PhotoScan`):

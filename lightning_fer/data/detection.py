@@ -53,8 +53,10 @@ class LandmarkSettings:
             the image is marked missing for that face.
         dlib_model: Dlib's ``shape_predictor_68_face_landmarks.dat`` (default: the one
             face-recognition-models installs).
-        dlib_on: where ``dlib`` looks: ``box`` (the annotated box, else MTCNN's) or ``image``
-            (the whole image; the data module sets it for ``face_box: image``).
+        dlib_on: where ``dlib`` looks: ``box`` (the annotated box, else MTCNN's); ``find`` (Dlib's
+            frontal face detector's box, else the whole picture where it finds no face; the data
+            module sets it for ``face_box: image``, and the index report counts each path as
+            ``dlib`` and ``dlib_whole``); or ``image`` (always the whole picture: only for tight crops).
         trust_cache: read the cached index without a ``stat`` of every image (seconds at
             AffectNet's size, more on network storage). Without it, only each machine's local
             rank 0 checks them, in ``prepare_data()``; the other ranks read the index as it left it.
@@ -72,13 +74,13 @@ class LandmarkSettings:
     device: str | None = None
     min_inside: float = 0.5
     dlib_model: str | None = None
-    dlib_on: Literal["box", "image"] = "box"
+    dlib_on: Literal["box", "find", "image"] = "box"
     trust_cache: bool = False
 
     def __post_init__(self) -> None:
         for option, value, choices in (("mode", self.mode, ("auto", "annotation", "mtcnn", "template", "dlib")),
                                        ("no_face", self.no_face, ("template", "skip", "error")),
-                                       ("dlib_on", self.dlib_on, ("box", "image"))):
+                                       ("dlib_on", self.dlib_on, ("box", "find", "image"))):
             if value not in choices:
                 raise ValueError(f"landmarks.{option} must be one of {list(choices)}, got {value!r}")
         if not 0.0 <= self.min_inside <= 1.0:
@@ -133,6 +135,11 @@ def dlib_model_path(path: str | None = None) -> str:
     return str(found)
 
 
+def _grey(image: np.ndarray) -> np.ndarray:
+    grey = image if image.ndim == 2 else (image[..., :3].astype(np.float32) @ np.float32([0.299, 0.587, 0.114]))
+    return np.ascontiguousarray(grey.astype(np.uint8))
+
+
 class DlibLandmarks:
     """Dlib's 68-point shape predictor (Kazemi & Sullivan's regression trees, iBUG order) on a
     given face box: no detector, so pre-cropped faces need none.
@@ -152,11 +159,23 @@ class DlibLandmarks:
         self._dlib = dlib
         self.predictor = dlib.shape_predictor(dlib_model_path(model))
 
+    def find(self, image: np.ndarray) -> tuple[float, float, float, float] | None:
+        """The largest face Dlib's frontal detector (HOG, one upsampling) finds in ``image``, as
+        ``(x0, y0, x1, y1)``, or ``None``."""
+        if not hasattr(self, "_detector"):
+            self._detector = self._dlib.get_frontal_face_detector()
+        faces = self._detector(_grey(image), 1)
+        if not len(faces):
+            return None
+        f = max(faces, key=lambda r: r.width() * r.height())
+        h, w = image.shape[:2]
+        return (max(0.0, float(f.left())), max(0.0, float(f.top())), min(float(w), float(f.right() + 1)),
+                min(float(h), float(f.bottom() + 1)))
+
     def points(self, image: np.ndarray, box: Sequence[float]) -> np.ndarray:
         """The 68 points ``[68, 2]`` (pixels) of the face in ``box`` ``(x0, y0, x1, y1)`` of an
         RGB or grey ``image``."""
-        grey = image if image.ndim == 2 else (image[..., :3].astype(np.float32) @ np.float32([0.299, 0.587, 0.114]))
-        grey = np.ascontiguousarray(grey.astype(np.uint8))
+        grey = _grey(image)
         x0, y0, x1, y1 = (int(round(float(v))) for v in box)
         shape = self.predictor(grey, self._dlib.rectangle(x0, y0, max(x1 - 1, x0 + 1), max(y1 - 1, y0 + 1)))
         return np.array([[shape.part(i).x, shape.part(i).y] for i in range(shape.num_parts)], np.float32)

@@ -69,7 +69,7 @@ def face_geometry(records: RecordTable, index: IndexTable, face_box: FaceBox = "
         for i in np.flatnonzero(ok & ~detected).tolist():
             boxes[i] = face_box_from_points(points[i])
     else:
-        whole = np.isin(kind, [KINDS.index(k) for k in ("template", "template_fallback", "dlib")])
+        whole = np.isin(kind, [KINDS.index(k) for k in ("template", "template_fallback", "dlib", "dlib_whole")])
         for sel, values in ((ok & whole, image), (ok & detected, index.box), (ok & has_ann, annotated)):
             boxes[sel] = np.asarray(values)[sel]  # later rules win: annotated, else detected, else the image
     return points, boxes

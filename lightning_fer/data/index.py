@@ -21,10 +21,11 @@ log = logging.getLogger(__name__)
 #: the template where the user chose it for aligned crops (``landmarks: template``). The
 #: template put on a face MTCNN did not find (``template_fallback``) is a guess: its parts are
 #: marked missing (see :class:`~lightning_fer.data.datamodule.FERDataModule`).
-LOCATED_KINDS: frozenset[str] = frozenset({"annotation", "mtcnn", "template", "dlib"})
+LOCATED_KINDS: frozenset[str] = frozenset({"annotation", "mtcnn", "template", "dlib", "dlib_whole"})
 #: Every kind an index row can have (its ``kind`` column holds codes into this tuple; "" for an
 #: unreadable image).
-KINDS: tuple[str, ...] = ("", "annotation", "mtcnn", "dlib", "template", "template_fallback", "no_face")
+# Codes are stored in index files: new kinds are appended, never inserted.
+KINDS: tuple[str, ...] = ("", "annotation", "mtcnn", "dlib", "template", "template_fallback", "no_face", "dlib_whole")
 
 
 @dataclass

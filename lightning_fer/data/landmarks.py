@@ -235,6 +235,8 @@ class LandmarkIndex:
             h, w = img.shape[:2]
             if mode == "template":
                 results[i] = IndexEntry(ok=True, width=w, height=h, kind="template", points=template_points(w, h))
+            elif mode == "dlib" and self.settings.dlib_on == "find":
+                results[i] = self._dlib_found(img, w, h)
             elif mode == "dlib" and (self.settings.dlib_on == "image" or rec.box is not None):
                 box = (0.0, 0.0, float(w), float(h)) if self.settings.dlib_on == "image" else _xyxy(rec.box)
                 results[i] = IndexEntry(ok=True, width=w, height=h, kind="dlib", points=self._dlib_points(img, box))
@@ -259,11 +261,23 @@ class LandmarkIndex:
         return results  # type: ignore[return-value]
 
     def _dlib_points(self, image: np.ndarray, box) -> np.ndarray:
+        return self._dlib_model().points(image, box)
+
+    def _dlib_model(self):
         if self._dlib is None:
             from lightning_fer.data.detection import DlibLandmarks
 
             self._dlib = DlibLandmarks(self.settings.dlib_model)
-        return self._dlib.points(image, box)
+        return self._dlib
+
+    def _dlib_found(self, image: np.ndarray, w: int, h: int) -> IndexEntry:
+        """Dlib's points on the face its detector finds in the picture (kind ``dlib``, with the box),
+        else on the whole picture (kind ``dlib_whole``): a loose crop is never fitted as a face."""
+        box = self._dlib_model().find(image)
+        if box is None:
+            return IndexEntry(ok=True, width=w, height=h, kind="dlib_whole",
+                              points=self._dlib_points(image, (0.0, 0.0, float(w), float(h))))
+        return IndexEntry(ok=True, width=w, height=h, kind="dlib", box=box, prob=1.0, points=self._dlib_points(image, box))
 
     def _detected(self, rec: Record, found, w: int, h: int) -> IndexEntry:
         if found is not None:

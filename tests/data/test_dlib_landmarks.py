@@ -50,15 +50,18 @@ def test_the_dlib_setting_is_part_of_the_cache_key_and_follows_face_box(tmp_path
     # The other modes' caches stay valid: their key does not grow the Dlib fields.
     assert "dlib_on" not in LandmarkSettings(mode="mtcnn").fingerprint()
     dm = FERDataModule("synthetic", root=str(tmp_path), landmarks="dlib", face_box="image")
-    assert dm.landmark_settings.dlib_on == "image"
+    assert dm.landmark_settings.dlib_on == "find"  # find the face in the picture first, the whole picture if none
+    dm = FERDataModule("synthetic", root=str(tmp_path), landmarks={"mode": "dlib", "dlib_on": "image"}, face_box="image")
+    assert dm.landmark_settings.dlib_on == "image"  # said explicitly: always the whole picture
     with pytest.raises(FileNotFoundError, match="landmarks.dlib_model /nowhere.dat does not exist"):
         dlib_model_path("/nowhere.dat")
 
 
 @pytest.mark.skipif(not (FER2013 / "train").is_dir(), reason=f"FER2013 not found at {FER2013}")
 def test_dlib_locates_the_parts_of_pre_cropped_fer2013_faces(tmp_path):
-    """On FER2013's 48 px crops (face_box: image) Dlib runs on the whole crop, no detector: every
-    face gets its parts, the eyes above the mouth, inside the crop."""
+    """On FER2013's 48 px crops (face_box: image) Dlib's detector looks first and, where it finds
+    no face in the tight crop, Dlib runs on the whole crop: every face gets its parts, the eyes
+    above the mouth, inside the crop."""
     for label in ("happy", "sad"):
         files = sorted((FER2013 / "train" / label).iterdir())[:6]
         (tmp_path / "d" / "train" / label).mkdir(parents=True)
@@ -68,7 +71,8 @@ def test_dlib_locates_the_parts_of_pre_cropped_fer2013_faces(tmp_path):
                        channels=1, num_workers=0, fold=None, landmarks="dlib", face_box="image",
                        cache_dir=str(tmp_path / "c"))
     dm.prepare_data()
-    assert dm.index_report.kinds == {"dlib": 12}
+    kinds = dm.index_report.kinds
+    assert set(kinds) <= {"dlib", "dlib_whole"} and sum(kinds.values()) == 12
     records, entries = dm.prepared.index()
     for r in records:
         pts = entries[r.key].points
@@ -128,3 +132,46 @@ def test_dlib_and_mtcnn_agree_on_the_astronaut_and_fer2013_faces():
     assert len(d) >= 8
     assert (np.median(d, 0) < MEDIAN).all(), np.median(d, 0)
     assert (d.max(1) < FACE).mean() >= SHARE, d.max(1)
+
+
+def test_dlib_on_a_loose_crop_finds_the_face_first(tmp_path, caplog):
+    """A face pasted into a larger frame, with face_box: image: Dlib's points must come from the
+    face its detector finds, not from fitting the whole frame as a face; the index says which path
+    each image took."""
+    import logging
+
+    import cv2
+    from skimage import data as skdata
+
+    from lightning_fer.data.detection import DlibLandmarks
+    from lightning_fer.data.regions import region_boxes
+
+    face = skdata.astronaut()[:260, 110:370]
+    frame = np.full((600, 700, 3), 120, np.uint8)
+    frame[200:460, 300:560] = face
+    (tmp_path / "d" / "train" / "happy").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "d" / "train" / "happy" / "pasted.png"), frame[:, :, ::-1])
+    cv2.imwrite(str(tmp_path / "d" / "train" / "happy" / "blank.png"), np.full((64, 64, 3), 120, np.uint8))
+    dm = FERDataModule("folder", str(tmp_path / "d"), views=["face", "left_eye", "mouth"], image_size=32, num_workers=0,
+                       fold=None, landmarks="dlib", face_box="image", cache_dir=str(tmp_path / "c"))
+    with caplog.at_level(logging.INFO, logger="lightning_fer"):
+        dm.prepare_data()
+    assert dm.index_report.kinds == {"dlib": 1, "dlib_whole": 1}
+    assert "dlib 1" in caplog.text and "dlib_whole 1" in caplog.text  # how many took each path, said
+    records, entries = dm.prepared.index()
+    pts = next(entries[r.key].points for r in records if r.key.endswith("pasted.png"))
+    dl = DlibLandmarks()
+    x0, y0, x1, y1 = dl.find(face)  # Dlib on the face as a tight crop of it shows it: the reference
+    truth = region_boxes(dl.points(frame, (x0 + 300, y0 + 200, x1 + 300, y1 + 200)), 700, 600)
+    got = region_boxes(pts, 700, 600)
+
+    def iou(a, b):
+        ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+        iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        inter = ix * iy
+        return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+    for part in ("left_eye", "right_eye", "mouth", "nose"):
+        assert iou(got[part], truth[part]) > 0.6, part
+    whole = region_boxes(dl.points(frame, (0, 0, 700, 600)), 700, 600)
+    assert iou(whole["left_eye"], truth["left_eye"]) < iou(got["left_eye"], truth["left_eye"])
