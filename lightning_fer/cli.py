@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-USAGE = """usage: python -m lightning_fer [-h] {fit,validate,test,predict,cv,export,pretrained} --config FILE [--section.key=value ...]
+USAGE = """usage: python -m lightning_fer [-h] {fit,validate,test,predict,cv,export,pretrained,serve} --config FILE [--section.key=value ...]
        python -m lightning_fer {predict,test,validate,export} --pretrained NAME [--section.key=value ...]
 
 Facial expression recognition with PyTorch Lightning and pluggable ensembles.
@@ -25,6 +25,7 @@ subcommands:
   cv         cross-validated training of several members, out-of-fold stacking, Table II
   export     a member or an ensemble to TorchScript or ONNX, checked against eager outputs
   pretrained list the shipped models (use one with --pretrained NAME instead of --config and --ckpt_path)
+  serve      a web page and a JSON API on a shipped model (pip install "lightning-fer[serve]")
 
 examples:
   python -m lightning_fer fit --config configs/demo/resnet50.yaml
@@ -50,6 +51,10 @@ def main(args: list[str] | None = None, run: bool = True):
         print(USAGE)  # answered without importing torch or lightning
         return None
     _setup_logging()
+    if argv[0] == "serve":
+        from lightning_fer.serve import main as serve_main
+
+        return serve_main(argv[1:])
     if argv[0] == "pretrained":
         from lightning_fer.zoo import describe
 
