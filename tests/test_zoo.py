@@ -49,11 +49,13 @@ def test_the_zoo_profile_is_diverse_and_holds_out_one_tenth():
 
     built = [build(REPO / m, {"trainer": {"logger": False}}) for m in cfg["members"]]
     families = {b.model.hparams.backbone.split("_")[0].split("/")[0] for b in built}
-    assert len(families) >= 4, families  # fer (VGG-style), timm, resnet18, sppnet
+    assert len(families) >= 3, families  # fer (VGG-style), timm's ResNet-10-T, torchvision's ResNet18
     sizes = {b.datamodule.image_size for b in built}
-    assert len(sizes) >= 3
-    assert any(b.model.mix is not None for b in built) and any(b.datamodule.training.balanced_sampler for b in built)
-    assert len(members) >= 5
+    assert len(sizes) >= 3  # 40, 48 and 64 px
+    assert any(b.model.mix is not None for b in built)  # CutMix
+    assert len(members) >= 4
+    student = yaml.safe_load((REPO / cfg["students"][0]).read_text())
+    assert student["base"] == "vgg48.yaml"  # the student is a member's network: its speed
 
 
 def test_the_hold_out_slice_is_fixed_persisted_stratified_and_left_out_by_every_member(fer2013_root, tmp_path):
