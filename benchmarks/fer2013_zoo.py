@@ -22,8 +22,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
@@ -109,7 +107,7 @@ def report(run: Path, out: Path) -> str:
             f"the fixed 10% hold-out slice (fold 0 of 10) on which the learning strategies are fitted; every figure "
             f"on PublicTest ({len(labels)} faces, duplicates dropped).", "", "```", *lines, "```", "",
             "## Table II", "", markdown_table(summary_of(records)), "",
-            f"## Best ensemble against the best member, face by face", "",
+            "## Best ensemble against the best member, face by face", "",
             f"{best_e} vs {best_m}: {100 * paired.diff:+.2f} points, paired bootstrap 95% interval "
             f"{100 * paired.lo:+.2f} to {100 * paired.hi:+.2f} (10,000 resamples of the faces); McNemar: "
             f"{paired.a_only} faces only the ensemble gets right, {paired.b_only} only the member, exact two-sided "

@@ -79,7 +79,7 @@ def fitted_strategy(members: list[str], strategy: str, root: str, views: list[st
 
 
 def main(argv: list[str] | None = None) -> Path:
-    from lightning_fer import zoo
+    from lightning_fer import bundles, zoo
     from lightning_fer.files import save_torch, write_text
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> Path:
     args.out.mkdir(parents=True, exist_ok=True)
     zoo.SHIPPED, zoo.REGISTRY = args.out, args.out / "models.json"  # measured where written
     t0 = time.perf_counter()
-    bundles = {"fer2013": (zoo.member_bundle(args.member, DATA), {
+    bundles = {"fer2013": (bundles.member_bundle(args.member, DATA), {
         "what": "one network: the VGG-style fer_vgg (widths 32-256, 1.17M parameters), 48 px grey faces, flip TTA",
         "recipe": f"{args.member_recipe} (30 epochs, SGD one-cycle, final weights), all of FER2013 Training"})}
     if args.ensemble_run is not None:
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> Path:
                                  "configs/fer2013/cv.yaml` first")
             member_paths.append(json.loads(done.read_text())["checkpoint"])
         strategy = fitted_strategy(member_paths, args.strategy, args.root, ["face"], True)
-        bundles["fer2013-ensemble"] = (zoo.ensemble_bundle(member_paths, strategy, ["face"], True, DATA), {
+        bundles["fer2013-ensemble"] = (bundles.ensemble_bundle(member_paths, strategy, ["face"], True, DATA), {
             "what": f"{strategy.name} of {len(member_paths)} networks ({', '.join(args.ensemble_members)}) on the face "
                     "and its mirror, 48 px grey faces",
             "recipe": f"configs/fer2013/cv.yaml seed {args.seed} (members on folds 1-4 of Training; fold 0 held out"

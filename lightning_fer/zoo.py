@@ -44,7 +44,7 @@ FORMAT = "lightning_fer.bundle/1"
 SUBCOMMANDS = ("predict", "test", "validate", "export")
 PREFIX = "pretrained:"
 
-__all__ = ["PretrainedError", "UnsafeCheckpointError", "describe", "load_bundle", "materialize", "names",
+__all__ = ["PretrainedError", "UnsafeCheckpointError", "unsafe_message", "describe", "load_bundle", "materialize", "names",
            "pretrained", "registry", "resolve_member", "safe_load", "verified_path"]
 
 
@@ -268,42 +268,3 @@ def describe() -> str:
                   f"  size:     {e['bytes'] / 1e6:.1f} MB ({e['file']}, sha256 {e['sha256'][:16]}...)",
                   f"  licence:  {e['licence']}", ""]
     return "\n".join(lines).rstrip() + "\n"
-
-
-# -- writing bundles (benchmarks/ship.py) ---------------------------------------------------------
-def stripped(ckpt_path: str | os.PathLike, half: bool = True) -> dict:
-    """A member checkpoint in the current format (older ones migrated by loading them), without
-    optimiser, loop or callback state; float weights in float16 where ``half``."""
-    import lightning
-
-    from lightning_fer.models.classifier import FERClassifier
-
-    try:
-        model = FERClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - named below
-        import pickle
-
-        if isinstance(err, pickle.UnpicklingError):
-            raise UnsafeCheckpointError(unsafe_message(ckpt_path, err)) from None
-        raise
-    out = {"state_dict": {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()},
-           # the class path too: LightningCLI reads a --ckpt_path's hyperparameters as config
-           "hyper_parameters": {"_class_path": "lightning_fer.FERClassifier",
-                                "_instantiator": "lightning.pytorch.cli.instantiate_module",
-                                **{k: v for k, v in dict(model.hparams).items() if not k.startswith("_")}},
-           "pytorch-lightning_version": lightning.__version__}
-    model.on_save_checkpoint(out)  # the classes, region, backbone and data fingerprint
-    return out
-
-
-def member_bundle(ckpt_path: str | os.PathLike, data: dict, half: bool = True) -> dict:
-    return {"format": FORMAT, "kind": "member", "checkpoint": stripped(ckpt_path, half), "data": dict(data)}
-
-
-def ensemble_bundle(member_paths: list, strategy, views: list[str], flip: bool, data: dict, half: bool = True) -> dict:
-    """An ensemble's bundle: its members' stripped checkpoints, the strategy's spec and learnt
-    state (``strategy``: a fitted :class:`~lightning_fer.ensemble.strategy.EnsembleStrategy`)."""
-    state = {f"ensemble.strategy.{k}": v for k, v in strategy.state_dict().items()}
-    return {"format": FORMAT, "kind": "ensemble", "members": [stripped(p, half) for p in member_paths],
-            "strategy": strategy.spec(), "strategy_state": state, "views": list(views), "flip": bool(flip),
-            "data": dict(data)}

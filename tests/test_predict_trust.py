@@ -18,7 +18,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
 from PIL import Image
 from skimage import data as skdata
 
@@ -69,7 +68,7 @@ def _mixed_folder(root: Path) -> Path:
 
 
 def test_a_mixed_folder_gives_a_row_for_every_input_and_no_traceback(home):
-    photos = _mixed_folder(home / "photos")
+    _mixed_folder(home / "photos")
     out = home / "runs" / "predict" / "predictions.csv"
     out.parent.mkdir(parents=True)
     out.write_text("file,label\nold_run.jpg,happy\n")  # a previous run's rows must not survive

@@ -16,7 +16,7 @@ from lightning_fer.data.augment import TrainingData
 from lightning_fer.data.dataset import FERDataset, SourceName, build_source, make_loader, match_classes
 from lightning_fer.data.detection import LandmarkMode, LandmarkSettings
 from lightning_fer.data.duplicates import DuplicatePolicy
-from lightning_fer.data.geometry import FaceBox, face_geometry, view_masks
+from lightning_fer.data.geometry import FaceBox, face_geometry, say_face_box, view_masks
 from lightning_fer.data.photos import PhotoFacesDataset, PredictOptions, scan_photos
 from lightning_fer.data.prepare import PreparedSource
 from lightning_fer.data.regions import check_views
@@ -154,10 +154,8 @@ class FERDataModule(L.LightningDataModule):
         self.class_match: dict[str, dict] = {}
         self.photo_scan, self.splits, self.datasets = None, {}, {}
 
-    #: kept for code written against 0.2 (``dm.photos``): the ``predict`` group.
-    photos = property(lambda self: self.predict_options)
+    photos = property(lambda self: self.predict_options, doc="The ``predict`` group (0.2's ``dm.photos``).")
 
-    # -- what the prepared source knows ----------------------------------------------------
     @property
     def cache_dir(self) -> Path:
         """The landmark cache, folds and lists (``cache_dir``, or :func:`~lightning_fer.data.prepare.default_cache_dir`)."""
@@ -172,9 +170,7 @@ class FERDataModule(L.LightningDataModule):
     def class_names(self) -> list[str] | None:
         """Class names in label order (reads the source on first use). ``None`` where the source
         is not on this machine (predicting on photos with a shipped model, exporting it): the
-        model's own classes are used. Predicting on photos (``predict.path`` set) never reads the
-        source: the model's classes are the answer's, and a one-photo run must not scan a data set
-        that happens to be at ``root``."""
+        model's own classes are used; always when predicting on photos (the source is never read then)."""
         if self.predict_options is not None:
             return None
         try:
@@ -212,7 +208,6 @@ class FERDataModule(L.LightningDataModule):
             return trust  # local rank 0 (or alone): its prepare_data() index is in memory
         return bool(self.prepare_data_per_node) or t.node_rank == 0
 
-    # -- setup -------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict" and self.predict_options:
             if self.photo_scan is None:
@@ -231,7 +226,7 @@ class FERDataModule(L.LightningDataModule):
         self.splits = self.prepared.splits(self.eval_split, self.fold, self._folds_path(), self.num_folds, self.seed,
                                            self.training.fraction, self.training.bootstrap)
         points, boxes = face_geometry(records, index, self.face_box)
-        self._say_face_box(index)
+        say_face_box(index, self.face_box, self.landmark_settings.mode, self.image_size)
         masks = view_masks(index, self.views, self.landmark_settings.min_inside)
         aug = self.training.augmenter()
         for name, ids in self.splits.items():
@@ -245,28 +240,8 @@ class FERDataModule(L.LightningDataModule):
             log.info("views located (share of faces in the splits): %s",
                      ", ".join(f"{v} {100 * r:.1f}%" for v, r in zip(self.views, real)))
 
-    def _say_face_box(self, index) -> None:
-        """One line: what the ``face`` view shows in this run and how to change it; a warning
-        where whole pictures much larger than the model's input are taken as faces."""
-        mode = self.landmark_settings.mode
-        if self.face_box == "image" or mode == "template":
-            size = np.asarray(index.width)[np.asarray(index.ok)]
-            median = int(np.median(size)) if len(size) else 0
-            log.info("face box: the whole picture (face_box %s, landmarks %s); for photos that are not face crops set "
-                     "--data.face_box auto --data.landmarks mtcnn", self.face_box, mode)
-            if median > 3 * self.image_size:
-                log.warning("the pictures are %d px wide (median), over 3x the model's %d px input, and each whole "
-                            "picture is taken as the face: if they are not face crops, set --data.face_box auto "
-                            "--data.landmarks mtcnn to find the faces", median, self.image_size)
-        else:
-            log.info("face box: %s (face_box %s, landmarks %s); --data.face_box image takes whole pictures as faces",
-                     "the annotated box, else the detected one" if mode in ("auto", "annotation") else "the detected box",
-                     self.face_box, mode)
-
     def use_scan(self, scan) -> None:
-        """Predict on the faces of ``scan`` (a :class:`~lightning_fer.data.photos.PhotoScan`):
-        ``setup("predict")`` scans ``predict.path`` into it; :class:`lightning_fer.Predictor` scans
-        its own inputs. One transform and one normalisation for both."""
+        """Predict on the faces of ``scan``: what ``setup("predict")`` and :class:`lightning_fer.Predictor` share."""
         self.photo_scan = scan
         self.datasets["predict"] = PhotoFacesDataset(
             scan, FaceTransform(self.views, self.image_size, None, wire=self.wire, channels=self.channels))
@@ -283,7 +258,6 @@ class FERDataModule(L.LightningDataModule):
             self._matched_for = key
         return self.class_match
 
-    # -- loaders -----------------------------------------------------------------------------
     def train_class_counts(self) -> np.ndarray:
         """Images per class in the training split."""
         return np.bincount(self.datasets["train"].labels, minlength=len(self.class_names))

@@ -172,6 +172,13 @@ class DlibLandmarks:
         return (max(0.0, float(f.left())), max(0.0, float(f.top())), min(float(w), float(f.right() + 1)),
                 min(float(h), float(f.bottom() + 1)))
 
+    def locate(self, image: np.ndarray) -> tuple[tuple[float, float, float, float] | None, np.ndarray]:
+        """The face :meth:`find` finds and its 68 points, or ``None`` and the points of the whole
+        picture where it finds none: a loose crop is never fitted as one face."""
+        box = self.find(image)
+        h, w = image.shape[:2]
+        return box, self.points(image, box or (0.0, 0.0, float(w), float(h)))
+
     def points(self, image: np.ndarray, box: Sequence[float]) -> np.ndarray:
         """The 68 points ``[68, 2]`` (pixels) of the face in ``box`` ``(x0, y0, x1, y1)`` of an
         RGB or grey ``image``."""

@@ -95,3 +95,24 @@ def view_masks(index: IndexTable, views: list[str], min_view_inside: float = 0.5
             with np.errstate(invalid="ignore"):
                 masks[:, j] = (located & (inside[:, PARTS.index(v)] >= min_view_inside)) | ~ok
     return masks
+
+
+def say_face_box(index: IndexTable, face_box: str, mode: str, image_size: int) -> None:
+    """One log line: what the ``face`` view shows in this run and how to change it; a warning where
+    whole pictures over 3x the model's input are taken as faces (uncropped photos, most likely)."""
+    import logging
+
+    log = logging.getLogger("lightning_fer.data.datamodule")
+    if face_box == "image" or mode == "template":
+        widths = np.asarray(index.width)[np.asarray(index.ok)]
+        median = int(np.median(widths)) if len(widths) else 0
+        log.info("face box: the whole picture (face_box %s, landmarks %s); for photos that are not face crops set "
+                 "--data.face_box auto --data.landmarks mtcnn", face_box, mode)
+        if median > 3 * image_size:
+            log.warning("the pictures are %d px wide (median), over 3x the model's %d px input, and each whole "
+                        "picture is taken as the face: if they are not face crops, set --data.face_box auto "
+                        "--data.landmarks mtcnn to find the faces", median, image_size)
+        return
+    found = "the annotated box, else the detected one" if mode in ("auto", "annotation") else "the detected box"
+    log.info("face box: %s (face_box %s, landmarks %s); --data.face_box image takes whole pictures as faces",
+             found, face_box, mode)

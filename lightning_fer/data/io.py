@@ -78,7 +78,6 @@ def read_photo(source, max_side: int | None = MAX_PHOTO_SIDE, name: str | None =
         >>> img.shape, scale
         ((2048, 512, 3), 0.512)
     """
-    from PIL import ImageOps
 
     label = name or str(source)
     if isinstance(source, np.ndarray):

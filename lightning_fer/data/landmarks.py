@@ -67,8 +67,6 @@ class LandmarkIndex:
         self._detector: FaceDetector | None = None
         self._dlib = None
 
-    # -- reading -------------------------------------------------------------------------
-    # -- building --------------------------------------------------------------------------
     def build(
         self,
         records: Sequence[Record] | RecordTable,
@@ -239,7 +237,7 @@ class LandmarkIndex:
                 results[i] = self._dlib_found(img, w, h)
             elif mode == "dlib" and (self.settings.dlib_on == "image" or rec.box is not None):
                 box = (0.0, 0.0, float(w), float(h)) if self.settings.dlib_on == "image" else _xyxy(rec.box)
-                results[i] = IndexEntry(ok=True, width=w, height=h, kind="dlib", points=self._dlib_points(img, box))
+                results[i] = IndexEntry(ok=True, width=w, height=h, kind="dlib", points=self._dlib_model().points(img, box))
             elif rec.landmarks is not None and mode in ("auto", "annotation"):
                 results[i] = IndexEntry(ok=True, width=w, height=h, kind="annotation")
             else:
@@ -257,11 +255,8 @@ class LandmarkIndex:
                         if mode == "dlib" and results[i].kind == "mtcnn":  # Dlib's 68 points on MTCNN's box
                             e = results[i]
                             results[i] = IndexEntry(ok=True, width=w, height=h, kind="dlib", box=e.box, prob=e.prob,
-                                                    points=self._dlib_points(decoded[i][0], e.box))
+                                                    points=self._dlib_model().points(decoded[i][0], e.box))
         return results  # type: ignore[return-value]
-
-    def _dlib_points(self, image: np.ndarray, box) -> np.ndarray:
-        return self._dlib_model().points(image, box)
 
     def _dlib_model(self):
         if self._dlib is None:
@@ -271,13 +266,10 @@ class LandmarkIndex:
         return self._dlib
 
     def _dlib_found(self, image: np.ndarray, w: int, h: int) -> IndexEntry:
-        """Dlib's points on the face its detector finds in the picture (kind ``dlib``, with the box),
-        else on the whole picture (kind ``dlib_whole``): a loose crop is never fitted as a face."""
-        box = self._dlib_model().find(image)
-        if box is None:
-            return IndexEntry(ok=True, width=w, height=h, kind="dlib_whole",
-                              points=self._dlib_points(image, (0.0, 0.0, float(w), float(h))))
-        return IndexEntry(ok=True, width=w, height=h, kind="dlib", box=box, prob=1.0, points=self._dlib_points(image, box))
+        """Dlib's points on the face its detector finds (kind ``dlib``), else on the whole picture (``dlib_whole``)."""
+        box, points = self._dlib_model().locate(image)
+        return IndexEntry(ok=True, width=w, height=h, kind="dlib" if box else "dlib_whole", box=box,
+                          prob=1.0 if box else None, points=points)
 
     def _detected(self, rec: Record, found, w: int, h: int) -> IndexEntry:
         if found is not None:
