@@ -61,9 +61,18 @@ class OnnxPredict(Callback):
 
         from lightning_fer.export import export
 
+        from lightning_fer.files import write_text
+        from lightning_fer.zoo import sha256
+
         path = self.onnx_path(module, example)
+        digest = path.with_suffix(".sha256")
+        if path.is_file() and (not digest.is_file() or digest.read_text().strip() != sha256(path)):
+            log.warning("predict: the cached export %s was changed or cut (its SHA-256 differs from the one written "
+                        "with it): exported again", path)
+            path.unlink()
         if not path.is_file():
             export(module, path, "onnx", example)  # checked against eager (1e-4) before it is kept
+            write_text(digest, sha256(path))
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = torch.get_num_threads()
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]), path

@@ -345,3 +345,16 @@ def test_a_run_says_its_face_box_and_warns_when_whole_large_pictures_are_faces(t
         dm.setup("fit")
     assert "face box: the whole picture (face_box auto, landmarks template)" in caplog.text
     assert "512 px wide (median), over 3x the model's 48 px input" in caplog.text
+
+
+def test_a_changed_cached_onnx_export_is_exported_again(home, caplog):
+    pytest.importorskip("onnxruntime", reason="the ONNX runtime needs the onnx extra")
+    cv2.imwrite(str(home / "astronaut.jpg"), _astronaut()[:, :, ::-1])
+    args = ["predict", "--pretrained", "fer2013", "--data.predict.path", "astronaut.jpg", "--data.predict.runtime", "onnx"]
+    main([*args, "--data.predict.output", "a.csv"])
+    (onnx,) = (home / "home").rglob("*.onnx")
+    onnx.write_bytes(onnx.read_bytes()[:2000])  # a cut file in the cache
+    with caplog.at_level(logging.WARNING, logger="lightning_fer"):
+        main([*args, "--data.predict.output", "b.csv"])
+    assert "was changed or cut" in caplog.text
+    assert _rows(home / "a.csv")[0]["p_happy"] == _rows(home / "b.csv")[0]["p_happy"]
