@@ -131,5 +131,5 @@ def test_a_chosen_rate_looks_at_fewer_frames(tmp_path):
 def test_a_bad_smoothing_window_is_named():
     from lightning_fer.predict import FacePredictionWriter
 
-    with pytest.raises(ValueError, match="smoothing window must be at least 1 frame, got 0"):
+    with pytest.raises(ValueError, match="--data.predict.video.smooth 0: the smoothing window must be at least 1 frame"):
         FacePredictionWriter("runs/v.csv", smooth=0)

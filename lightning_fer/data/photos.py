@@ -211,21 +211,44 @@ def input_name(item, i: int) -> str:
     return str(item) if isinstance(item, (str, os.PathLike)) else f"<image {i}>"
 
 
+#: Photos read and detected together: those of one size in this many go to MTCNN in one call.
+PHOTO_BATCH = 16
+
+
 def scan_inputs(items, min_prob: float = 0.9, device: str | None = None, video: VideoOptions = VideoOptions(),  # noqa: B008
                 whole_image: bool = False, detector=None, max_side: int | None = MAX_PHOTO_SIDE) -> PhotoScan:
     """Faces in each of ``items`` (paths of photos or videos, PIL images, RGB uint8 arrays), in
-    order, with a progress bar over them (a log line every 15 s off a terminal)."""
+    order, with a progress bar over them (a log line every 15 s off a terminal). Photos are read
+    :data:`PHOTO_BATCH` at a time and those of one size are detected in one MTCNN call."""
     from lightning_fer.progress import Progress
 
     detector = detector or make_detector(whole_image, device)
     if whole_image:
         log.info("face_box=image: every photo and video frame is labelled as one face (no MTCNN)")
     scan = PhotoScan()
+    pending: list[tuple[str, np.ndarray, float]] = []
+
+    def detect_pending() -> None:
+        by_size: dict[tuple, list[int]] = {}
+        for k, (_, image, _) in enumerate(pending):
+            by_size.setdefault(image.shape, []).append(k)
+        found: dict[int, list] = {}
+        for ks in by_size.values():
+            found.update(zip(ks, detector.detect_frames([pending[k][1] for k in ks], min_prob)))
+        for k, (name, image, scale) in enumerate(pending):  # in input order
+            if not found[k]:
+                scan.problem(name, f"no face found (MTCNN, probability >= {min_prob})", NO_FACE)
+                scan.without_face += 1
+            for n, (pts, box, prob) in enumerate(found[k]):
+                scan.faces.append(face_of(image, pts, box, prob, n, name, scale))
+        pending.clear()
+
     with Progress(len(items), "finding faces", unit="input", every=PROGRESS_EVERY) as bar:
         for i, item in enumerate(items):
             scan.inputs += 1
             name = input_name(item, i)
             if isinstance(item, (str, os.PathLike)) and is_video(item):
+                detect_pending()  # rows stay in input order
                 before, problems = len(scan.faces), len(scan.problems)
                 scan_video(Path(item), detector, video, min_prob, lambda *a, f=name: video_face(*a, file=f), scan)
                 if len(scan.faces) == before:
@@ -234,18 +257,14 @@ def scan_inputs(items, min_prob: float = 0.9, device: str | None = None, video: 
                     scan.without_face += not unread
             else:
                 try:
-                    image, scale = read_photo(item, max_side, name)
+                    pending.append((name, *read_photo(item, max_side, name)))
                 except ImageReadError as err:
                     scan.problem(name, str(err).split(": ", 1)[-1], UNREADABLE)
                     scan.unreadable += 1
-                else:
-                    faces = detector.detect_all(image, min_prob)
-                    if not faces:
-                        scan.problem(name, f"no face found (MTCNN, probability >= {min_prob})", NO_FACE)
-                        scan.without_face += 1
-                    for k, (pts, box, prob) in enumerate(faces):
-                        scan.faces.append(face_of(image, pts, box, prob, k, name, scale))
+                if len(pending) >= PHOTO_BATCH:
+                    detect_pending()
             bar.update(1)
+        detect_pending()
     return scan
 
 
