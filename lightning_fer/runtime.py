@@ -60,7 +60,6 @@ class OnnxPredict(Callback):
         import onnxruntime as ort
 
         from lightning_fer.export import export
-
         from lightning_fer.files import write_text
         from lightning_fer.zoo import sha256
 
