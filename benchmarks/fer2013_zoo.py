@@ -92,8 +92,8 @@ def report(run: Path, out: Path) -> str:
                   for c in range(len(names))] for m in shown}
     figures = out.parent / "fer2013_zoo_figures"
     figures.mkdir(parents=True, exist_ok=True)
-    plot_per_class_recall(recall, names, figures / "per_class_recall.png",
-                          f"FER2013 PublicTest ({len(labels)} faces, duplicates dropped): recall per class")
+    plot_per_class_recall(recall, names, f"FER2013 PublicTest ({len(labels)} faces, duplicates dropped): recall per class",
+                          figures / "per_class_recall.png")
     for png in ("table2.png",):
         if (run / png).is_file():
             shutil.copy(run / png, figures / png)

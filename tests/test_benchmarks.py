@@ -217,3 +217,46 @@ def test_scale_benchmark_smallest_case(tmp_path):
     assert all(_is_number(c) for r in body for c in r[1:]), body
     data = json.loads((tmp_path / "work" / "scale.json").read_text())
     assert set(data["after"]) == {"300", "600"}
+
+
+def test_fer2013_zoo_report_writes_the_four_lines_from_the_rows_and_probabilities(tmp_path):
+    """The zoo's results file from a run's structured rows and per-face probabilities alone: the
+    four lines a script reads, the paired comparison, per-class recall and its picture."""
+    import torch
+
+    from benchmarks.fer2013_zoo import report
+    from lightning_fer.cv.report import METRICS, ROW_FIELDS
+    from lightning_fer.files import save_torch, write_csv
+
+    n, k = 200, 7
+    labels = torch.arange(n) % k
+    eye = torch.eye(k)
+    member = eye[labels].clone()
+    member[:60] = eye[(labels[:60] + 1) % k]  # 70% right
+    ensemble = eye[labels].clone()
+    ensemble[:40] = eye[(labels[:40] + 1) % k]  # 80% right, on a superset of the member's faces
+    rows = {"vgg48 + flip": member, "SoftVote": ensemble, "vgg48": member}
+    what = {"vgg48 + flip": {"kind": "member", "member": "vgg48", "region": "face", "flip": True, "voters": "vgg48"},
+            "vgg48": {"kind": "member", "member": "vgg48", "region": "face", "flip": False, "voters": "vgg48"},
+            "SoftVote": {"kind": "strategy", "strategy": "SoftVote", "group": "all views", "flip": True, "voters": "vgg48;r18"}}
+    acc = {"vgg48 + flip": 0.7, "vgg48": 0.7, "SoftVote": 0.8}
+    run = tmp_path / "run"
+    write_csv(run / "table2_runs.csv", ["model", *ROW_FIELDS, "fold", "seed", *METRICS],
+              ([m, *[what[m].get(f, "") for f in ROW_FIELDS], 0, "", *[100 * acc[m] if x == "acc" else 50.0 for x in METRICS]]
+               for m in rows))
+    save_torch({"labels": {"fold0": labels}, "class_names": [f"c{i}" for i in range(k)],
+                "rows": {m: {"fold0": p} for m, p in rows.items()}, "what": what}, run / "test_probs.pt")
+    (run / "fold0" / "vgg48").mkdir(parents=True)
+    (run / "fold0" / "vgg48" / "done.json").write_text(json.dumps({"seconds": 1200.0}))
+    out = tmp_path / "results" / "fer2013_zoo.md"
+    out.parent.mkdir()
+    out.write_text("old\n## Notes by hand\nkept\n")
+    lines = report(run, out).splitlines()
+    assert lines[0] == "best member: vgg48 + flip 70.0% PublicTest"
+    assert lines[1].startswith("best ensemble: SoftVote 80.0% PublicTest (+10.0 over the best member, 95% CI ")
+    assert lines[2] == "student: not trained yet PublicTest"
+    assert lines[3] == "paper's three: sppnet not run, resnet50 not run, inception_v3 not run"
+    text = out.read_text()
+    assert "McNemar: 20 faces only the ensemble gets right, 0 only the member" in text
+    assert "| vgg48 | 20.0 |" in text and text.endswith("## Notes by hand\nkept\n")
+    assert (out.parent / "fer2013_zoo_figures" / "per_class_recall.png").is_file()
