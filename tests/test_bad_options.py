@@ -16,12 +16,12 @@ from lightning_fer.predict import FacePredictionWriter
 
 
 def test_prediction_output_must_be_csv_or_json():
-    with pytest.raises(ValueError, match=r"'faces\.txt' must end in \.csv or \.json"):
+    with pytest.raises(ValueError, match=r"'faces\.txt': must end in \.csv or \.json"):
         FacePredictionWriter("faces.txt")
 
 
 def test_predict_path_must_exist(tmp_path):
-    with pytest.raises(FileNotFoundError, match="neither an image or video file nor a folder"):
+    with pytest.raises(FileNotFoundError, match="no such file or folder; give a photo, a video or a folder"):
         list_photos(tmp_path / "nowhere")
 
 

@@ -148,7 +148,7 @@ class PhotoScan:
                 f"face, {self.unreadable} unreadable{where}")
 
 
-class PredictInputError(ValueError):
+class PredictInputError(FileNotFoundError):
     """A predict path that does not exist: a user error, said in one line."""
 
 
