@@ -339,12 +339,26 @@ def test_a_run_says_its_face_box_and_warns_when_whole_large_pictures_are_faces(t
         (tmp_path / "d" / "train" / label).mkdir(parents=True)
         for i in range(2):
             cv2.imwrite(str(tmp_path / "d" / "train" / label / f"{i}.jpg"), _astronaut()[:, :, ::-1])
+    # uncropped photos, much larger than the model's input, no annotated box: faces are detected
     dm = FERDataModule("folder", str(tmp_path / "d"), image_size=48, num_workers=0, fold=None, landmarks="template",
                        cache_dir=str(tmp_path / "c"))
     with caplog.at_level(logging.INFO, logger="lightning_fer"):
         dm.prepare_data()
         dm.setup("fit")
-    assert "face box: the whole picture (face_box auto, landmarks template)" in caplog.text
+    assert "the pictures are 512 px (median of 4), over 3x the model's input" in caplog.text
+    assert dm.index_report.kinds == {"mtcnn": 4}
+    assert "face box: the detected box (face_box auto, landmarks mtcnn)" in caplog.text
+    box = dm.datasets["train"][0]
+    assert box["views"].shape[-1] == 48
+    # face_box: image says to take whole pictures: it is kept, with a warning
+    caplog.clear()
+    dm = FERDataModule("folder", str(tmp_path / "d"), image_size=48, num_workers=0, fold=None, landmarks="template",
+                       face_box="image", cache_dir=str(tmp_path / "c2"))
+    with caplog.at_level(logging.INFO, logger="lightning_fer"):
+        dm.prepare_data()
+        dm.setup("fit")
+    assert dm.index_report.kinds == {"template": 4}
+    assert "face box: the whole picture (face_box image, landmarks template)" in caplog.text
     assert "512 px wide (median), over 3x the model's 48 px input" in caplog.text
 
 

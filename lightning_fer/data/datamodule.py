@@ -144,8 +144,8 @@ class FERDataModule(L.LightningDataModule):
         self.duplicates, self.skip_bad_images = duplicates, skip_bad_images
         self.wire, self.channels = wire, channels
         self.landmark_settings = landmarks
-        self.prepared = PreparedSource(self.source, landmarks, cache_dir, duplicates, skip_bad_images,
-                                       num_workers, landmarks.batch_size, landmarks.device)
+        self.prepared = PreparedSource(self.source, landmarks, cache_dir, duplicates, skip_bad_images, num_workers,
+                                       landmarks.batch_size, landmarks.device, None if face_box == "image" else 3 * image_size)
         #: photos and videos to predict on (``None``: predict on the test split).
         self.predict_options = predict
         # The groups are saved as plain mappings, so that checkpoints load with weights_only=True.
@@ -226,7 +226,7 @@ class FERDataModule(L.LightningDataModule):
         self.splits = self.prepared.splits(self.eval_split, self.fold, self._folds_path(), self.num_folds, self.seed,
                                            self.training.fraction, self.training.bootstrap)
         points, boxes = face_geometry(records, index, self.face_box)
-        say_face_box(index, self.face_box, self.landmark_settings.mode, self.image_size)
+        say_face_box(index, self.face_box, self.prepared.settings.mode, self.image_size)
         masks = view_masks(index, self.views, self.landmark_settings.min_inside)
         aug = self.training.augmenter()
         for name, ids in self.splits.items():

@@ -58,8 +58,10 @@ class PreparedSource:
 
     def __init__(self, source: FERSource, settings: LandmarkSettings, cache_dir: str | None = None,
                  duplicates: DuplicatePolicy = "keep", skip_bad_images: bool = False, num_workers: int = 2,
-                 detect_batch_size: int = 32, detect_device: str | None = None) -> None:
+                 detect_batch_size: int = 32, detect_device: str | None = None,
+                 whole_picture_limit: int | None = None) -> None:
         self.source = source
+        self.whole_picture_limit = whole_picture_limit
         self.settings = settings
         self._cache_dir = cache_dir
         self.duplicates = duplicates
@@ -102,6 +104,7 @@ class PreparedSource:
         if self._indexed is not None:
             return self._indexed
         records = self.load()[0]
+        self._detect_large_pictures(records)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         index = self._landmarks = LandmarkIndex(self.cache_dir / source_cache_name(self.source.describe()),
                                                 self.settings)
@@ -115,6 +118,35 @@ class PreparedSource:
         self._check_bad(records, table)
         self._indexed = (records, table)
         return self._indexed
+
+    def _detect_large_pictures(self, records: RecordTable, sample: int = 32) -> None:
+        """``landmarks: template`` takes each whole picture as the face. Where the pictures carry no
+        annotated box and are much larger than the model's input (``whole_picture_limit``: 3x the
+        image size; the median of the first ``sample`` files' sizes, read from their headers) they
+        are photos rather than face crops: faces are detected with MTCNN instead, said in a warning
+        (``face_box: image`` keeps whole pictures). The same decision on every rank: the same files."""
+        import dataclasses
+
+        from PIL import Image
+
+        limit = self.whole_picture_limit
+        if self.settings.mode != "template" or not limit or not len(records):
+            return
+        if not np.isnan(np.asarray(records.boxes, np.float32)[:, 0]).all():
+            return
+        sizes = []
+        for i in range(min(sample, len(records))):
+            try:
+                with Image.open(records.path(i)) as im:
+                    sizes.append(max(im.size))
+            except Exception:  # noqa: BLE001 - an unreadable file is reported by the index itself
+                continue
+        if sizes and float(np.median(sizes)) > limit:
+            log.warning("%s: the pictures are %d px (median of %d), over 3x the model's input, with no annotated face "
+                        "box: faces are detected with MTCNN instead of taking each whole picture as the face "
+                        "(landmarks: template); set --data.face_box image to keep whole pictures",
+                        self.source.describe(), int(np.median(sizes)), len(sizes))
+            self.settings = dataclasses.replace(self.settings, mode="mtcnn")
 
     def _check_bad(self, records: RecordTable, index: IndexTable) -> None:
         bad = [(records[int(i)], index.reasons[int(i)], index.kind_of(int(i))) for i in np.flatnonzero(~np.asarray(index.ok))]
