@@ -172,7 +172,7 @@ class Predictor:
                     skipped.append(f"{r['file']}: {r['error']}")
                 continue
             for i in names[r["file"]]:  # the same path given twice: both get its faces
-                found[i].append(self._face(r))
+                found[i].append(self.face(r))
         if skipped and on_error == "raise":
             raise ImageReadError(skipped[0] + (f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""))
         if skipped:
@@ -183,7 +183,8 @@ class Predictor:
 
     __call__ = analyze
 
-    def _face(self, r: dict) -> dict:
+    def face(self, r: dict) -> dict:
+        """A face dict (:func:`analyze`'s) from one of predict's rows."""
         face = {k: r[k] for k in ("frame", "time", "track") if k in r}
         face.update(box=r["box"], landmarks=r["landmarks"], face_prob=r["face_prob"], label=r["label"],
                     probabilities={n: r[f"p_{n}"] for n in self.class_names})
@@ -195,7 +196,7 @@ class Predictor:
         bad = [r for r in rows if r["error"] and "frame" not in r and not r["error"].startswith("no face found")]
         if bad and on_error == "raise":
             raise ImageReadError(f"{bad[0]['file']}: {bad[0]['error']}")
-        return _frames(rows, self._face)
+        return _frames(rows, self.face)
 
 
 def _is_video(item) -> bool:

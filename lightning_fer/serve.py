@@ -142,7 +142,7 @@ class Service:
                 raise UploadError(422, bad[0]["error"])
             write_rows(rows, Path(tmp) / "rows.csv")  # the CSV predict writes, from the same rows
             text = (Path(tmp) / "rows.csv").read_text(encoding="utf-8")
-        faces = [self.predictor._face(r) for r in rows if not r["error"]]
+        faces = [self.predictor.face(r) for r in rows if not r["error"]]
         return {"faces": faces, "rows": rows, "csv": text, "classes": self.predictor.class_names, "video": video}
 
 
