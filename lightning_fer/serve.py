@@ -208,9 +208,9 @@ def _version() -> str:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lightning_fer serve", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    what = p.add_mutually_exclusive_group()
-    what.add_argument("--pretrained", default=None, help="a shipped model (default fer2013)")
-    what.add_argument("--ckpt_path", default=None, help="a FERClassifier checkpoint instead")
+    p.add_argument("--pretrained", default=None, help="a shipped model (default fer2013)")
+    p.add_argument("--ckpt_path", default=None, help="a FERClassifier checkpoint instead (or the weights of --config's model)")
+    p.add_argument("--config", default=None, help="a model config as for predict (an ensemble of member checkpoints, say)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--face_box", default="auto", choices=["auto", "image"])
@@ -220,6 +220,30 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def make_predictor(args: argparse.Namespace):
+    """The :class:`~lightning_fer.api.Predictor` the options ask for, and the name the page shows:
+    a shipped model, a checkpoint, or a config (built as ``predict`` builds it; its data settings
+    kept)."""
+    from lightning_fer.api import Predictor
+
+    video = VideoOptions(fps=args.video_fps or None)
+    if sum(bool(x) for x in (args.pretrained, args.config)) > 1 or (args.pretrained and args.ckpt_path):
+        raise SystemExit("error: serve takes one of --pretrained NAME, --ckpt_path CKPT, or --config FILE [--ckpt_path CKPT]")
+    if not args.config:
+        name = args.ckpt_path or args.pretrained or "fer2013"
+        return Predictor(name, face_box=args.face_box, video=video), Path(name).name
+    import torch
+
+    from lightning_fer.build import build
+
+    built = build([args.config], {"trainer": {"logger": False}})
+    if args.ckpt_path:
+        built.model.load_state_dict(torch.load(args.ckpt_path, map_location="cpu", weights_only=True)["state_dict"])
+    dm = built.datamodule
+    data = {"views": list(dm.views), "image_size": dm.image_size, "channels": dm.channels}
+    return Predictor(built.model.eval(), face_box=args.face_box, video=video, data=data), Path(args.config).stem
+
+
 def main(argv: list[str]) -> None:
     """Load the model and the detector once, then serve until stopped."""
     args = parser().parse_args(argv)
@@ -227,11 +251,8 @@ def main(argv: list[str]) -> None:
         import uvicorn
     except ImportError:
         raise SystemExit('error: serve needs its extra: pip install "lightning-fer[serve]"') from None
-    from lightning_fer.api import Predictor
-
     limits = ServeLimits(args.max_upload_mb, int(args.max_pixels), args.max_video_seconds, args.video_fps or None,
                          max_queue=int(args.max_queue))
-    name = args.ckpt_path or args.pretrained or "fer2013"
-    predictor = Predictor(name, face_box=args.face_box, video=VideoOptions(fps=limits.video_fps))
+    predictor, name = make_predictor(args)
     log.info("serve: %s on http://%s:%d/ (API docs at /docs)", name, args.host, args.port)
-    uvicorn.run(create_app(predictor, limits, Path(name).name), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(create_app(predictor, limits, name), host=args.host, port=args.port, log_level="warning")

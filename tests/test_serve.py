@@ -56,6 +56,10 @@ def files(tmp_path_factory) -> dict[str, Path]:
         writer.write(img)
     writer.release()
     (d / "empty.mp4").write_bytes(b"")
+    header_only = cv2.VideoWriter(str(d / "noframes.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (480, 270))
+    header_only.release()  # a container with no frame in it
+    if not (d / "noframes.mp4").is_file() or not (d / "noframes.mp4").stat().st_size:
+        (d / "noframes.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom")  # a header alone
     return {p.name: p for p in d.iterdir()}
 
 
@@ -106,6 +110,7 @@ def test_a_short_video_gives_tracks(predictor, files):
     ("truncated.jpg", "image/jpeg", 422, "cannot decode"),
     ("bomb.png", "image/png", 413, "decompression bomb"),
     ("empty.mp4", "video/mp4", 422, "empty upload"),
+    ("noframes.mp4", "video/mp4", 422, "video"),
     ("astronaut.jpg", "text/plain", 415, "content type 'text/plain' is not accepted"),
 ])
 def test_each_bad_upload_is_a_4xx_with_a_one_line_reason(predictor, files, name, content_type, status, says):
@@ -114,6 +119,28 @@ def test_each_bad_upload_is_a_4xx_with_a_one_line_reason(predictor, files, name,
     assert r.status_code == status, r.text
     detail = r.json()["detail"]
     assert says in detail and "\n" not in detail and "Traceback" not in r.text
+
+
+def test_a_config_of_an_ensemble_is_served(files, tmp_path):
+    """serve --config: a model built as predict builds it (here a soft vote of two shipped members)."""
+    from lightning_fer.serve import make_predictor, parser
+
+    cfg = tmp_path / "ensemble.yaml"
+    cfg.write_text("""model:
+  class_path: lightning_fer.EnsembleModule
+  init_args:
+    members: ["pretrained:fer2013", "pretrained:fer2013"]
+    strategy: {class_path: lightning_fer.ensemble.SoftVote}
+    views: [face]
+    flip: true
+data:
+  class_path: lightning_fer.FERDataModule
+  init_args: {source: folder, root: nowhere, image_size: 48, channels: 1}
+""")
+    predictor, name = make_predictor(parser().parse_args(["--config", str(cfg)]))
+    client = TestClient(create_app(predictor, model_name=name))
+    (face,) = _post(client, files["astronaut.jpg"], "image/jpeg").json()["faces"]
+    assert name == "ensemble" and face["label"] == "happy"
 
 
 def test_limits_are_configurable(predictor, files):
