@@ -188,10 +188,10 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
     def evaluate(self, x: torch.Tensor) -> torch.Tensor:
         """Logits as ``validate``, ``test`` and ``predict`` see them: with ``tta: flip`` the mean
         of the logits of ``x`` and of its mirror."""
-        logits = self(x)
-        if self.hparams.get("tta", "none") == "flip":
-            logits = (logits + self(x.flip(-1))) / 2
-        return logits
+        if self.hparams.get("tta", "none") != "flip":
+            return self(x)
+        plain, mirrored = self(torch.cat([x, x.flip(-1)])).chunk(2)  # one pass over both: one batch of 2B
+        return (plain + mirrored) / 2
 
     def probabilities(self, scores: torch.Tensor) -> torch.Tensor:
         """Logits as the class probabilities the metrics take (softmax, float32)."""
