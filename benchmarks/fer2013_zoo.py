@@ -2,10 +2,10 @@
 student distilled from their soft vote, and the paired comparison of the best ensemble with the
 best member on the same PublicTest faces.
 
-    python benchmarks/fer2013_zoo.py                 # cv --config configs/fer2013/zoo.yaml, then the report
+    python benchmarks/fer2013_zoo.py                 # cv --config configs/fer2013/cv_zoo.yaml, then the report
     python benchmarks/fer2013_zoo.py --report-only   # rewrite the results from a finished (or partial) run
 
-Training is ``python -m lightning_fer cv --config configs/fer2013/zoo.yaml`` (each member a cv job;
+Training is ``python -m lightning_fer cv --config configs/fer2013/cv_zoo.yaml`` (each member a cv job;
 resumable). The report reads the run's structured rows (``table2_runs.csv``), its per-face test
 probabilities (``test_probs.pt``) and each member's ``done.json``, and writes
 ``benchmarks/results/fer2013_zoo.md`` with the four summary lines a script reads, Table II, the
@@ -103,7 +103,7 @@ def report(run: Path, out: Path) -> str:
         minutes.append([done.parent.name, f"{d.get('seconds', float('nan')) / 60:.1f}"])
 
     text = [f"Machine: {machine()}", "",
-            f"FER2013 zoo (`configs/fer2013/zoo.yaml`): members trained on all of Training (duplicates dropped) but "
+            f"FER2013 zoo (`configs/fer2013/cv_zoo.yaml`): members trained on all of Training (duplicates dropped) but "
             f"the fixed 10% hold-out slice (fold 0 of 10) on which the learning strategies are fitted; every figure "
             f"on PublicTest ({len(labels)} faces, duplicates dropped).", "", "```", *lines, "```", "",
             "## Table II", "", markdown_table(summary_of(records)), "",
@@ -127,7 +127,7 @@ def report(run: Path, out: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=str(REPO / "configs" / "fer2013" / "zoo.yaml"))
+    p.add_argument("--config", default=str(REPO / "configs" / "fer2013" / "cv_zoo.yaml"))
     p.add_argument("--run", default="runs/fer2013/zoo", help="the cv run's output_dir")
     p.add_argument("--out", default=str(HERE / "results" / "fer2013_zoo.md"))
     p.add_argument("--report-only", action="store_true")

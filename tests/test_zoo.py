@@ -10,7 +10,7 @@ from conftest import REPO
 
 from lightning_fer.cv.significance import compare, mcnemar, paired_bootstrap
 
-ZOO = REPO / "configs" / "fer2013" / "zoo.yaml"
+ZOO = REPO / "configs" / "fer2013" / "cv_zoo.yaml"
 
 
 def test_the_paired_bootstrap_interval_has_the_known_answer():
