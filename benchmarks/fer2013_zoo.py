@@ -50,13 +50,13 @@ def summary_lines(best_member: tuple[str, float], best_ensemble: tuple[str, floa
     ens, eacc, gain, lo, hi = best_ensemble
     paper_txt = ", ".join(f"{k} {pct(v) + '%' if v is not None else 'not run'}" for k, v in paper.items())
     return [f"best member: {name} {pct(acc)}% PublicTest",
-            f"best ensemble: {ens} {pct(eacc)}% PublicTest (+{100 * gain:.1f} over the best member, 95% CI "
+            f"best ensemble: {ens} {pct(eacc)}% PublicTest ({100 * gain:+.1f} over the best member, 95% CI "
             f"{100 * lo:.1f} to {100 * hi:.1f})",
             f"student: {pct(student) + '%' if student is not None else 'not trained yet'} PublicTest",
             f"paper's three: {paper_txt}"]
 
 
-def report(run: Path, out: Path) -> str:
+def report(run: Path, out: Path, members_dir: Path | None = None) -> str:
     import torch
 
     from lightning_fer.cv.report import markdown_table, read_records, summary_of
@@ -98,7 +98,7 @@ def report(run: Path, out: Path) -> str:
         if (run / png).is_file():
             shutil.copy(run / png, figures / png)
     minutes = []
-    for done in sorted(run.glob("fold*/*/done.json")):
+    for done in sorted((members_dir or run).glob("fold*/*/done.json")):
         d = json.loads(done.read_text())
         minutes.append([done.parent.name, f"{d.get('seconds', float('nan')) / 60:.1f}"])
 
@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(REPO / "configs" / "fer2013" / "cv_zoo.yaml"))
     p.add_argument("--run", default="runs/fer2013/zoo", help="the cv run's output_dir")
+    p.add_argument("--members-dir", default=None, help="where the members were trained (default: --run)")
     p.add_argument("--out", default=str(HERE / "results" / "fer2013_zoo.md"))
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args(argv)
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         from lightning_fer.cv import main as cv_main
 
         cv_main(["--config", args.config])
-    print(report(Path(args.run), Path(args.out)))
+    print(report(Path(args.run), Path(args.out), Path(args.members_dir) if args.members_dir else None))
 
 
 if __name__ == "__main__":
