@@ -94,7 +94,7 @@ def report(run: Path, out: Path, members_dir: Path | None = None) -> str:
     figures.mkdir(parents=True, exist_ok=True)
     plot_per_class_recall(recall, names, f"FER2013 PublicTest ({len(labels)} faces, duplicates dropped): recall per class",
                           figures / "per_class_recall.png")
-    for png in ("table2.png",):
+    for png in ("table2_acc.png",):
         if (run / png).is_file():
             shutil.copy(run / png, figures / png)
     minutes = []
@@ -116,7 +116,7 @@ def report(run: Path, out: Path, members_dir: Path | None = None) -> str:
             "|---|" + "---|" * len(names),
             *[f"| {m} | " + " | ".join(pct(v) for v in recall[m]) + " |" for m in shown], "",
             "![per-class recall](fer2013_zoo_figures/per_class_recall.png)", "",
-            "![Table II](fer2013_zoo_figures/table2.png)", "",
+            "![Table II](fer2013_zoo_figures/table2_acc.png)", "",
             "## Minutes of training per member (wall, this machine)", "", "| member | minutes |", "|---|---|",
             *[f"| {a} | {b} |" for a, b in minutes], ""]
     old = out.read_text() if out.is_file() else ""
