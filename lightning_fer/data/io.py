@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import cv2
 import numpy as np
@@ -31,22 +33,33 @@ def _to_rgb8(im: Image.Image) -> np.ndarray:
     return np.asarray(im)
 
 
+@contextmanager
+def decoding(label) -> Iterator[None]:
+    """Decoding errors raised inside as :class:`ImageReadError` naming ``label`` and why."""
+    try:
+        yield
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise ImageReadError(f"{label}: refused as a decompression bomb ({err}); shrink it, or raise "
+                             "PIL.Image.MAX_IMAGE_PIXELS if it is a genuine photo") from None
+    except FileNotFoundError:
+        raise ImageReadError(f"{label}: file not found") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{label}: not an image (unrecognised bytes)") from None
+    except (OSError, ValueError, SyntaxError) as err:
+        raise ImageReadError(f"{label}: cannot decode: {err}") from None
+
+
 def load_image_checked(path: str) -> np.ndarray:
     """Decode the whole file strictly (truncated files fail) into RGB uint8 ``[H, W, 3]``.
 
     Raises:
         ImageReadError: naming the file and why it cannot be used.
     """
-    try:
-        with Image.open(path) as im:
-            im.load()
-            arr = _to_rgb8(im)
-    except FileNotFoundError:
-        raise ImageReadError(f"{path}: file not found") from None
-    except UnidentifiedImageError:
-        raise ImageReadError(f"{path}: not an image (unrecognised bytes)") from None
-    except (OSError, ValueError, SyntaxError) as err:
-        raise ImageReadError(f"{path}: cannot decode: {err}") from None
+    with decoding(path), Image.open(path) as im:
+        im.load()
+        arr = _to_rgb8(im)
     if arr.ndim != 3 or arr.shape[0] < 2 or arr.shape[1] < 2:
         raise ImageReadError(f"{path}: degenerate image of shape {arr.shape}")
     return np.ascontiguousarray(arr)
@@ -87,19 +100,8 @@ def read_photo(source, max_side: int | None = MAX_PHOTO_SIDE, name: str | None =
                                  f"got {arr.dtype} {tuple(source.shape)}")
         arr, full = arr[..., :3], max(source.shape[:2])
     else:
-        try:
+        with decoding(label):
             arr, full = _decode_upright(source, label, max_side)
-        except ImageReadError:
-            raise
-        except Image.DecompressionBombError as err:
-            raise ImageReadError(f"{label}: refused as a decompression bomb ({err}); shrink it, or raise "
-                                 "PIL.Image.MAX_IMAGE_PIXELS if it is a genuine photo") from None
-        except FileNotFoundError:
-            raise ImageReadError(f"{label}: file not found") from None
-        except UnidentifiedImageError:
-            raise ImageReadError(f"{label}: not an image (unrecognised bytes)") from None
-        except (OSError, ValueError, SyntaxError) as err:
-            raise ImageReadError(f"{label}: cannot decode: {err}") from None
     if arr.ndim != 3 or arr.shape[0] < 2 or arr.shape[1] < 2:
         raise ImageReadError(f"{label}: degenerate image of shape {tuple(arr.shape)} (smaller than 2x2)")
     h, w = arr.shape[:2]
