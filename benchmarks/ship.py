@@ -1,5 +1,6 @@
-"""Write the shipped models (``lightning_fer/shipped/``) from trained checkpoints, measure them as
-shipped, and record them in ``lightning_fer/shipped/models.json``: the command that reproduces them.
+"""Write the shipped models (``lightning_fer/shipped/``) from trained checkpoints (the bundles: member
+checkpoints without optimiser or loop state, float16 weights, an ensemble's strategy and learnt
+state), measure them as shipped, and record them in ``lightning_fer/shipped/models.json``: the command that reproduces them.
 
     python benchmarks/ship.py --member runs/fer2013/best_member/checkpoints/final.final_weights.ckpt \\
         --ensemble-run runs/fer2013/cv --ensemble-members quick_member quick_member.bag1 quick_member.bag2 xception_member \\
@@ -30,12 +31,52 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from benchmarks.common import machine  # noqa: E402
+from lightning_fer import shipped  # noqa: E402
 
 LICENCE = ("FER2013 (Kaggle ICML 2013 challenge) is for research; these weights learnt from it inherit that: "
            "research and evaluation use")
 #: what the materialized config's data section holds: the members' geometry, FER2013's layout
 DATA = {"source": "folder", "root": "../shared/data/fer2013", "split_map": {"val": "test"}, "image_size": 48,
         "channels": 1, "landmarks": "template", "duplicates": "drop", "fold": None, "num_workers": 2}
+
+
+def stripped(ckpt_path: str | os.PathLike, half: bool = True) -> dict:
+    """A member checkpoint in the current format (older ones migrated by loading them), without
+    optimiser, loop or callback state; float weights in float16 where ``half``."""
+    import lightning
+
+    from lightning_fer.checkpoints import UnsafeCheckpointError, unsafe_message
+    from lightning_fer.models.classifier import FERClassifier
+
+    try:
+        model = FERClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - named below
+        import pickle
+
+        if isinstance(err, pickle.UnpicklingError):
+            raise UnsafeCheckpointError(unsafe_message(ckpt_path, err)) from None
+        raise
+    out = {"state_dict": {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()},
+           # the class path too: LightningCLI reads a --ckpt_path's hyperparameters as config
+           "hyper_parameters": {"_class_path": "lightning_fer.FERClassifier",
+                                "_instantiator": "lightning.pytorch.cli.instantiate_module",
+                                **{k: v for k, v in dict(model.hparams).items() if not k.startswith("_")}},
+           "pytorch-lightning_version": lightning.__version__}
+    model.on_save_checkpoint(out)  # the classes, region, backbone and data fingerprint
+    return out
+
+
+def member_bundle(ckpt_path: str | os.PathLike, data: dict, half: bool = True) -> dict:
+    return {"format": shipped.FORMAT, "kind": "member", "checkpoint": stripped(ckpt_path, half), "data": dict(data)}
+
+
+def ensemble_bundle(member_paths: list, strategy, views: list[str], flip: bool, data: dict, half: bool = True) -> dict:
+    """An ensemble's bundle: its members' stripped checkpoints, the strategy's spec and learnt
+    state (``strategy``: a fitted :class:`~lightning_fer.ensemble.strategy.EnsembleStrategy`)."""
+    state = {f"ensemble.strategy.{k}": v for k, v in strategy.state_dict().items()}
+    return {"format": shipped.FORMAT, "kind": "ensemble", "members": [stripped(p, half) for p in member_paths],
+            "strategy": strategy.spec(), "strategy_state": state, "views": list(views), "flip": bool(flip),
+            "data": dict(data)}
 
 
 def commit() -> str:
@@ -79,7 +120,7 @@ def fitted_strategy(members: list[str], strategy: str, root: str, views: list[st
 
 
 def main(argv: list[str] | None = None) -> Path:
-    from lightning_fer import bundles, zoo
+    from lightning_fer import zoo
     from lightning_fer.files import save_torch, write_text
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -91,12 +132,12 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--strategy", default="lightning_fer.ensemble.SoftVote")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--root", default=str(REPO.parent / "shared" / "data" / "fer2013"))
-    ap.add_argument("--out", type=Path, default=zoo.SHIPPED)
+    ap.add_argument("--out", type=Path, default=shipped.SHIPPED)
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    zoo.SHIPPED, zoo.REGISTRY = args.out, args.out / "models.json"  # measured where written
+    shipped.SHIPPED, shipped.REGISTRY = args.out, args.out / "models.json"  # measured where written
     t0 = time.perf_counter()
-    bundles = {"fer2013": (bundles.member_bundle(args.member, DATA), {
+    bundles = {"fer2013": (member_bundle(args.member, DATA), {
         "what": "one network: the VGG-style fer_vgg (widths 32-256, 1.17M parameters), 48 px grey faces, flip TTA",
         "recipe": f"{args.member_recipe} (30 epochs, SGD one-cycle, final weights), all of FER2013 Training"})}
     if args.ensemble_run is not None:
@@ -108,7 +149,7 @@ def main(argv: list[str] | None = None) -> Path:
                                  "configs/fer2013/cv.yaml` first")
             member_paths.append(json.loads(done.read_text())["checkpoint"])
         strategy = fitted_strategy(member_paths, args.strategy, args.root, ["face"], True)
-        bundles["fer2013-ensemble"] = (bundles.ensemble_bundle(member_paths, strategy, ["face"], True, DATA), {
+        bundles["fer2013-ensemble"] = (ensemble_bundle(member_paths, strategy, ["face"], True, DATA), {
             "what": f"{strategy.name} of {len(member_paths)} networks ({', '.join(args.ensemble_members)}) on the face "
                     "and its mirror, 48 px grey faces",
             "recipe": f"configs/fer2013/cv.yaml seed {args.seed} (members on folds 1-4 of Training; fold 0 held out"
@@ -117,7 +158,7 @@ def main(argv: list[str] | None = None) -> Path:
     models = json.loads(old.read_text())["models"] if old.is_file() else {}  # the names not rewritten are kept
     for name, (bundle, info) in bundles.items():
         path = save_torch(bundle, args.out / f"{name}.pt")
-        models[name] = {"file": path.name, "sha256": zoo.sha256(path), "bytes": path.stat().st_size, "kind": bundle["kind"],
+        models[name] = {"file": path.name, "sha256": shipped.sha256(path), "bytes": path.stat().st_size, "kind": bundle["kind"],
                         "data": "FER2013 (Kaggle 2013): 48 px grey faces, 7 classes, Training split, duplicates dropped",
                         "commit": commit(), "licence": LICENCE, **info}
     reg = {"note": "written by benchmarks/ship.py; every load checks each file's sha256", "models": models}

@@ -124,11 +124,12 @@ def _one_line(err: BaseException, argv: list[str]) -> str | None:
 
     import yaml
 
+    from lightning_fer.checkpoints import UnsafeCheckpointError, unsafe_message
     from lightning_fer.cv.jobs import JobError
     from lightning_fer.data.photos import PredictInputError
     from lightning_fer.ensemble.module import MemberNotFoundError
     from lightning_fer.options import OptionError
-    from lightning_fer.zoo import PretrainedError, UnsafeCheckpointError, unsafe_message
+    from lightning_fer.shipped import PretrainedError
 
     for kind in (MemberNotFoundError, PretrainedError, UnsafeCheckpointError, JobError, PredictInputError, OptionError):
         found = _cause(err, kind)

@@ -61,7 +61,7 @@ class OnnxPredict(Callback):
 
         from lightning_fer.export import export
         from lightning_fer.files import write_text
-        from lightning_fer.zoo import sha256
+        from lightning_fer.shipped import sha256
 
         path = self.onnx_path(module, example)
         digest = path.with_suffix(".sha256")

@@ -19,93 +19,38 @@ bundle out once, as ordinary checkpoints and a config (under the library's cache
 by the hash), and runs as if given ``--config <that config> --ckpt_path <that checkpoint>``: the
 usual ``--data.*`` and ``--trainer.*`` overrides apply. ``pretrained:NAME`` is also accepted
 wherever a member checkpoint path is (ensemble members).
+
+The registry and the files are :mod:`lightning_fer.shipped`'s; this module builds the models.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import logging
-import os
 from pathlib import Path
 
-import torch
-
-from lightning_fer.checkpoints import UnsafeCheckpointError, safe_load, unsafe_message
-from lightning_fer.files import home
+from lightning_fer.shipped import (
+    FORMAT,
+    PREFIX,
+    REGISTRY,
+    SHIPPED,
+    PretrainedError,
+    cached_copy,
+    classifier,
+    load_bundle,
+    names,
+    registry,
+    resolve_member,
+    sha256,
+    verified_path,
+)
 
 log = logging.getLogger(__name__)
 
-SHIPPED = Path(__file__).resolve().parent / "shipped"
-REGISTRY = SHIPPED / "models.json"
-FORMAT = "lightning_fer.bundle/1"
 #: the subcommands ``--pretrained`` works with
 SUBCOMMANDS = ("predict", "test", "validate", "export")
-PREFIX = "pretrained:"
 
-__all__ = ["PretrainedError", "UnsafeCheckpointError", "unsafe_message", "describe", "load_bundle", "materialize", "names",
-           "pretrained", "registry", "resolve_member", "safe_load", "verified_path"]
-
-
-class PretrainedError(ValueError):
-    """An unknown shipped name, a file whose hash does not match, or a conflicting option."""
-
-
-def registry() -> dict[str, dict]:
-    """The shipped models: name -> what ``models.json`` says of it."""
-    if not REGISTRY.is_file():
-        return {}
-    return json.loads(REGISTRY.read_text(encoding="utf-8"))["models"]
-
-
-def names() -> list[str]:
-    return list(registry())
-
-
-def sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def verified_path(name: str) -> Path:
-    """The bundle file of ``name``, after its SHA-256 is checked against the registry."""
-    reg = registry()
-    if name not in reg:
-        raise PretrainedError(f"--pretrained {name!r}: no shipped model of that name; shipped: {sorted(reg)} "
-                              "(python -m lightning_fer pretrained lists them)")
-    entry = reg[name]
-    path = SHIPPED / entry["file"]
-    if not path.is_file():
-        raise PretrainedError(f"{path}: the shipped model {name!r} is missing from the installed package; reinstall "
-                              "lightning-fer, or write it again with `python benchmarks/ship.py`")
-    got = sha256(path)
-    if got != entry["sha256"]:
-        raise PretrainedError(f"{path}: SHA-256 {got[:16]}... does not match the registry's {entry['sha256'][:16]}... "
-                              f"for {name!r}: the file is corrupted or was changed; reinstall lightning-fer")
-    return path
-
-
-def load_bundle(name: str) -> dict:
-    """The bundle of a shipped model, hash-checked and loaded with ``weights_only=True``."""
-    bundle = safe_load(verified_path(name))
-    if bundle.get("format") != FORMAT:
-        raise PretrainedError(f"{SHIPPED / registry()[name]['file']}: format {bundle.get('format')!r}, expected {FORMAT}")
-    return bundle
-
-
-def _classifier(ckpt: dict):
-    """A FERClassifier from a stripped checkpoint held in memory (through Lightning's own
-    loader, as a file would be; float16 weights are cast to the model's float32)."""
-    from lightning_fer.models.classifier import FERClassifier
-
-    buf = io.BytesIO()
-    torch.save(ckpt, buf)
-    buf.seek(0)
-    return FERClassifier.load_from_checkpoint(buf, map_location="cpu", weights_only=True)
+__all__ = ["FORMAT", "PREFIX", "REGISTRY", "SHIPPED", "PretrainedError", "describe", "expand_argv", "load_bundle",
+           "materialize", "names", "pretrained", "registry", "resolve_member", "sha256", "verified_path"]
 
 
 def pretrained(name: str):
@@ -118,11 +63,11 @@ def pretrained(name: str):
     """
     bundle = load_bundle(name)
     if bundle["kind"] == "member":
-        return _classifier(bundle["checkpoint"]).eval()
-    from lightning_fer import EnsembleModule  # the public name (the ensemble's modules import this one)
+        return classifier(bundle["checkpoint"]).eval()
+    from lightning_fer.ensemble.module import EnsembleModule
     from lightning_fer.ensemble.strategy import strategy_from_spec
 
-    members = [_classifier(c) for c in bundle["members"]]
+    members = [classifier(c) for c in bundle["members"]]
     ens = EnsembleModule(members, strategy_from_spec(bundle["strategy"]), views=list(bundle["views"]),
                          flip=bool(bundle["flip"]))
     missing, unexpected = ens.load_state_dict(bundle["strategy_state"], strict=False)
@@ -131,92 +76,27 @@ def pretrained(name: str):
     return ens.eval()
 
 
-def resolve_member(spec: str | os.PathLike) -> str | os.PathLike:
-    """``pretrained:NAME`` -> the path of the shipped member's checkpoint (written out once);
-    anything else unchanged."""
-    if isinstance(spec, str) and spec.startswith(PREFIX):
-        name = spec[len(PREFIX):]
-        if registry().get(name, {}).get("kind") != "member":
-            singles = [n for n, e in registry().items() if e.get("kind") == "member"]
-            raise PretrainedError(f"{spec}: not a shipped single model; ensemble members can be {singles}")
-        return str(materialize(name)[1])
-    return spec
+def _write_ensemble(name: str, bundle: dict, folder: Path, config: Path, ckpt: Path) -> dict:
+    """An ensemble's cached files: a checkpoint per member and the ensemble's whole state
+    (members and learnt strategy) as Lightning restores it; returns the model's config."""
+    import lightning
 
+    from lightning_fer.files import save_torch
 
-def _home() -> Path:
-    return home() / "pretrained"
+    members = [str(save_torch(c, folder / f"{name}.member{i}.ckpt")) for i, c in enumerate(bundle["members"])]
+    save_torch({"state_dict": dict(pretrained(name).state_dict()), "pytorch-lightning_version": lightning.__version__,
+                "lightning_fer": {"strategy": bundle["strategy"], "views": list(bundle["views"])},
+                "hyper_parameters": {}}, ckpt)
+    spec = {k: v for k, v in bundle["strategy"].items() if k != "unsaved"}
+    return {"class_path": "lightning_fer.EnsembleModule",
+            "init_args": {"members": members, "strategy": spec, "views": list(bundle["views"]),
+                          "flip": bool(bundle["flip"])}}
 
 
 def materialize(name: str) -> tuple[Path, Path]:
-    """The shipped model as files the CLI reads: a config and a checkpoint (and for an
-    ensemble, a checkpoint per member), written once under the cache folder in a folder named by
-    the bundle's hash (atomically: a kill never leaves half a file). Returns (config, checkpoint)."""
-    import yaml
-
-    from lightning_fer.files import save_torch, write_text
-
-    path = verified_path(name)
-    entry = registry()[name]
-    folder = _home() / f"{name}-{entry['sha256'][:12]}"
-    config, ckpt = folder / f"{name}.yaml", folder / f"{name}.ckpt"
-    manifest = folder / "files.json"
-    broken = _broken_files(folder, manifest)
-    if not broken:
-        return config, ckpt
-    if not manifest.is_file() and (config.exists() or ckpt.exists()):
-        log.info("--pretrained %s: the cached copy in %s was written without a list of its files' hashes: written "
-                 "again with one", name, folder)
-    elif manifest.is_file():
-        log.warning("--pretrained %s: the cached copy in %s is broken (%s): written again from the bundle",
-                    name, folder, broken)
-    bundle = safe_load(path)
-    data = {"class_path": "lightning_fer.FERDataModule", "init_args": dict(bundle["data"])}
-    if bundle["kind"] == "member":
-        save_torch(bundle["checkpoint"], ckpt)
-        hp = {k: v for k, v in bundle["checkpoint"]["hyper_parameters"].items() if not k.startswith("_")}
-        model = {"class_path": "lightning_fer.FERClassifier", "init_args": hp}
-    else:
-        members = []
-        for i, c in enumerate(bundle["members"]):
-            members.append(str(save_torch(c, folder / f"{name}.member{i}.ckpt")))
-        # The ensemble's whole state (members and learnt strategy), as Lightning restores it.
-        state = {k: v for k, v in pretrained(name).state_dict().items()}
-        save_torch({"state_dict": state, "pytorch-lightning_version": _pl_version(),
-                    "lightning_fer": {"strategy": bundle["strategy"], "views": list(bundle["views"])},
-                    "hyper_parameters": {}}, ckpt)
-        spec = {k: v for k, v in bundle["strategy"].items() if k != "unsaved"}
-        model = {"class_path": "lightning_fer.EnsembleModule",
-                 "init_args": {"members": members, "strategy": spec, "views": list(bundle["views"]),
-                               "flip": bool(bundle["flip"])}}
-    write_text(config, f"# {name}: written from {path} by lightning_fer.zoo.materialize; do not edit\n"
-               + yaml.safe_dump({"model": model, "data": data}, sort_keys=False))
-    files = sorted(f for f in folder.iterdir() if f.suffix in (".ckpt", ".yaml"))
-    write_text(manifest, json.dumps({f.name: sha256(f) for f in files}, indent=1))  # last: the copy is whole
-    return config, ckpt
-
-
-def _broken_files(folder: Path, manifest: Path) -> str | None:
-    """Why the cached copy in ``folder`` cannot be used (``None``: every file it lists is there
-    with its SHA-256): it is checked on every use, as the bundle is."""
-    if not manifest.is_file():
-        return "no list of its files" if folder.exists() else "not written yet"
-    try:
-        listed = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "its list of files cannot be read"
-    for file, digest in listed.items():
-        f = folder / file
-        if not f.is_file():
-            return f"{file} is missing"
-        if sha256(f) != digest:
-            return f"{file} was changed or cut (SHA-256 differs)"
-    return None
-
-
-def _pl_version() -> str:
-    import lightning
-
-    return lightning.__version__
+    """The shipped model as files the CLI reads, written once and hash-checked on every use
+    (:func:`lightning_fer.shipped.cached_copy`). Returns (config, checkpoint)."""
+    return cached_copy(name, _write_ensemble)
 
 
 def expand_argv(argv: list[str]) -> list[str]:

@@ -16,7 +16,7 @@ from conftest import REPO
 from skimage import data as skdata
 
 import lightning_fer
-from lightning_fer import zoo
+from lightning_fer import shipped, zoo
 from lightning_fer.cli import main
 
 NAMES = zoo.names()
@@ -56,8 +56,8 @@ def test_a_corrupted_shipped_file_is_refused_and_named(tmp_path, monkeypatch):
     raw = bytearray(target.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     target.write_bytes(bytes(raw))
-    monkeypatch.setattr(zoo, "SHIPPED", copy)
-    monkeypatch.setattr(zoo, "REGISTRY", copy / "models.json")
+    monkeypatch.setattr(shipped, "SHIPPED", copy)
+    monkeypatch.setattr(shipped, "REGISTRY", copy / "models.json")
     with pytest.raises(zoo.PretrainedError, match=f"{target}: SHA-256 .* does not match"):
         lightning_fer.pretrained(NAMES[0])
     with pytest.raises(zoo.PretrainedError, match="no shipped model of that name; shipped: "):

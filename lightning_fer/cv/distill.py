@@ -15,7 +15,7 @@ from lightning_fer.ensemble.members import load_member
 from lightning_fer.ensemble.net import EnsembleNet
 from lightning_fer.fastpath import choose
 from lightning_fer.files import save_torch
-from lightning_fer.zoo import PREFIX, resolve_member
+from lightning_fer.shipped import PREFIX, resolve_member
 
 log = logging.getLogger(__name__)
 

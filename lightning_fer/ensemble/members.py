@@ -101,12 +101,12 @@ def load_member(path: str | Path, index: int = 0) -> MemberNet:
     """A member from a ``FERClassifier`` checkpoint (weights only), or a shipped single model
     (``pretrained:fer2013``); a missing file raises :class:`MemberNotFoundError` naming the
     command that makes it, one the weights-only loader refuses
-    :class:`~lightning_fer.zoo.UnsafeCheckpointError` naming the file and what it holds."""
+    :class:`~lightning_fer.checkpoints.UnsafeCheckpointError` naming the file and what it holds."""
     import pickle
 
     from lightning_fer.checkpoints import UnsafeCheckpointError, unsafe_message
     from lightning_fer.models.classifier import FERClassifier
-    from lightning_fer.zoo import resolve_member
+    from lightning_fer.shipped import resolve_member
 
     path = Path(resolve_member(path)).expanduser()
     if not path.is_file():
