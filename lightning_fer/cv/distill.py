@@ -13,6 +13,7 @@ from lightning_fer.cv.plan import Plan
 from lightning_fer.cv.run import run_datamodule
 from lightning_fer.ensemble.members import load_member
 from lightning_fer.ensemble.net import EnsembleNet
+from lightning_fer.ensemble.strategies import SoftVote
 from lightning_fer.fastpath import choose
 from lightning_fer.files import save_torch
 from lightning_fer.shipped import PREFIX, resolve_member
@@ -60,9 +61,9 @@ def teachers(plan: Plan, k: int, seed: int | None) -> dict[str, str]:
 
 
 def write_soft_targets(plan: Plan, k: int, seed: int | None) -> Path:
-    """The teachers' probabilities on the run's training images (no augmentation): the mean of
-    their softmax on the face (and its mirror with ``flip``), i.e.
-    :class:`~lightning_fer.ensemble.SoftVote`; for the students (:func:`teachers` says who teaches)."""
+    """The teachers' probabilities on the run's training images (no augmentation): their
+    :class:`~lightning_fer.ensemble.SoftVote` on the face (and its mirror with ``flip``), for the
+    students (:func:`teachers` says who teaches)."""
     path = plan.soft_targets(k, seed)
     if path.is_file():
         return path
@@ -74,7 +75,9 @@ def write_soft_targets(plan: Plan, k: int, seed: int | None) -> Path:
     with fp.autocast():
         logits, _, index, _ = net.collect(dm.loader("train", distributed=False))
     probs = torch.full((len(dm.records), logits.shape[-1]), float("nan"))
-    probs[index] = logits.float().softmax(-1).mean((1, 2))
+    vote = SoftVote()  # the ensemble's own soft vote over members and views (the mirror included)
+    vote.setup(*logits.shape[1:])
+    probs[index] = vote(logits.float(), net.mask.cpu())
     save_torch({"probs": probs, "class_names": list(net.class_names), "data_print": dm.fingerprint(),
                 "teachers": list(who)}, path)
     log.info("soft targets of %s on %d training images: %s", list(who), len(index), path)

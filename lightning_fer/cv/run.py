@@ -261,8 +261,7 @@ def fit_strategies(plan: Plan, collected: dict[str, dict], strategies: list[Ense
             z, mask = torch.cat([z for z, _ in pairs]), torch.cat([m for _, m in pairs])
             labels = torch.cat([collected[run]["val_labels"] for run in own])
             for s in ss:
-                if s.requires_fit:
-                    s.fit(z, labels, mask)
+                EnsembleNet.fit_cached(s, z, labels, mask)
     return fitted
 
 

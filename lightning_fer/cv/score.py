@@ -9,6 +9,7 @@ from lightning_fer.cv.plan import FLIP_VIEW, Plan
 from lightning_fer.cv.report import ROW_FIELDS, scores, selective
 from lightning_fer.cv.run import groups, voters
 from lightning_fer.ensemble.functional import agreement
+from lightning_fer.models.evaluation import flip_average
 
 __all__ = ["ROW_FIELDS", "evaluate"]
 
@@ -47,7 +48,8 @@ def evaluate(plan: Plan, collected: dict[str, dict], fitted: dict, row_names: li
             fields = {"kind": kind, "member": owner, "region": region, "flip": False, "voters": name}
             record(name, logits[:, i, views.index(region)].softmax(-1), labels, fields, k, sd)
             if plan.flip and region == "face":
-                record(f"{name} + flip", logits[:, i, [views.index("face"), views.index(FLIP_VIEW)]].softmax(-1).mean(1),
+                record(f"{name} + flip", flip_average(logits[:, i, views.index("face")],
+                                                     logits[:, i, views.index(FLIP_VIEW)]).softmax(-1),
                        labels, {**fields, "flip": True}, k, sd)
         with torch.no_grad():
             for group in groups(plan, d):

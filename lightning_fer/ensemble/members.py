@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lightning_fer.models.classifier import adapt_input
+
 
 class DataLeakError(ValueError):
     """A learning strategy would be fitted on samples a member was trained on."""
@@ -71,11 +73,7 @@ class MemberNet(nn.Module):
         if x.shape[-1] != self.image_size:  # each member sees views at the size it was trained on
             x = nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
                                           antialias=True, align_corners=False)
-        if self.in_channels == 1 and x.shape[1] == 3:
-            x = x.mean(1, keepdim=True)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        out = self.backbone(x)
+        out = self.backbone(adapt_input(x, self.in_channels, self.channels_last))
         return (out[0] if isinstance(out, tuple) else out).float()
 
 

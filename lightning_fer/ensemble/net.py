@@ -214,6 +214,18 @@ class EnsembleNet(nn.Module):
             mask.append(self.strategy.sample_mask(m, *z.shape[:3], "cpu"))
             labels.append(batch["label"])
         y = torch.cat(labels)
-        known = y >= 0
-        self.strategy.fit(torch.cat(logits)[known], y[known], torch.cat(mask)[known])
+        self.fit_cached(self.strategy, torch.cat(logits), y, torch.cat(mask))
         return len(y)
+
+    @staticmethod
+    def fit_cached(strategy: EnsembleStrategy, logits: torch.Tensor, labels: torch.Tensor,
+                   mask: torch.Tensor | None = None) -> int:
+        """The one way a strategy learns, from logits ``[N, M, V, C]`` live or cached by ``cv``
+        (what :meth:`voters` or :meth:`cached_voters` give, with their mask): images of classes the
+        members do not know (label -1) are left out. Returns the number of images it learnt from."""
+        known = labels >= 0
+        if mask is not None and mask.dim() == 3:
+            mask = mask[known]
+        if strategy.requires_fit:
+            strategy.fit(logits[known], labels[known], mask)
+        return int(known.sum())

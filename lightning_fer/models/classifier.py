@@ -12,13 +12,19 @@ from torch import nn
 from lightning_fer.data.regions import REGIONS
 from lightning_fer.models.backbones import create_backbone
 from lightning_fer.models.distill import Distillation
-from lightning_fer.models.evaluation import EvaluationMixin
+from lightning_fer.models.evaluation import EvaluationMixin, flip_average
 from lightning_fer.models.legacy import migrate
 from lightning_fer.models.mixing import BatchMix, make_mixer, masked_cross_entropy
 from lightning_fer.models.optim import Optimization, optimizer_and_schedule
 from lightning_fer.options import group, plain
 
 log = logging.getLogger(__name__)
+
+
+def adapt_input(x: torch.Tensor, in_channels: int, channels_last: bool) -> torch.Tensor:
+    """Images as a network of ``in_channels`` takes them (a classifier's and a member's input)."""
+    x = x if in_channels == x.shape[1] else x.mean(1, keepdim=True) if in_channels == 1 else x.expand(-1, 3, -1, -1)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 class FERClassifier(EvaluationMixin, L.LightningModule):
@@ -172,13 +178,7 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
 
     def _input(self, batch: dict | torch.Tensor) -> torch.Tensor:
         x = batch["views"][:, 0] if isinstance(batch, dict) else batch
-        if self.hparams.in_channels == 1 and x.shape[1] == 3:
-            x = x.mean(1, keepdim=True)
-        elif self.hparams.in_channels == 3 and x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        return adapt_input(x, self.hparams.in_channels, self.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, classes]`` for images ``[B, C, H, W]`` (the main head in training too)."""
@@ -186,12 +186,13 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         return out[0] if isinstance(out, tuple) else out
 
     def evaluate(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits as ``validate``, ``test`` and ``predict`` see them: with ``tta: flip`` the mean
-        of the logits of ``x`` and of its mirror."""
+        """Logits as ``validate``, ``test`` and ``predict`` see them: with ``tta: flip`` the
+        library's flip rule (:func:`~lightning_fer.models.evaluation.flip_average`: the mean of the
+        probabilities of ``x`` and of its mirror, as log-probabilities)."""
         if self.hparams.get("tta", "none") != "flip":
             return self(x)
         plain, mirrored = self(torch.cat([x, x.flip(-1)])).chunk(2)  # one pass over both: one batch of 2B
-        return (plain + mirrored) / 2
+        return flip_average(plain, mirrored)
 
     def probabilities(self, scores: torch.Tensor) -> torch.Tensor:
         """Logits as the class probabilities the metrics take (softmax, float32)."""

@@ -27,6 +27,21 @@ NLL_FLOOR = 1e-4
 ECE_BINS = 15
 
 
+def flip_average(plain: torch.Tensor, mirrored: torch.Tensor) -> torch.Tensor:
+    """The library's one flip rule (test-time augmentation): the mean of the class probabilities of
+    a face and of its mirror, returned as log-probabilities, so that its softmax is that mean and a
+    loss on it is the loss of the mean. A single model (``tta: flip``), ``cv``'s ``+ flip`` rows and
+    an ensemble's soft vote over ``face`` and ``face_flip`` all average probabilities this way.
+
+    Example:
+        >>> a, b = torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 2.0]])
+        >>> flip_average(a, b).softmax(-1).tolist()
+        [[0.5, 0.5]]
+    """
+    both = torch.stack([plain.float().log_softmax(-1), mirrored.float().log_softmax(-1)])
+    return torch.logsumexp(both, 0) - torch.log(torch.tensor(2.0, device=both.device))
+
+
 def to_probabilities(scores: torch.Tensor) -> torch.Tensor:
     """Class scores as probabilities: clipped at 0 and renormalised (a hard vote's vote shares,
     a strategy's scores), float32. Softmax outputs pass through unchanged.

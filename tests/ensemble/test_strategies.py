@@ -87,3 +87,22 @@ def test_user_strategy_from_outside_the_package():
     assert s(logits).argmax(-1).tolist() == [2, 2]
     with pytest.raises(ValueError, match=r"\[batch, members, views, classes\]"):
         s(torch.zeros(2, 3))
+
+
+def test_the_one_fit_leaves_out_labels_the_members_do_not_know():
+    """``EnsembleNet.fit_cached`` is how both an ensemble and ``cv`` fit a strategy: images
+    labelled -1 (another data set's class) are left out, with a per-sample mask too."""
+    from lightning_fer.ensemble import Stacking
+    from lightning_fer.ensemble.net import EnsembleNet
+
+    torch.manual_seed(0)
+    z, y = torch.randn(40, 2, 1, 7), torch.randint(0, 7, (40,))
+    y_unknown = y.clone()
+    y_unknown[::4] = -1
+    mask = torch.ones(40, 2, 1, dtype=torch.bool)
+    a, b = Stacking(), Stacking()
+    for s in (a, b):
+        s.setup(2, 1, 7)
+    assert EnsembleNet.fit_cached(a, z, y_unknown, mask) == 30
+    b.fit(z[y_unknown >= 0], y[y_unknown >= 0], mask[y_unknown >= 0])
+    assert torch.allclose(a(z, mask), b(z, mask), atol=1e-5)
