@@ -1,4 +1,4 @@
-"""``python -m benchmarks``: the same as ``python benchmarks/run.py``."""
+"""``python -m benchmarks``: the same as ``python -m benchmarks.run``."""
 
 from benchmarks.run import main
 

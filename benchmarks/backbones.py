@@ -1,6 +1,6 @@
 """Training and inference images/s of each backbone at 112 and 224 px on this machine.
 
-    python benchmarks/backbones.py [--sizes 112 224] [--batch 16] [--steps 3]
+    python -m benchmarks.backbones [--sizes 112 224] [--batch 16] [--steps 3]
 
 Training is a full step (forward, cross-entropy, backward, AdamW) of a FERClassifier's backbone;
 inference is a forward pass under ``torch.inference_mode`` in eval mode. ResNet50 is the baseline
@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import Timer, machine, table  # noqa: E402
 from lightning_fer.models.backbones import create_backbone  # noqa: E402
 

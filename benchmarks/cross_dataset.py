@@ -1,6 +1,6 @@
 """Cross-data-set testing: rows are what a model was trained on, columns what it is tested on.
 
-    python benchmarks/cross_dataset.py [--spec benchmarks/cross_dataset.yaml] [--out benchmarks/results/cross_dataset.md] [--key=value ...]
+    python -m benchmarks.cross_dataset [--spec benchmarks/cross_dataset.yaml] [--out benchmarks/results/cross_dataset.md] [--key=value ...]
 
 Runs ``python -m lightning_fer test`` (in-process) for every model and data set of the spec
 file: the model's own config and checkpoint, with the data set's overrides. Classes are matched
@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from benchmarks.common import machine, table  # noqa: E402
@@ -62,7 +60,7 @@ def run(spec_file: Path, out: Path, extra: list[str]) -> str:
     text = "\n".join([
         "# Cross-data-set accuracy",
         "",
-        f"Written by `python benchmarks/cross_dataset.py --spec {spec_file}` on {machine()}, in "
+        f"Written by `python -m benchmarks.cross_dataset --spec {spec_file}` on {machine()}, in "
         f"{time.perf_counter() - t0:.0f} s. Each cell: accuracy / balanced accuracy (%) on the images whose class "
         "the model knows. Rows: trained on; columns: tested on.",
         "",

@@ -2,7 +2,7 @@
 image at a time, and the cost of a cache hit), and the training loader against decoding alone
 and against a plain torchvision ``ImageFolder``.
 
-    python benchmarks/data_loading.py [--root ../shared/data/fer2013] [--limit N] [--image-size 64]
+    python -m benchmarks.data_loading [--root ../shared/data/fer2013] [--limit N] [--image-size 64]
 
 Loading is what a training epoch asks of the data layer: decode, landmarks from the cache,
 geometric augmentation (moving the landmarks too), region views, normalisation. Its baselines,
@@ -21,11 +21,9 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from benchmarks.common import Timer, machine, table

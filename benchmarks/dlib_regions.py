@@ -1,7 +1,7 @@
 """The paper's landmarks against the library's: FER2013 regions from MTCNN's 5 points and from
 Dlib's 68 (``landmarks: dlib``, on the whole 48 px crop), side by side.
 
-    python benchmarks/dlib_regions.py --out /tmp/dlib_regions [--root ../shared/data/fer2013] [--epochs 12]
+    python -m benchmarks.dlib_regions --out /tmp/dlib_regions [--root ../shared/data/fer2013] [--epochs 12]
 
 For each landmark source: the share of FER2013 faces (Training and PublicTest, duplicates dropped)
 whose parts are located, the time of the landmark pass, and a mouth expert (the quick VGG recipe
@@ -23,7 +23,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from benchmarks.common import machine, table  # noqa: E402
@@ -96,7 +95,7 @@ def main(argv: list[str] | None = None) -> str:
     md = "\n".join([
         "# FER2013 regions: MTCNN's landmarks against Dlib's",
         "",
-        f"Written by `python benchmarks/dlib_regions.py --out <out> --epochs {args.epochs}` on "
+        f"Written by `python -m benchmarks.dlib_regions --out <out> --epochs {args.epochs}` on "
         f"{machine()}, in {(time.time() - t0) / 60:.0f} min.",
         "",
         "Faces: FER2013 Training and PublicTest with duplicates dropped. Mouth expert: `configs/fer2013/quick_member.yaml`"

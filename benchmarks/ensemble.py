@@ -3,7 +3,7 @@ members' own forward times on the same inputs, against a naive loop member by me
 view, and against torchensemble's ``VotingClassifier`` (where it is installed) given the same
 members; then the FLOPs the ensemble does per second against this machine's matrix-multiply peak.
 
-    python benchmarks/ensemble.py [--batch 16] [--size 64] [--repeats 3]
+    python -m benchmarks.ensemble [--batch 16] [--size 64] [--repeats 3]
 
 Members are untrained Inception V3, ResNet50 and SPP-net at the same input size (weights do not
 change the cost). Times are medians of ``--repeats`` runs under ``torch.inference_mode``.
@@ -12,12 +12,9 @@ change the cost). Times are medians of ``--repeats`` runs under ``torch.inferenc
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine, median_time, table
 from lightning_fer import EnsembleModule, FERClassifier
 from lightning_fer.ensemble import HardVote, SoftVote

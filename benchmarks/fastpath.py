@@ -1,7 +1,7 @@
 """The fast path against float32, side by side in one run: matrix-multiply peaks, training steps,
 ensemble and member inference (with ONNX Runtime on the exported model), and the loader's wire.
 
-    python benchmarks/fastpath.py [--quick]
+    python -m benchmarks.fastpath [--quick]
 
 Headed by the machine, its CPU flags and what ``--fast_path auto`` chooses on it. "fast path"
 rows run bf16 autocast with channels-last memory (what ``auto`` picks on a CPU with bf16 matrix
@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from benchmarks.common import machine, median_time, table

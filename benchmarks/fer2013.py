@@ -1,10 +1,10 @@
 """FER2013 Table II: single networks against their ensembles, on real faces: a thin driver of the
 public ``cv`` profiles.
 
-    python benchmarks/fer2013.py                    # 2 CPU cores: about 3 h, resumable
-    python benchmarks/fer2013.py --seeds 0          # one seed of the faces, then the regions
-    python benchmarks/fer2013.py --profile h100     # one H100: every member at 112 px, 12 epochs
-    python benchmarks/fer2013.py --report-only      # rewrite the results file from a finished run
+    python -m benchmarks.fer2013                    # 2 CPU cores: about 3 h, resumable
+    python -m benchmarks.fer2013 --seeds 0          # one seed of the faces, then the regions
+    python -m benchmarks.fer2013 --profile h100     # one H100: every member at 112 px, 12 epochs
+    python -m benchmarks.fer2013 --report-only      # rewrite the results file from a finished run
 
 The steps, each one ``python -m lightning_fer cv --config ...`` call (resumable: finished members
 and collected predictions are kept):
@@ -35,7 +35,6 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from benchmarks.common import machine  # noqa: E402

@@ -2,8 +2,8 @@
 student distilled from their soft vote, and the paired comparison of the best ensemble with the
 best member on the same PublicTest faces.
 
-    python benchmarks/fer2013_zoo.py                 # cv --config configs/fer2013/cv_zoo.yaml, then the report
-    python benchmarks/fer2013_zoo.py --report-only   # rewrite the results from a finished (or partial) run
+    python -m benchmarks.fer2013_zoo                 # cv --config configs/fer2013/cv_zoo.yaml, then the report
+    python -m benchmarks.fer2013_zoo --report-only   # rewrite the results from a finished (or partial) run
 
 Training is ``python -m lightning_fer cv --config configs/fer2013/cv_zoo.yaml`` (each member a cv job;
 resumable). The report reads the run's structured rows (``table2_runs.csv``), its per-face test
@@ -19,14 +19,12 @@ import argparse
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from benchmarks.common import machine  # noqa: E402

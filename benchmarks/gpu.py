@@ -2,8 +2,8 @@
 data loading (FER2013 through ``FERDataModule``) against synthetic tensors already on the GPU,
 and ensemble inference (Inception V3, ResNet50, SPP-net on the five regions) images/s.
 
-    python benchmarks/gpu.py [--root ../shared/data/fer2013] [--batch 128] [--steps 40]
-    python benchmarks/gpu.py --smoke      # tiny, on CPU: checks the script runs (figures meaningless)
+    python -m benchmarks.gpu [--root ../shared/data/fer2013] [--batch 128] [--steps 40]
+    python -m benchmarks.gpu --smoke      # tiny, on CPU: checks the script runs (figures meaningless)
 
 Synthetic tensors are the ceiling of the training step; the real-data run shows what the loader
 (decode, landmarks from the cache, augmentation, views, normalisation in ``--workers``
@@ -19,14 +19,12 @@ import argparse
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from benchmarks.common import machine, table

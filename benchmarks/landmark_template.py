@@ -1,6 +1,6 @@
 """Measure the 5-point template for pre-aligned crops: mean MTCNN landmarks on FER2013.
 
-    python benchmarks/landmark_template.py [--root ../shared/data/fer2013] [--n 2000]
+    python -m benchmarks.landmark_template [--root ../shared/data/fer2013] [--n 2000]
 
 Prints the mean landmark positions as fractions of width and height, the detection rate, and
 the throughput, so that ``TEMPLATE_5`` in ``lightning_fer/data/landmarks.py`` can be checked.

@@ -11,7 +11,7 @@ epochs slowed by another job on the cores), and inference images/s (2 threads, b
 ``benchmarks/peers.py`` compares the best one with ``fer``. Writes
 ``benchmarks/results/fer2013_members.md``.
 
-    python benchmarks/members.py --out /tmp/members [--only quick quick_ema] [--report-only]
+    python -m benchmarks.members --out /tmp/members [--only quick quick_ema] [--report-only]
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from benchmarks.common import machine, median_time, table  # noqa: E402
@@ -258,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     line = (f"best member: {best['backbone']} {max(best['acc'], best['acc_flip']):.1f}% PublicTest (duplicates dropped), "
             f"fer {fer_acc:.1f}% on the same images")
     md = report(rows, peers_md.replace(best["ckpt"], f"<out>/{best['name']}/.../final.ckpt"),
-                "python benchmarks/members.py --out <out>", line)
+                "python -m benchmarks.members --out <out>", line)
     Path(args.results).write_text(md)
     print(md)
 

@@ -1,7 +1,7 @@
 """Which speed options pay on this machine: each measured against the plain setting in the same
 run, on the same model and inputs.
 
-    python benchmarks/options.py [--backbone resnet50] [--size 64] [--batch 32] [--repeats 5]
+    python -m benchmarks.options [--backbone resnet50] [--size 64] [--batch 32] [--repeats 5]
 
 Inference (eval mode): ``torch.no_grad`` (baseline) against ``torch.inference_mode``,
 channels-last memory format, ``torch.compile`` (its compile time reported apart), the five
@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from benchmarks.common import machine, median_time, table

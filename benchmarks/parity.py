@@ -1,7 +1,7 @@
 """Numerical parity of the fast path: one checkpoint's predictions on FER2013's PublicTest in
 float32 and with the fast path (bf16 autocast, channels-last), compared face by face.
 
-    python benchmarks/parity.py --ckpt runs/fer2013/resnet18/checkpoints/best.ckpt \\
+    python -m benchmarks.parity --ckpt runs/fer2013/resnet18/checkpoints/best.ckpt \\
         [--config configs/fer2013/resnet18.yaml] [--root ../shared/data/fer2013]
 
 Reports the share of faces whose predicted class is the same, the largest and the mean absolute
@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from benchmarks.common import machine, table  # noqa: E402

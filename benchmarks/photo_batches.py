@@ -1,21 +1,19 @@
 """Face detection over a folder of photos: one MTCNN call per photo against one call per group of
 same-size photos (``lightning_fer.data.photos.PHOTO_BATCH``), on the same photos in the same run.
 
-    python benchmarks/photo_batches.py            # 32 photos of 1280x960, one face each
+    python -m benchmarks.photo_batches            # 32 photos of 1280x960, one face each
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from benchmarks.common import machine, table  # noqa: E402

@@ -1,7 +1,7 @@
 """The shipped models against ``fer`` (pip), side by side on the same photos and the same video:
 labels, frames per second, and the time to load a shipped model by name.
 
-    python benchmarks/pretrained.py [--frames 60] [--out benchmarks/results/pretrained_cpu.md]
+    python -m benchmarks.pretrained [--frames 60] [--out benchmarks/results/pretrained_cpu.md]
 
 fer's own code runs (``fer.FER(mtcnn=True).detect_emotions``: facenet-pytorch's MTCNN, its offsets and padding,
 its quantised TFLite model). fer imports TensorFlow only for ``tf.lite.Interpreter``; TensorFlow
@@ -32,7 +32,6 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from benchmarks.common import machine, table  # noqa: E402
@@ -165,7 +164,7 @@ def main(argv: list[str] | None = None) -> str:
         from lightning_fer.files import write_text
 
         write_text(args.out, "# Shipped models against fer, side by side\n\n"
-                   "Command: `python benchmarks/pretrained.py`\n\n" + text + "\n")
+                   "Command: `python -m benchmarks.pretrained`\n\n" + text + "\n")
     return text
 
 

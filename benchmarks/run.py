@@ -1,9 +1,9 @@
 """Run the benchmarks one after another and print their tables.
 
-    python benchmarks/run.py            # the full set (about 20 minutes on 2 cores)
+    python -m benchmarks.run            # the full set (about 20 minutes on 2 cores)
     python -m benchmarks                # the same
-    python benchmarks/run.py --quick    # small inputs, a few minutes: checks that they all run
-    python benchmarks/run.py --only ensemble training
+    python -m benchmarks.run --quick    # small inputs, a few minutes: checks that they all run
+    python -m benchmarks.run --only ensemble training
 
 The data benchmark needs ../shared/data/fer2013 (or --fer2013 PATH) and is skipped without it.
 ``benchmarks/gpu.py`` (one GPU) and ``benchmarks/fer2013.py`` (the Table II experiment, about an
@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from benchmarks import backbones, data_loading, ensemble, fastpath, options, training  # noqa: E402

@@ -1,6 +1,6 @@
 """The data layer at AffectNet's scale: start-up, memory, the cache and the loader, against N.
 
-    python benchmarks/scale.py [--sizes 20000 60000 150000] [--work DIR] [--before DIR] [--out FILE]
+    python -m benchmarks.scale [--sizes 20000 60000 150000] [--work DIR] [--before DIR] [--out FILE]
 
 It writes a synthetic tree in AffectNet's exact layout (``lightning_fer.data.synthetic.affectnet_layout``:
 96 px JPEGs with distinct bytes, the face box and 68 landmarks per row, both CSVs) of each size,
@@ -202,7 +202,6 @@ def main() -> None:
     if args.child:  # lightning_fer from PYTHONPATH (this checkout or --before's)
         print(json.dumps(child(*args.child)))
         return
-    sys.path.insert(0, str(HERE))
     from benchmarks.common import machine, table
     from lightning_fer.data.synthetic import affectnet_layout
 
@@ -224,7 +223,7 @@ def main() -> None:
             print(name, n, json.dumps(results[name][n]), flush=True)
     (work / "scale.json").write_text(json.dumps({k: {str(n): v for n, v in r.items()} for k, r in results.items()}))
     sizes = args.sizes
-    lines = ["# Data layer at scale (`python benchmarks/scale.py`)", "", f"Machine: {machine()}", "",
+    lines = ["# Data layer at scale (`python -m benchmarks.scale`)", "", f"Machine: {machine()}", "",
              "Synthetic AffectNet layout, 96 px JPEGs, 68 landmarks per row; `FERDataModule(source=\"affectnet\")`, "
              "fold 0 of 5, 2 workers. 290k and 1M: a straight line through the measured sizes for the times and "
              "sizes; per-record memory, rates and ratios as measured at the largest size.", ""]

@@ -3,8 +3,8 @@ requests (default 200) from C clients (default 16) posting real photos, then the
 percentiles, requests per second and errors, as a table with the machine it ran on; optionally a
 screenshot of the page with the astronaut labelled (the README's picture).
 
-    python benchmarks/serve_load.py                       # 200 requests, 16 clients
-    python benchmarks/serve_load.py --screenshot benchmarks/results/serve_page.png
+    python -m benchmarks.serve_load                       # 200 requests, 16 clients
+    python -m benchmarks.serve_load --screenshot benchmarks/results/serve_page.png
 
 The baseline in the same run: the same photo through ``lightning_fer.analyze`` in this process, one
 at a time (what the server adds is the HTTP round trip, the upload and the queue).
@@ -27,7 +27,6 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from benchmarks.common import machine, table  # noqa: E402

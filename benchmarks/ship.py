@@ -2,7 +2,7 @@
 checkpoints without optimiser or loop state, float16 weights, an ensemble's strategy and learnt
 state), measure them as shipped, and record them in ``lightning_fer/shipped/models.json``: the command that reproduces them.
 
-    python benchmarks/ship.py --member runs/fer2013/best_member/checkpoints/final.final_weights.ckpt \\
+    python -m benchmarks.ship --member runs/fer2013/best_member/checkpoints/final.final_weights.ckpt \\
         --ensemble-run runs/fer2013/cv --ensemble-members quick_member quick_member.bag1 quick_member.bag2 xception_member \\
         --strategy lightning_fer.ensemble.SoftVote
 
@@ -21,13 +21,11 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from benchmarks.common import machine  # noqa: E402

@@ -1,7 +1,7 @@
 """Training overhead: a ``FERClassifier`` step under a Lightning ``Trainer`` against a
 hand-written PyTorch loop on the same model, batch, optimiser and precision.
 
-    python benchmarks/training.py [--backbones resnet50 sppnet] [--size 64] [--batch 32] [--steps 20]
+    python -m benchmarks.training [--backbones resnet50 sppnet] [--size 64] [--batch 32] [--steps 20]
 
 Both read the same batches from memory (so the data pipeline is not measured here: see
 data_loading.py) and run forward, cross-entropy with label smoothing, backward and AdamW, with
@@ -16,12 +16,10 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from benchmarks.common import machine, table

@@ -2,7 +2,7 @@
 read, MTCNN in batches, tracking, region views, a member's forward, the CSV and the timelines)
 against MTCNN alone on the same frames (the floor), at 640x360 with one and with three faces.
 
-    python benchmarks/video.py [--frames 60] [--backbone resnet18] [--size 48]
+    python -m benchmarks.video [--frames 60] [--backbone resnet18] [--size 48]
 
 The videos are written here (the astronaut's face from scikit-image moved across a background),
 so the figures do not depend on a data set. The member is untrained (weights do not change the cost).
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +21,6 @@ import cv2
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from benchmarks.common import machine, table  # noqa: E402

