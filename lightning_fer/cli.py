@@ -101,7 +101,7 @@ its own options (all under --data.predict., also written --data.init_args.predic
                                   written afresh each run: a row per face, and per input without one
   --data.predict.annotate_dir DIR copies with boxes and labels, at the inputs' relative paths
   --data.predict.min_face_prob P  MTCNN probability a face needs (default 0.9)
-  --data.predict.runtime MODE     auto, eager or onnx (default auto: ONNX Runtime where faster)
+  --data.predict.runtime MODE     auto, eager, onnx or int8 (default auto: the fastest checked one)
   --data.predict.video.fps F      frames per second to look at in videos (default: every frame)
   --data.predict.video.smooth N   average each track over N looked-at frames (default 1)
   --data.face_box image           every photo is one face (pre-cropped faces): no detector

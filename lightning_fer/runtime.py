@@ -1,7 +1,9 @@
 """``predict`` through ONNX Runtime on a CPU: the member or ensemble is exported once (cached
 beside its checkpoint), checked against the eager model, and run by ONNX Runtime where that is
 faster than eager PyTorch on this machine (``--data.predict.runtime auto``, the default), or
-always (``onnx``), or never (``eager``). The choice is said in a log line.
+always (``onnx``), or never (``eager``). A shipped model's int8 version (:mod:`lightning_fer.quantize`)
+is one more candidate of ``auto`` where it passed its ship-time accuracy check and agrees with
+float32 on the first batch of faces, and is used by ``int8``. The choice is said in a log line.
 """
 
 from __future__ import annotations
@@ -17,7 +19,19 @@ from lightning.pytorch.callbacks import Callback
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("auto", "eager", "onnx")
+RUNTIMES = ("auto", "eager", "onnx", "int8")
+
+
+def predict_example(module, image_size: int | None, channels: int | None, batch: int) -> torch.Tensor:
+    """An input shaped as predict's batches reach the module: an ensemble's views at the data's
+    size and channels, a member's own input (after the classifier's conversion); its shape names the
+    export (:meth:`OnnxPredict.onnx_path`), so a shipped int8 version is found by it."""
+    from lightning_fer.ensemble.module import EnsembleModule
+    from lightning_fer.export import example_input
+
+    views = isinstance(module, EnsembleModule)
+    x = example_input(module, batch=batch, image_size=image_size if views else None)
+    return x[:, :, : int(channels)] if views and channels else x
 
 
 def _timed(fn, x: torch.Tensor, repeats: int = 3) -> float:
@@ -32,7 +46,8 @@ class OnnxPredict(Callback):
     """Run ``predict`` through ONNX Runtime (see the module's docstring).
 
     Args:
-        runtime: ``auto`` (ONNX Runtime where it is faster than eager on a CPU), ``onnx`` or ``eager``.
+        runtime: ``auto`` (the fastest of eager, ONNX Runtime and a checked int8 version on a CPU),
+            ``onnx``, ``int8`` (a shipped model's int8 version) or ``eager``.
         cache_dir: where the exported model goes (beside the checkpoint; ``None``: ``runs/predict/onnx``).
         batch: the batch size of the speed comparison.
     """
@@ -41,9 +56,10 @@ class OnnxPredict(Callback):
         if runtime not in RUNTIMES:
             raise ValueError(f"predict.runtime must be one of {RUNTIMES}, got {runtime!r}")
         self.runtime, self.cache_dir, self.batch = runtime, Path(cache_dir or "runs/predict/onnx"), batch
-        self.session = None
+        self.session = self._float32 = None
         self._restore = None
         self.chosen = "eager"
+        self._float32 = None  # the float32 session, while int8 awaits its check on real faces
 
     # -- the exported model --------------------------------------------------------------------
     def onnx_path(self, module, example: torch.Tensor) -> Path:
@@ -77,12 +93,49 @@ class OnnxPredict(Callback):
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]), path
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.session.run(None, {"input": x.detach().float().cpu().contiguous().numpy()})[0]
+        x = x.detach().float().cpu().contiguous().numpy()
+        out = self.session.run(None, {"input": x})[0]
+        if self._float32 is not None:  # int8's first batch of real faces: the quick agreement check
+            from lightning_fer.quantize import MIN_AGREEMENT, label_agreement
+
+            reference = self._float32.run(None, {"input": x})[0]
+            agree = label_agreement(out, reference)
+            if agree < MIN_AGREEMENT:
+                log.warning("predict: int8 gave float32's labels on %.1f%% of the first %d faces (< %.0f%%): "
+                            "float32 ONNX Runtime for the rest of this run", 100 * agree, len(x), 100 * MIN_AGREEMENT)
+                self.session, out = self._float32, reference
+            else:
+                log.info("predict: int8 agrees with float32 on %.1f%% of the first %d faces", 100 * agree, len(x))
+            self._float32 = None
         return torch.from_numpy(out)
+
+    def int8_session(self, export_path: Path, required: bool):
+        """The shipped int8 version of the export at ``export_path`` where it passed its ship-time
+        accuracy check (or, with ``required``, wherever it exists), else ``None`` with a log line
+        saying why."""
+        import onnxruntime as ort
+
+        from lightning_fer.options import OptionError
+        from lightning_fer.quantize import passes
+        from lightning_fer.shipped import int8_for
+
+        found = int8_for(export_path.stem)
+        ok, why = passes(found[1] if found else None)
+        if found is None and required:
+            raise OptionError(f"--data.predict.runtime int8: {why} (int8 versions ship with the shipped models: "
+                              "python -m lightning_fer pretrained); use auto or onnx")
+        if not ok and not required:
+            log.info("predict: int8 not considered: %s", why)
+            return None
+        if not ok:
+            log.warning("predict: int8 as asked, though it failed its ship-time check: %s", why)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = torch.get_num_threads()
+        return ort.InferenceSession(str(found[0]), opts, providers=["CPUExecutionProvider"])
 
     # -- hooks ---------------------------------------------------------------------------------
     def on_predict_start(self, trainer, pl_module) -> None:
-        from lightning_fer.export import example_input, plain
+        from lightning_fer.export import plain
 
         if self.runtime == "eager":
             return
@@ -102,41 +155,47 @@ class OnnxPredict(Callback):
         size = getattr(dm, "image_size", None)
 
         def example(batch: int) -> torch.Tensor:
-            """An input shaped as the data's batches: the ensemble's views at the data's size
-            and channels (a member's input is its own, after the classifier's conversion)."""
-            x = example_input(pl_module, batch=batch, image_size=size if x_is_views else None)
-            if x_is_views and getattr(dm, "channels", None):
-                x = x[:, :, : int(dm.channels)]
-            return x
+            return predict_example(pl_module, size, getattr(dm, "channels", None), batch)
 
-        from lightning_fer.ensemble.module import EnsembleModule
-
-        x_is_views = isinstance(pl_module, EnsembleModule)
-        self.session, path = self._session(pl_module, example(2))
+        float32, path = self._session(pl_module, example(2))
+        int8 = self.int8_session(path, self.runtime == "int8") if self.runtime in ("auto", "int8") else None
         net = plain(pl_module).eval()
         if self.runtime == "auto":
             x = example(self.batch)
             with torch.no_grad(), trainer.precision_plugin.forward_context():
                 eager = _timed(net, x)
-            ort_s = _timed(self.run, x)
-            faster = ort_s < eager
-            self._say(path, eager, ort_s, faster)
+            times = {"onnx": _timed(self._runner(float32), x)}
+            if int8 is not None:
+                times["int8"] = _timed(self._runner(int8), x)
+            best = min(times, key=times.get)
+            faster = times[best] < eager
+            self._say(path, eager, times, best if faster else "eager")
             if not faster:
-                self.session = None
                 pl_module.train(was_training)
                 return
         else:
-            log.info("predict: ONNX Runtime (predict.runtime=onnx), %s", path)
-        self.chosen = "onnx"
+            best = self.runtime
+            log.info("predict: ONNX Runtime %s (predict.runtime=%s), %s", "int8" if best == "int8" else "float32",
+                     self.runtime, path)
+        self.session = int8 if best == "int8" else float32
+        self._float32 = float32 if best == "int8" else None
+        self.chosen = best
         self._patch(pl_module)
 
-    def _say(self, path: Path, eager: float, ort_s: float, faster: bool) -> None:
+    @staticmethod
+    def _runner(session):
+        return lambda x: session.run(None, {"input": x.detach().float().cpu().contiguous().numpy()})[0]
+
+    def _say(self, path: Path, eager: float, times: dict[str, float], chosen: str) -> None:
         ms = lambda s: f"{1000 * s / self.batch:.2f} ms/face"  # noqa: E731
-        log.info("predict: %s (ONNX Runtime %s, eager PyTorch %s on this CPU, batch %d: %.2fx; %s)",
-                 "ONNX Runtime" if faster else "eager PyTorch", ms(ort_s), ms(eager), self.batch, eager / ort_s, path)
+        said = {"onnx": "ONNX Runtime float32", "int8": "ONNX Runtime int8", "eager": "eager PyTorch"}
+        others = ", ".join(f"{said[k]} {ms(v)} ({eager / v:.2f}x)" for k, v in times.items())
+        log.info("predict: %s (%s, eager PyTorch %s on this CPU, batch %d; %s)", said[chosen], others, ms(eager),
+                 self.batch, path)
         record = path.with_suffix(".speed.json")
         try:
-            record.write_text(json.dumps({"onnx_s": ort_s, "eager_s": eager, "batch": self.batch}))
+            record.write_text(json.dumps({**{f"{k}_s": v for k, v in times.items()}, "eager_s": eager,
+                                          "batch": self.batch, "chosen": chosen}))
         except OSError:
             pass
 
@@ -161,4 +220,4 @@ class OnnxPredict(Callback):
             module, _ = self._restore
             module.__dict__.pop("forward", None)  # the class's forward again
             self._restore = None
-        self.session = None
+        self.session = self._float32 = None

@@ -202,7 +202,7 @@ def test_a_bad_predict_runtime_is_named():
     from lightning_fer.data.photos import PredictOptions
     from lightning_fer.runtime import OnnxPredict
 
-    with pytest.raises(ValueError, match="--data.predict.runtime 'tpu': must be auto, eager or onnx"):
+    with pytest.raises(ValueError, match="--data.predict.runtime 'tpu': must be auto, eager, onnx or int8"):
         PredictOptions("photo.jpg", runtime="tpu")
     with pytest.raises(ValueError, match="predict.runtime must be one of"):
         OnnxPredict("tpu")

@@ -188,7 +188,7 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
     def evaluate(self, x: torch.Tensor) -> torch.Tensor:
         """Logits as ``validate``, ``test`` and ``predict`` see them: with ``tta: flip`` the
         library's flip rule (:func:`~lightning_fer.models.evaluation.flip_average`: the mean of the
-        probabilities of ``x`` and of its mirror, as log-probabilities)."""
+        logits of ``x`` and of its mirror)."""
         if self.hparams.get("tta", "none") != "flip":
             return self(x)
         plain, mirrored = self(torch.cat([x, x.flip(-1)])).chunk(2)  # one pass over both: one batch of 2B

@@ -29,7 +29,7 @@ REGISTRY = SHIPPED / "models.json"
 FORMAT = "lightning_fer.bundle/1"
 PREFIX = "pretrained:"
 
-__all__ = ["FORMAT", "PREFIX", "PretrainedError", "cached_copy", "classifier", "load_bundle", "names", "registry",
+__all__ = ["FORMAT", "PREFIX", "PretrainedError", "cached_copy", "classifier", "int8_for", "load_bundle", "names", "registry",
            "resolve_member", "sha256", "verified_path"]
 
 
@@ -168,3 +168,18 @@ def resolve_member(spec: str | os.PathLike) -> str | os.PathLike:
             raise PretrainedError(f"{spec}: not a shipped single model; ensemble members can be {singles}")
         return str(cached_copy(name)[1])
     return spec
+
+
+def int8_for(key: str) -> tuple[Path, dict] | None:
+    """The shipped int8 version of the exported model named ``key`` (the export's file stem, a hash
+    of the model's weights and input shape), hash-checked, with its ``models.json`` record of the
+    ship-time accuracy check (:mod:`lightning_fer.quantize`); ``None`` where none was shipped."""
+    for name, entry in registry().items():
+        int8 = entry.get("int8")
+        if int8 and int8.get("key") == key:
+            path = SHIPPED / int8["file"]
+            if not path.is_file() or sha256(path) != int8["sha256"]:
+                raise PretrainedError(f"{path}: the int8 version of {name!r} is missing or its SHA-256 does not match "
+                                      "the registry's: reinstall lightning-fer, or use --data.predict.runtime onnx")
+            return path, int8
+    return None

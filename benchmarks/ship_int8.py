@@ -1,0 +1,122 @@
+"""Ship int8 versions of the shipped models, each with its accuracy check (issue 36).
+
+    python -m benchmarks.ship_int8                    # every shipped model
+    python -m benchmarks.ship_int8 --names fer2013
+
+For each shipped model: export it as predict does (float32 ONNX), quantise it with ONNX Runtime
+(static, weights per output channel, :func:`lightning_fer.quantize.quantize`) calibrated on the
+first ``--calibration`` FER2013 Training faces (no augmentation), score float32 and int8 on all of
+PublicTest (duplicates dropped; a member's flip TTA as predict applies it), and record the int8 file
+beside the bundle in ``lightning_fer/shipped/models.json`` (``int8``: file, SHA-256, the export's key,
+both accuracies, label agreement, and whether it passed: at most ``quantize.MAX_LOSS`` points lost).
+``--data.predict.runtime auto`` uses it only where it passed. Run it again after ``benchmarks.ship``
+(which rewrites the registry entries it writes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.common import machine
+from lightning_fer import shipped
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def faces(dm, split: str, n: int | None, views: bool):
+    """Normalised inputs of ``split`` as the exported graph takes them, and their labels."""
+    from lightning_fer.data.transforms import normalize_batch
+
+    xs, ys, got = [], [], 0
+    for batch in dm.loader(split, distributed=False):
+        batch = normalize_batch(batch)
+        xs.append(batch["views"] if views else batch["views"][:, 0])
+        ys.append(batch["label"])
+        got += len(ys[-1])
+        if n is not None and got >= n:
+            break
+    return torch.cat(xs)[:n], torch.cat(ys)[:n]
+
+
+def scores(session, x: torch.Tensor, flip: bool) -> np.ndarray:
+    """Class probabilities as predict gives them: a member's flip TTA is the library's flip rule."""
+    from lightning_fer.models.evaluation import flip_average
+
+    run = lambda t: torch.from_numpy(session.run(None, {"input": t.contiguous().numpy()})[0])  # noqa: E731
+    out = flip_average(run(x), run(x.flip(-1))).softmax(-1) if flip else run(x)
+    return out.numpy()
+
+
+def ship_int8(name: str, root: str, calibration: int) -> dict:
+    import onnxruntime as ort
+
+    from lightning_fer import zoo
+    from lightning_fer.build import build
+    from lightning_fer.ensemble.module import EnsembleModule
+    from lightning_fer.quantize import label_agreement, passes, quantize
+    from lightning_fer.runtime import OnnxPredict, predict_example
+
+    module = zoo.pretrained(name)
+    data = zoo.load_bundle(name)["data"]
+    views = isinstance(module, EnsembleModule)
+    flip = not views and module.hparams.get("tta") == "flip"
+    dm = build(REPO / "configs/fer2013/quick_member.yaml", [f"--data.init_args.root={root}"],
+               {"data": {"init_args": {"batch_size": 256, "training": {"augment": False}}}}).datamodule
+    dm.prepare_data()
+    dm.setup("fit")
+    example = predict_example(module, data.get("image_size"), data.get("channels"), 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        float32, path = OnnxPredict("onnx", tmp)._session(module, example)
+        calib, _ = faces(dm, "train", calibration, views)
+        out = shipped.SHIPPED / f"{name}.int8.onnx"
+        t0 = time.perf_counter()
+        quantize(path, out, calib.numpy())
+        seconds = time.perf_counter() - t0
+        key = path.stem
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    int8 = ort.InferenceSession(str(out), opts, providers=["CPUExecutionProvider"])
+    x, y = faces(dm, "test", None, views)
+    p32 = np.concatenate([scores(float32, x[i:i + 256], flip) for i in range(0, len(x), 256)])
+    p8 = np.concatenate([scores(int8, x[i:i + 256], flip) for i in range(0, len(x), 256)])
+    acc = lambda p: round(100 * float((p.argmax(1) == y.numpy()).mean()), 2)  # noqa: E731
+    entry = {"file": out.name, "sha256": shipped.sha256(out), "bytes": out.stat().st_size, "key": key,
+             "float32_acc": acc(p32), "int8_acc": acc(p8), "agreement": round(100 * label_agreement(p8, p32), 2),
+             "max_prob_diff": round(float(np.abs(p8 - p32).max()), 4), "faces": int(len(y)),
+             "split": "FER2013 PublicTest, duplicates dropped",
+             "calibration": f"the first {len(calib)} FER2013 Training faces (no augmentation)",
+             "quantised_in_s": round(seconds, 1), "measured_on": machine()}
+    entry["ok"], entry["check"] = passes(entry)
+    return entry
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--names", nargs="+", default=None, help="shipped models (default: all)")
+    ap.add_argument("--root", default=str(REPO.parent / "shared" / "data" / "fer2013"))
+    ap.add_argument("--calibration", type=int, default=256, help="Training faces that calibrate the ranges")
+    args = ap.parse_args(argv)
+    from lightning_fer.files import write_text
+
+    done = {}
+    for name in args.names or shipped.names():
+        done[name] = ship_int8(name, args.root, args.calibration)
+        reg = json.loads(shipped.REGISTRY.read_text())
+        reg["models"][name]["int8"] = done[name]
+        write_text(shipped.REGISTRY, json.dumps(reg, indent=1) + "\n")
+        e = done[name]
+        print(f"{name}: int8 {e['int8_acc']}% vs float32 {e['float32_acc']}% on {e['faces']} PublicTest faces, "
+              f"labels agree on {e['agreement']}%, {e['bytes'] / 1e6:.1f} MB: {'passed' if e['ok'] else 'failed'}",
+              flush=True)
+    return done
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""int8 inference (issue 36): the shipped int8 versions agree with float32 on real faces, ``auto``
+refuses one that failed its ship-time check, and one that disagrees on the first faces falls back."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from skimage import data as skdata
+
+pytest.importorskip("onnxruntime", reason="int8 inference needs the onnx extra: pip install -e '.[onnx]'")
+
+import lightning_fer  # noqa: E402
+from lightning_fer import shipped  # noqa: E402
+from lightning_fer.cli import main  # noqa: E402
+from lightning_fer.quantize import MIN_AGREEMENT, label_agreement, quantize  # noqa: E402
+from lightning_fer.runtime import OnnxPredict, predict_example  # noqa: E402
+
+WITH_INT8 = [n for n, e in shipped.registry().items() if e.get("int8")]
+pytestmark = pytest.mark.skipif(not WITH_INT8, reason="no shipped int8 versions (python -m benchmarks.ship_int8)")
+#: the stated tolerance on real faces: labels agree on at least 95% (the predict-time check), and
+#: no class probability differs by more than 0.25
+MAX_PROB_DIFF = 0.25
+
+
+def _public_test_faces(root: Path, views: bool, n: int = 256) -> torch.Tensor:
+    from lightning_fer.build import build
+    from lightning_fer.data.transforms import normalize_batch
+
+    repo = Path(__file__).resolve().parents[2]
+    dm = build(repo / "configs/fer2013/quick_member.yaml", [f"--data.init_args.root={root}"],
+               {"data": {"init_args": {"batch_size": n}}}).datamodule
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = normalize_batch(next(iter(dm.loader("test", distributed=False))))
+    return batch["views"] if views else batch["views"][:, 0]
+
+
+@pytest.mark.parametrize("name", WITH_INT8)
+def test_int8_agrees_with_float32_on_real_faces(name, fer2013_root, tmp_path):
+    module = lightning_fer.pretrained(name)
+    data = shipped.load_bundle(name)["data"]
+    example = predict_example(module, data.get("image_size"), data.get("channels"), 2)
+    rt = OnnxPredict("onnx", tmp_path)
+    float32, path = rt._session(module, example)
+    found = shipped.int8_for(path.stem)  # the export predict makes names the shipped int8 version
+    assert found is not None and found[1]["ok"], f"{name}: no checked int8 version for {path.stem}"
+    int8 = rt.int8_session(path, required=True)
+    x = _public_test_faces(fer2013_root, views=example.dim() == 5).numpy()
+    a = float32.run(None, {"input": x})[0]
+    b = int8.run(None, {"input": x})[0]
+    pa, pb = torch.from_numpy(a).softmax(-1), torch.from_numpy(b).softmax(-1)
+    assert label_agreement(b, a) >= MIN_AGREEMENT
+    assert float((pa - pb).abs().max()) <= MAX_PROB_DIFF
+
+
+def _astronaut(tmp_path: Path) -> Path:
+    path = tmp_path / "astronaut.jpg"
+    cv2.imwrite(str(path), skdata.astronaut()[:, :, ::-1])
+    return path
+
+
+def _predict(tmp_path: Path, runtime: str) -> list[dict]:
+    out = tmp_path / f"{runtime}.csv"
+    main(["predict", "--pretrained", "fer2013", "--data.predict.path", str(_astronaut(tmp_path)),
+          "--data.predict.output", str(out), "--data.predict.runtime", runtime, "--trainer.enable_progress_bar=false"])
+    return list(csv.DictReader(out.open()))
+
+
+@pytest.mark.skipif("fer2013" not in WITH_INT8, reason="fer2013 has no shipped int8 version")
+def test_int8_runtime_labels_the_astronaut_happy_after_its_check(isolated, caplog):
+    with caplog.at_level(logging.INFO, logger="lightning_fer"):
+        rows = _predict(isolated, "int8")
+    assert [r["label"] for r in rows] == ["happy"]
+    assert "int8 agrees with float32 on 100.0% of the first 2 faces" in caplog.text  # the face and its mirror
+
+
+@pytest.mark.skipif("fer2013" not in WITH_INT8, reason="fer2013 has no shipped int8 version")
+def test_auto_refuses_an_int8_version_that_failed_its_accuracy_check(isolated, monkeypatch, caplog):
+    copy = isolated / "shipped"
+    shutil.copytree(shipped.SHIPPED, copy, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    reg = json.loads((copy / "models.json").read_text())
+    reg["models"]["fer2013"]["int8"]["int8_acc"] = reg["models"]["fer2013"]["int8"]["float32_acc"] - 1.0
+    (copy / "models.json").write_text(json.dumps(reg))
+    monkeypatch.setattr(shipped, "SHIPPED", copy)
+    monkeypatch.setattr(shipped, "REGISTRY", copy / "models.json")
+    with caplog.at_level(logging.INFO, logger="lightning_fer"):
+        rows = _predict(isolated, "auto")
+    assert [r["label"] for r in rows] == ["happy"]
+    assert "int8 not considered" in caplog.text and "-1.00 points lost" not in caplog.text
+    assert "(+1.00 points lost; at most 0.3 allowed)" in caplog.text
+    assert "predict: ONNX Runtime int8" not in caplog.text
+
+
+def test_an_int8_model_that_disagrees_on_the_first_faces_falls_back_to_float32(tmp_path, caplog):
+    """The predict-time check, on a real int8 session that is wrong on purpose: the int8 version of
+    another network (random weights) in place of the shipped one's."""
+    from lightning_fer import FERClassifier
+    from lightning_fer.export import export
+
+    shipped_model = lightning_fer.pretrained(WITH_INT8[0])
+    x = predict_example(shipped_model, 48, 1, 64)
+    rt = OnnxPredict("int8", tmp_path)
+    float32, _ = rt._session(shipped_model, x[:2])
+    torch.manual_seed(1)
+    other = FERClassifier("fer_vgg", backbone_args={"widths": [8, 16]}, image_size=48, in_channels=1).eval()
+    export(other, tmp_path / "other.onnx", "onnx", x[:2])
+    quantize(tmp_path / "other.onnx", tmp_path / "other.int8.onnx", x.numpy())
+    import onnxruntime as ort
+
+    rt.session = ort.InferenceSession(str(tmp_path / "other.int8.onnx"), providers=["CPUExecutionProvider"])
+    rt._float32 = float32
+    with caplog.at_level(logging.WARNING, logger="lightning_fer"):
+        out = rt.run(x)
+    assert "float32 ONNX Runtime for the rest of this run" in caplog.text
+    assert rt.session is float32 and rt._float32 is None
+    assert np.allclose(out.numpy(), float32.run(None, {"input": x.numpy()})[0])
+
+
+def test_int8_for_a_model_that_was_not_shipped_is_refused_in_one_line(tmp_path):
+    from lightning_fer.options import OptionError
+
+    with pytest.raises(OptionError, match="--data.predict.runtime int8: no int8 version was shipped and checked"):
+        OnnxPredict("int8", tmp_path).int8_session(tmp_path / "ferclassifier-0000000000000000.onnx", required=True)
