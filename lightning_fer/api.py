@@ -75,6 +75,9 @@ class Predictor:
         device: ``cpu``, ``cuda`` or ``None`` (a GPU where there is one).
         fast_path: ``auto``, ``on`` or ``off``: the arithmetic ``predict`` would choose here.
         data: data settings that override the model's (``image_size``, ``channels``, ``views``).
+        runtime: ``eager`` (PyTorch), or as ``predict``'s ``--data.predict.runtime``: ``auto`` (the
+            fastest of eager, ONNX Runtime and a checked int8 version, measured once here),
+            ``onnx`` or ``int8``; the exported model is cached under the library's home.
 
     Example:
         >>> import numpy as np
@@ -86,7 +89,8 @@ class Predictor:
 
     def __init__(self, model: Any = "fer2013", face_box: Literal["auto", "image"] = "auto", min_face_prob: float = 0.9,
                  video: VideoOptions | dict | None = None, batch_size: int = 64, device: str | None = None,
-                 fast_path: Literal["auto", "on", "off"] = "auto", data: dict | None = None) -> None:
+                 fast_path: Literal["auto", "on", "off"] = "auto", data: dict | None = None,
+                 runtime: Literal["eager", "auto", "onnx", "int8"] = "eager") -> None:
         from lightning_fer.data.datamodule import FERDataModule
         from lightning_fer.fastpath import choose
 
@@ -114,6 +118,13 @@ class Predictor:
             self.model.set_channels_last(self.fast_path.channels_last)
         self.detector = make_detector(face_box == "image", str(self.device))
         self.class_names = list(self.model.class_names)
+        self.runtime = "eager"
+        if runtime != "eager":
+            from lightning_fer.files import home
+            from lightning_fer.runtime import OnnxPredict
+
+            self.runtime = OnnxPredict(runtime, home() / "onnx").attach(
+                self.model, self.datamodule.image_size, self.datamodule.channels, self.fast_path.autocast)
 
     def scan(self, items: list) -> PhotoScan:
         """Faces in ``items`` (paths, PIL images, arrays), with the reasons for those without one."""

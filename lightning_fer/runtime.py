@@ -8,6 +8,7 @@ float32 on the first batch of faces, and is used by ``int8``. The choice is said
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -135,34 +136,39 @@ class OnnxPredict(Callback):
 
     # -- hooks ---------------------------------------------------------------------------------
     def on_predict_start(self, trainer, pl_module) -> None:
+        dm = trainer.datamodule
+        self.attach(pl_module, getattr(dm, "image_size", None), getattr(dm, "channels", None),
+                    trainer.precision_plugin.forward_context)
+
+    def attach(self, pl_module, size: int | None, channels: int | None, forward_context=contextlib.nullcontext) -> str:
+        """Choose the runtime for ``pl_module`` on inputs of the data's ``size`` and ``channels``
+        and run its forward through it (until :meth:`on_predict_end`); returns the choice."""
         from lightning_fer.export import plain
 
         if self.runtime == "eager":
-            return
+            return self.chosen
         if pl_module.device.type != "cpu":
             log.info("predict: eager PyTorch on %s (ONNX Runtime is used on CPUs only)", pl_module.device)
-            return
+            return self.chosen
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
             if self.runtime == "onnx":
                 raise ImportError("predict.runtime=onnx needs the onnx extra: pip install 'lightning-fer[onnx]'") from None
             log.info("predict: eager PyTorch (onnxruntime is not installed: pip install 'lightning-fer[onnx]')")
-            return
+            return self.chosen
         was_training = pl_module.training
         pl_module.eval()
-        dm = trainer.datamodule
-        size = getattr(dm, "image_size", None)
 
         def example(batch: int) -> torch.Tensor:
-            return predict_example(pl_module, size, getattr(dm, "channels", None), batch)
+            return predict_example(pl_module, size, channels, batch)
 
         float32, path = self._session(pl_module, example(2))
         int8 = self.int8_session(path, self.runtime == "int8") if self.runtime in ("auto", "int8") else None
         net = plain(pl_module).eval()
         if self.runtime == "auto":
             x = example(self.batch)
-            with torch.no_grad(), trainer.precision_plugin.forward_context():
+            with torch.no_grad(), forward_context():
                 eager = _timed(net, x)
             times = {"onnx": _timed(self._runner(float32), x)}
             if int8 is not None:
@@ -172,7 +178,7 @@ class OnnxPredict(Callback):
             self._say(path, eager, times, best if faster else "eager")
             if not faster:
                 pl_module.train(was_training)
-                return
+                return self.chosen
         else:
             best = self.runtime
             log.info("predict: ONNX Runtime %s (predict.runtime=%s), %s", "int8" if best == "int8" else "float32",
@@ -181,6 +187,7 @@ class OnnxPredict(Callback):
         self._float32 = float32 if best == "int8" else None
         self.chosen = best
         self._patch(pl_module)
+        return self.chosen
 
     @staticmethod
     def _runner(session):

@@ -129,3 +129,16 @@ def test_int8_for_a_model_that_was_not_shipped_is_refused_in_one_line(tmp_path):
 
     with pytest.raises(OptionError, match="--data.predict.runtime int8: no int8 version was shipped and checked"):
         OnnxPredict("int8", tmp_path).int8_session(tmp_path / "ferclassifier-0000000000000000.onnx", required=True)
+
+
+@pytest.mark.skipif("fer2013" not in WITH_INT8, reason="fer2013 has no shipped int8 version")
+def test_analyze_runs_the_int8_version_with_the_labels_of_float32(fer2013_root):
+    from PIL import Image
+
+    crops = [np.asarray(Image.open(f).convert("L")) for f in sorted((fer2013_root / "val" / "happy").iterdir())[:32]]
+    eager = lightning_fer.Predictor("fer2013", face_box="image")
+    int8 = lightning_fer.Predictor("fer2013", face_box="image", runtime="int8")
+    assert int8.runtime == "int8" and eager.runtime == "eager"
+    a = [f[0]["label"] for f in eager.analyze(crops)]
+    b = [f[0]["label"] for f in int8.analyze(crops)]
+    assert sum(x == y for x, y in zip(a, b)) >= MIN_AGREEMENT * len(a), (a, b)
