@@ -105,7 +105,7 @@ def command_line(argv: list[str]) -> str:
     """The call as a reader would type it: this machine's absolute paths become ``<option>``."""
     words = [f"<{prev.lstrip('-')}>" if os.path.isabs(w) and prev.startswith("--") else w
              for prev, w in zip(["", *argv], argv)]
-    return " ".join(["python", "benchmarks/fer2013.py", *words])
+    return " ".join(["python", "-m", "benchmarks.fer2013", *words])
 
 
 # -- reading the structured rows -----------------------------------------------------------------

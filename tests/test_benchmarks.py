@@ -66,7 +66,7 @@ def _is_number(text: str) -> bool:
 
 
 def test_gpu_script_runs_its_smoke_case_on_cpu(fer2013_root):
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--smoke", "--root", str(fer2013_root)],
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--smoke", "--root", str(fer2013_root)],
                           capture_output=True, text=True, timeout=900, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| ResNet50 training, synthetic tensors on the device (ceiling) |" in proc.stdout
