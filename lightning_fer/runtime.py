@@ -35,6 +35,20 @@ def predict_example(module, image_size: int | None, channels: int | None, batch:
     return x[:, :, : int(channels)] if views and channels else x
 
 
+def _ort_session(path: Path):
+    """An ONNX Runtime CPU session on ``path``, with as many threads as PyTorch uses."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _feed(x: torch.Tensor) -> dict:
+    """A batch as the exported graph's input."""
+    return {"input": x.detach().float().cpu().contiguous().numpy()}
+
+
 def _timed(fn, x: torch.Tensor, repeats: int = 3) -> float:
     fn(x)  # warm-up
     t = time.perf_counter()
@@ -57,10 +71,10 @@ class OnnxPredict(Callback):
         if runtime not in RUNTIMES:
             raise ValueError(f"predict.runtime must be one of {RUNTIMES}, got {runtime!r}")
         self.runtime, self.cache_dir, self.batch = runtime, Path(cache_dir or "runs/predict/onnx"), batch
-        self.session = self._float32 = None
+        self.session = None
+        self._float32 = None  # the float32 session, while int8 awaits its check on real faces
         self._restore = None
         self.chosen = "eager"
-        self._float32 = None  # the float32 session, while int8 awaits its check on real faces
 
     # -- the exported model --------------------------------------------------------------------
     def onnx_path(self, module, example: torch.Tensor) -> Path:
@@ -74,7 +88,6 @@ class OnnxPredict(Callback):
         return self.cache_dir / f"{type(module).__name__.lower()}-{h.hexdigest()[:16]}.onnx"
 
     def _session(self, module, example: torch.Tensor):
-        import onnxruntime as ort
 
         from lightning_fer.export import export
         from lightning_fer.files import write_text
@@ -89,24 +102,22 @@ class OnnxPredict(Callback):
         if not path.is_file():
             export(module, path, "onnx", example)  # checked against eager (1e-4) before it is kept
             write_text(digest, sha256(path))
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = torch.get_num_threads()
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]), path
+        return _ort_session(path), path
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.detach().float().cpu().contiguous().numpy()
-        out = self.session.run(None, {"input": x})[0]
+        feed = _feed(x)
+        out = self.session.run(None, feed)[0]
         if self._float32 is not None:  # int8's first batch of real faces: the quick agreement check
             from lightning_fer.quantize import MIN_AGREEMENT, label_agreement
 
-            reference = self._float32.run(None, {"input": x})[0]
+            reference = self._float32.run(None, feed)[0]
             agree = label_agreement(out, reference)
             if agree < MIN_AGREEMENT:
                 log.warning("predict: int8 gave float32's labels on %.1f%% of the first %d faces (< %.0f%%): "
-                            "float32 ONNX Runtime for the rest of this run", 100 * agree, len(x), 100 * MIN_AGREEMENT)
+                            "float32 ONNX Runtime for the rest of this run", 100 * agree, len(out), 100 * MIN_AGREEMENT)
                 self.session, out = self._float32, reference
             else:
-                log.info("predict: int8 agrees with float32 on %.1f%% of the first %d faces", 100 * agree, len(x))
+                log.info("predict: int8 agrees with float32 on %.1f%% of the first %d faces", 100 * agree, len(out))
             self._float32 = None
         return torch.from_numpy(out)
 
@@ -114,7 +125,6 @@ class OnnxPredict(Callback):
         """The shipped int8 version of the export at ``export_path`` where it passed its ship-time
         accuracy check (or, with ``required``, wherever it exists), else ``None`` with a log line
         saying why."""
-        import onnxruntime as ort
 
         from lightning_fer.options import OptionError
         from lightning_fer.quantize import passes
@@ -130,9 +140,7 @@ class OnnxPredict(Callback):
             return None
         if not ok:
             log.warning("predict: int8 as asked, though it failed its ship-time check: %s", why)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = torch.get_num_threads()
-        return ort.InferenceSession(str(found[0]), opts, providers=["CPUExecutionProvider"])
+        return _ort_session(found[0])
 
     # -- hooks ---------------------------------------------------------------------------------
     def on_predict_start(self, trainer, pl_module) -> None:
@@ -191,7 +199,7 @@ class OnnxPredict(Callback):
 
     @staticmethod
     def _runner(session):
-        return lambda x: session.run(None, {"input": x.detach().float().cpu().contiguous().numpy()})[0]
+        return lambda x: session.run(None, _feed(x))[0]
 
     def _say(self, path: Path, eager: float, times: dict[str, float], chosen: str) -> None:
         ms = lambda s: f"{1000 * s / self.batch:.2f} ms/face"  # noqa: E731
