@@ -1,5 +1,5 @@
 """Face detection over a folder of photos: one MTCNN call per photo against one call per group of
-same-size photos (``lightning_fer.data.photos.PHOTO_BATCH``), on the same photos in the same run.
+same-size photos (``lightning_fer.predict.inputs.PHOTO_BATCH``), on the same photos in the same run.
 
     python -m benchmarks.photo_batches            # 32 photos of 1280x960, one face each
 """
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--photos", type=int, default=32)
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args(argv)
-    from lightning_fer.data import photos as ph
+    from lightning_fer.predict import inputs as ph
 
     images = photos(args.photos, (1280, 960))
     detector = ph.make_detector()

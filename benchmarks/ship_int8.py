@@ -60,8 +60,8 @@ def ship_int8(name: str, root: str, calibration: int) -> dict:
     from lightning_fer import zoo
     from lightning_fer.build import build
     from lightning_fer.ensemble.module import EnsembleModule
+    from lightning_fer.predict.runtimes import OnnxPredict, predict_example
     from lightning_fer.quantize import label_agreement, passes, quantize
-    from lightning_fer.runtime import OnnxPredict, predict_example
 
     module = zoo.pretrained(name)
     data = zoo.load_bundle(name)["data"]

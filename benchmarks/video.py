@@ -75,7 +75,7 @@ def pipeline(path: Path, out: Path, backbone: str, size: int, batch: int) -> tup
                                "predict_output": str(out), "video": {"batch_size": batch}}},
         "trainer": {"logger": False, "enable_progress_bar": False, "callbacks": []},
     })
-    from lightning_fer.predict import FacePredictionWriter
+    from lightning_fer.predict.writers import FacePredictionWriter
 
     built.trainer.callbacks.append(FacePredictionWriter.for_datamodule(built.datamodule))  # as the CLI's predict does
     built.trainer.predict(built.model, datamodule=built.datamodule)

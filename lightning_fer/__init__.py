@@ -16,8 +16,8 @@ _LAZY = {
     "FERClassifier": "lightning_fer.models.classifier",
     "EnsembleModule": "lightning_fer.ensemble.module",
     "pretrained": "lightning_fer.zoo",  # lightning_fer.pretrained("fer2013"): a shipped model by name
-    "analyze": "lightning_fer.api",  # lightning_fer.analyze("photo.jpg"): faces and expressions in one call
-    "Predictor": "lightning_fer.api",  # the model and the detector, loaded once
+    "analyze": "lightning_fer.predict.api",  # lightning_fer.analyze("photo.jpg"): faces and expressions in one call
+    "Predictor": "lightning_fer.predict.api",  # the model and the detector, loaded once
 }
 
 

@@ -111,7 +111,7 @@ class FERCLI(LightningCLI):
             log.info("fast path (%s): %s", fp.reason, ", ".join(chosen))
 
     def before_predict(self) -> None:
-        from lightning_fer.predict import FacePredictionWriter
+        from lightning_fer.predict.writers import FacePredictionWriter
 
         options = getattr(self.datamodule, "predict_options", None)
         if options is not None:
@@ -119,7 +119,7 @@ class FERCLI(LightningCLI):
         if options is not None and not any(isinstance(c, FacePredictionWriter) for c in self.trainer.callbacks):
             self.trainer.callbacks.append(FacePredictionWriter.from_options(options))
         if options is not None:
-            from lightning_fer.runtime import OnnxPredict
+            from lightning_fer.predict.runtimes import OnnxPredict
 
             ckpt = self.config[self.subcommand].get("ckpt_path")
             where = Path(ckpt).parent / "onnx" if ckpt and ckpt not in ("best", "last") else None
@@ -128,7 +128,7 @@ class FERCLI(LightningCLI):
     def after_predict(self) -> None:
         """Where no input gave a face Lightning runs no prediction loop: the writer still writes a
         row per input (with its reason) and the summary line."""
-        from lightning_fer.predict import FacePredictionWriter
+        from lightning_fer.predict.writers import FacePredictionWriter
 
         for writer in (c for c in self.trainer.callbacks if isinstance(c, FacePredictionWriter)):
             writer.finish_without_faces(self.trainer, self.model)

@@ -126,9 +126,9 @@ def _one_line(err: BaseException, argv: list[str]) -> str | None:
 
     from lightning_fer.checkpoints import UnsafeCheckpointError, unsafe_message
     from lightning_fer.cv.jobs import JobError
-    from lightning_fer.data.photos import PredictInputError
     from lightning_fer.ensemble.module import MemberNotFoundError
     from lightning_fer.options import OptionError
+    from lightning_fer.predict.inputs import PredictInputError
     from lightning_fer.shipped import PretrainedError
 
     for kind in (MemberNotFoundError, PretrainedError, UnsafeCheckpointError, JobError, PredictInputError, OptionError):
@@ -168,7 +168,7 @@ def _parser_line(message: str, argv: list[str]) -> str:
         key = unknown.group(1)
         typed = next((a.split("=", 1)[0] for a in argv if a.startswith("--") and a.split("=", 1)[0].endswith("." + key)),
                      f"--...{key}")
-        from lightning_fer.data.photos import PredictOptions
+        from lightning_fer.predict.inputs import PredictOptions
 
         near = difflib.get_close_matches(key, list(PredictOptions.__dataclass_fields__), n=1)
         hint = f" (did you mean {typed.rsplit('.', 1)[0]}.{near[0]}?)" if near and ".predict." in typed else ""

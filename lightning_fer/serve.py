@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lightning_fer.data.sources import IMAGE_EXTENSIONS
-from lightning_fer.data.video import VIDEO_EXTENSIONS, VideoOptions
+from lightning_fer.predict.video import VIDEO_EXTENSIONS, VideoOptions
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class Service:
 
     def predict(self, data: bytes, filename: str, content_type: str | None) -> dict:
         """The answer for one upload (:class:`UploadError` for a bad one)."""
-        from lightning_fer.predict import write_rows
+        from lightning_fer.predict.writers import write_rows
 
         lim = self.limits
         if content_type and not content_type.startswith(lim.content_types):
@@ -147,7 +147,7 @@ class Service:
 
 
 def create_app(predictor, limits: ServeLimits = ServeLimits(), model_name: str = "model"):  # noqa: B008
-    """The FastAPI app over a :class:`~lightning_fer.api.Predictor`."""
+    """The FastAPI app over a :class:`~lightning_fer.predict.api.Predictor`."""
     from fastapi import FastAPI, File, Request, UploadFile
     from fastapi.responses import HTMLResponse, JSONResponse
     from starlette.concurrency import run_in_threadpool
@@ -221,10 +221,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def make_predictor(args: argparse.Namespace):
-    """The :class:`~lightning_fer.api.Predictor` the options ask for, and the name the page shows:
+    """The :class:`~lightning_fer.predict.api.Predictor` the options ask for, and the name the page shows:
     a shipped model, a checkpoint, or a config (built as ``predict`` builds it; its data settings
     kept)."""
-    from lightning_fer.api import Predictor
+    from lightning_fer.predict.api import Predictor
 
     video = VideoOptions(fps=args.video_fps or None)
     if sum(bool(x) for x in (args.pretrained, args.config)) > 1 or (args.pretrained and args.ckpt_path):

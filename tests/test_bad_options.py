@@ -9,10 +9,10 @@ from conftest import REPO
 
 from lightning_fer.cli import main
 from lightning_fer.cv import run_cv
-from lightning_fer.data.photos import list_photos
 from lightning_fer.data.sources import FolderSource
 from lightning_fer.loggers import read_offline_run
-from lightning_fer.predict import FacePredictionWriter
+from lightning_fer.predict.inputs import list_photos
+from lightning_fer.predict.writers import FacePredictionWriter
 
 
 def test_prediction_output_must_be_csv_or_json():

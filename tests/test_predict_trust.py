@@ -177,7 +177,7 @@ def _clip(path: Path, frames: int = 12, fps: int = 10) -> Path:
 
 
 def test_annotated_videos_draw_each_track_on_every_frame(home):
-    from lightning_fer.predict import frame_boxes
+    from lightning_fer.predict.writers import frame_boxes
 
     clip = _clip(home / "clip.mp4")
     out = home / "v.csv"
@@ -206,7 +206,7 @@ def test_annotated_videos_draw_each_track_on_every_frame(home):
 
 
 def test_progress_is_shown_while_faces_are_found(home, caplog, monkeypatch):
-    from lightning_fer.data import photos
+    from lightning_fer.predict import inputs as photos
 
     monkeypatch.setattr(photos, "PROGRESS_EVERY", 0.0)
     for i in range(3):
@@ -326,7 +326,7 @@ def test_analyze_works_for_an_ensemble_and_a_video_and_names_bad_inputs(home):
     assert [f["frame"] for f in frames] == [0, 2]
     assert all(len(f["faces"]) == 1 and f["faces"][0]["track"] == 0 for f in frames)
     (home / "empty.jpg").write_bytes(b"")
-    with pytest.raises(lightning_fer.api.ImageReadError, match=r"empty.jpg: empty file"):
+    with pytest.raises(lightning_fer.predict.api.ImageReadError, match=r"empty.jpg: empty file"):
         lightning_fer.analyze(str(home / "empty.jpg"))
     out = lightning_fer.analyze([str(home / "empty.jpg"), _astronaut()], on_error="skip")
     assert out[0] == [] and out[1][0]["label"] == "happy"

@@ -199,8 +199,8 @@ def test_export_and_validate_take_a_shipped_model_by_name(tmp_path, monkeypatch)
 
 
 def test_a_bad_predict_runtime_is_named():
-    from lightning_fer.data.photos import PredictOptions
-    from lightning_fer.runtime import OnnxPredict
+    from lightning_fer.predict.inputs import PredictOptions
+    from lightning_fer.predict.runtimes import OnnxPredict
 
     with pytest.raises(ValueError, match="--data.predict.runtime 'tpu': must be auto, eager, onnx or int8"):
         PredictOptions("photo.jpg", runtime="tpu")

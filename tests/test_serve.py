@@ -35,7 +35,7 @@ pytestmark = pytest.mark.skipif("fer2013" not in zoo.names(), reason="the shippe
 
 @pytest.fixture(scope="module")
 def predictor():
-    from lightning_fer.data.video import VideoOptions
+    from lightning_fer.predict.video import VideoOptions
 
     return lightning_fer.Predictor("fer2013", video=VideoOptions(fps=5))
 

@@ -15,7 +15,7 @@ from conftest import REPO
 from skimage import data as skdata
 
 from lightning_fer.cli import main
-from lightning_fer.data.video import IoUTracker
+from lightning_fer.predict.tracking import IoUTracker
 
 MEMBER = REPO / "tests" / "assets" / "checkpoints_v0" / "member.ckpt"
 FPS, FRAMES, EMPTY = 10, 14, (6, 7)  # frames 6 and 7 show no face
@@ -102,7 +102,7 @@ def test_predict_on_a_video_folder_through_the_cli(video_dir, tmp_path, monkeypa
 
 
 def test_a_video_without_a_stated_frame_rate_is_refused_by_name(tmp_path):
-    from lightning_fer.data.video import VideoOptions, frame_rate
+    from lightning_fer.predict.video import VideoOptions, frame_rate
 
     class NoRate:
         def get(self, prop):
@@ -115,8 +115,8 @@ def test_a_video_without_a_stated_frame_rate_is_refused_by_name(tmp_path):
 
 def test_a_chosen_rate_looks_at_fewer_frames(tmp_path):
     from lightning_fer.data.detection import FaceDetector, LandmarkSettings
-    from lightning_fer.data.photos import PhotoScan, video_face
-    from lightning_fer.data.video import VideoOptions, scan_video
+    from lightning_fer.predict.inputs import PhotoScan, video_face
+    from lightning_fer.predict.video import VideoOptions, scan_video
 
     path = write_video(tmp_path / "v.mp4", frames=10, empty=())
     scan = PhotoScan()
@@ -129,7 +129,7 @@ def test_a_chosen_rate_looks_at_fewer_frames(tmp_path):
 
 
 def test_a_bad_smoothing_window_is_named():
-    from lightning_fer.predict import FacePredictionWriter
+    from lightning_fer.predict.writers import FacePredictionWriter
 
     with pytest.raises(ValueError, match="--data.predict.video.smooth 0: the smoothing window must be at least 1 frame"):
         FacePredictionWriter("runs/v.csv", smooth=0)

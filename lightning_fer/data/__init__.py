@@ -1,32 +1,35 @@
-"""Data: sources, landmarks, regions, folds, transforms and the FERDataModule."""
+"""Data: sources, landmarks, regions, folds, transforms and the FERDataModule.
 
-from lightning_fer.data.classes import BASIC7, BASIC8
-from lightning_fer.data.datamodule import FERDataModule
-from lightning_fer.data.dataset import BadImagesError, FERDataset
-from lightning_fer.data.regions import REGIONS, region_boxes
-from lightning_fer.data.sources import (
-    AffectNetSource,
-    DataFormatError,
-    FERSource,
-    FolderSource,
-    ManifestSource,
-    Record,
-    SyntheticSource,
-)
+The names are handed on lazily, so that importing one module of the package (``data.io`` from the
+predict package, say) does not import the data module and all it needs.
+"""
 
-__all__ = [
-    "BASIC7",
-    "BASIC8",
-    "REGIONS",
-    "AffectNetSource",
-    "BadImagesError",
-    "DataFormatError",
-    "FERDataModule",
-    "FERDataset",
-    "FERSource",
-    "FolderSource",
-    "ManifestSource",
-    "Record",
-    "SyntheticSource",
-    "region_boxes",
-]
+from __future__ import annotations
+
+_LAZY = {
+    "BASIC7": "lightning_fer.data.classes",
+    "BASIC8": "lightning_fer.data.classes",
+    "FERDataModule": "lightning_fer.data.datamodule",
+    "BadImagesError": "lightning_fer.data.dataset",
+    "FERDataset": "lightning_fer.data.dataset",
+    "REGIONS": "lightning_fer.data.regions",
+    "region_boxes": "lightning_fer.data.regions",
+    "AffectNetSource": "lightning_fer.data.sources",
+    "DataFormatError": "lightning_fer.data.sources",
+    "FERSource": "lightning_fer.data.sources",
+    "FolderSource": "lightning_fer.data.sources",
+    "ManifestSource": "lightning_fer.data.sources",
+    "Record": "lightning_fer.data.sources",
+    "SyntheticSource": "lightning_fer.data.sources",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lightning_fer.data' has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY)

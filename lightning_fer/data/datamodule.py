@@ -17,12 +17,12 @@ from lightning_fer.data.dataset import FERDataset, SourceName, build_source, mak
 from lightning_fer.data.detection import LandmarkMode, LandmarkSettings
 from lightning_fer.data.duplicates import DuplicatePolicy
 from lightning_fer.data.geometry import FaceBox, face_geometry, say_face_box, view_masks
-from lightning_fer.data.photos import PhotoFacesDataset, PredictOptions, scan_photos
 from lightning_fer.data.prepare import PreparedSource
 from lightning_fer.data.regions import check_views
 from lightning_fer.data.sources import FERSource, Record
 from lightning_fer.data.transforms import FaceTransform, normalize_batch
 from lightning_fer.options import group, plain
+from lightning_fer.predict.inputs import PhotoFacesDataset, PredictOptions, scan_photos
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class FERDataModule(L.LightningDataModule):
         cache_dir: folder for the caches, folds and lists (default: ``.lightning_fer`` next to
             the data when writable, else ``~/.cache/lightning_fer/<hash>``).
         training: how the training split is drawn and augmented (:class:`~lightning_fer.data.augment.TrainingData`).
-        predict: what ``predict`` labels and where it writes (:class:`~lightning_fer.data.photos.PredictOptions`:
+        predict: what ``predict`` labels and where it writes (:class:`~lightning_fer.predict.inputs.PredictOptions`:
             ``path``, ``output``, ``annotate_dir``, ``min_face_prob``, ``video``); ``None``: the test split.
         duplicates: ``keep`` byte-identical images, or ``drop`` copies (one kept in the most
             protected split; see :mod:`lightning_fer.data.duplicates`), listed in ``duplicates.csv``.

@@ -221,7 +221,11 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
         self.update_metrics(self(batch["views"], batch.get("view_mask"), batch.get("image")), batch["label"], stage)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
-        scores = self(batch["views"], batch.get("view_mask"), batch.get("image"))
+        views, mask = batch["views"], batch.get("view_mask")
+        if self.predict_runtime is not None and (mask is None or bool(mask.all())):  # missing views: eager masking
+            scores = self.predict_runtime(views)
+        else:
+            scores = self(views, mask, batch.get("image"))
         return {"probs": scores, "index": batch["index"], "label": batch["label"]}
 
     def training_step(self, batch, batch_idx):  # pragma: no cover - nothing to train by gradient

@@ -186,12 +186,12 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         return out[0] if isinstance(out, tuple) else out
 
     def evaluate(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits as ``validate``, ``test`` and ``predict`` see them: with ``tta: flip`` the
-        library's flip rule (:func:`~lightning_fer.models.evaluation.flip_average`: the mean of the
-        logits of ``x`` and of its mirror)."""
+        """Logits as ``validate``, ``test`` and ``predict`` see them (through :attr:`predict_runtime` where
+        set): with ``tta: flip`` the library's flip rule (:func:`~.evaluation.flip_average`, a logit mean)."""
+        net = self if self.predict_runtime is None else self.predict_runtime  # ONNX Runtime or int8 at predict
         if self.hparams.get("tta", "none") != "flip":
-            return self(x)
-        plain, mirrored = self(torch.cat([x, x.flip(-1)])).chunk(2)  # one pass over both: one batch of 2B
+            return net(x)
+        plain, mirrored = net(torch.cat([x, x.flip(-1)])).chunk(2)  # one pass over both: one batch of 2B
         return flip_average(plain, mirrored)
 
     def probabilities(self, scores: torch.Tensor) -> torch.Tensor:

@@ -127,6 +127,11 @@ class EvaluationMixin:
 
     class_names: list[str]
 
+    #: What ``predict`` runs the network through, a callable on a batch of inputs: ONNX Runtime or
+    #: int8 (:class:`~lightning_fer.predict.runtimes.OrtRunner`, set for a run by
+    #: :func:`~lightning_fer.predict.runtimes.running`); ``None``: the module's own ``forward``.
+    predict_runtime = None
+
     def configure_metrics(self) -> None:
         k = len(self.class_names)
         for stage in ("val", "test"):

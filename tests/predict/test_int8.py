@@ -20,8 +20,8 @@ pytest.importorskip("onnxruntime", reason="int8 inference needs the onnx extra: 
 import lightning_fer  # noqa: E402
 from lightning_fer import shipped  # noqa: E402
 from lightning_fer.cli import main  # noqa: E402
+from lightning_fer.predict.runtimes import OnnxPredict, OrtRunner, predict_example, running  # noqa: E402
 from lightning_fer.quantize import MIN_AGREEMENT, label_agreement, quantize  # noqa: E402
-from lightning_fer.runtime import OnnxPredict, predict_example  # noqa: E402
 
 WITH_INT8 = [n for n, e in shipped.registry().items() if e.get("int8")]
 pytestmark = pytest.mark.skipif(not WITH_INT8, reason="no shipped int8 versions (python -m benchmarks.ship_int8)")
@@ -115,13 +115,31 @@ def test_an_int8_model_that_disagrees_on_the_first_faces_falls_back_to_float32(t
     quantize(tmp_path / "other.onnx", tmp_path / "other.int8.onnx", x.numpy())
     import onnxruntime as ort
 
-    rt.session = ort.InferenceSession(str(tmp_path / "other.int8.onnx"), providers=["CPUExecutionProvider"])
-    rt._float32 = float32
+    runner = OrtRunner(ort.InferenceSession(str(tmp_path / "other.int8.onnx"), providers=["CPUExecutionProvider"]),
+                       check=float32, name="int8")
     with caplog.at_level(logging.WARNING, logger="lightning_fer"):
-        out = rt.run(x)
+        out = runner(x)
     assert "float32 ONNX Runtime for the rest of this run" in caplog.text
-    assert rt.session is float32 and rt._float32 is None
+    assert runner.session is float32 and runner.check is None and runner.name == "onnx"
     assert np.allclose(out.numpy(), float32.run(None, {"input": x.numpy()})[0])
+
+
+def test_the_runtime_is_an_object_the_module_calls_and_forward_is_never_replaced(tmp_path):
+    """Issue 35: predict runs the network through ``predict_runtime`` for the run, then the module is
+    as it was; its ``forward`` is the class's all along."""
+    model = lightning_fer.pretrained(WITH_INT8[0])
+    choice = OnnxPredict("int8", tmp_path)
+    assert choice.attach(model, 48, 1) == "int8" and isinstance(choice.runner, OrtRunner)
+    assert "forward" not in vars(model) and model.predict_runtime is None
+    x = predict_example(model, 48, 1, 8)
+    batch = {"views": x[:, None], "index": torch.arange(8), "label": torch.full((8,), -1)}
+    with torch.no_grad():
+        eager = model.predict_step(batch, 0)["probs"]
+        with running(model, choice.runner):
+            assert model.predict_runtime is choice.runner and "forward" not in vars(model)
+            onnx = model.predict_step(batch, 0)["probs"]
+    assert model.predict_runtime is None
+    assert (onnx.argmax(1) == eager.argmax(1)).float().mean() >= MIN_AGREEMENT
 
 
 def test_int8_for_a_model_that_was_not_shipped_is_refused_in_one_line(tmp_path):

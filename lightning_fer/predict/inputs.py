@@ -15,7 +15,8 @@ from torch.utils.data import Dataset
 from lightning_fer.data.io import MAX_PHOTO_SIDE, ImageReadError, read_image, read_photo
 from lightning_fer.data.sources import IMAGE_EXTENSIONS
 from lightning_fer.data.transforms import FaceTransform
-from lightning_fer.data.video import VIDEO_EXTENSIONS, VideoOptions, is_video, scan_video
+from lightning_fer.predict.detection import make_detector
+from lightning_fer.predict.video import VIDEO_EXTENSIONS, VideoOptions, is_video, scan_video
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ DEFAULT_OUTPUT = "runs/predict/predictions.csv"
 class PredictOptions:
     """What ``predict`` labels and where it writes: the data module's ``predict`` option group
     (``--data.predict.path=photos/``; ``None``: predict on the test split). The prediction
-    writer (:class:`~lightning_fer.predict.FacePredictionWriter`) is built from it.
+    writer (:class:`~lightning_fer.predict.writers.FacePredictionWriter`) is built from it.
 
     Args:
         path: an image, a video, or a folder of them: every face MTCNN finds there is labelled
@@ -90,6 +91,7 @@ class Face:
     crop: np.ndarray | None = None
     offset: tuple[float, float] = (0.0, 0.0)
     scale: float = 1.0
+    searched: bool | None = None  # a video face: found by the detector on its frame (else carried by optical flow)
 
     def in_crop(self) -> tuple[np.ndarray, tuple[float, float, float, float]]:
         """The points and the box in the crop's pixels."""
@@ -164,38 +166,12 @@ def list_photos(path: str | os.PathLike) -> list[Path]:
     raise PredictInputError(f"--data.predict.path {p}: no such file or folder; give a photo, a video or a folder of them")
 
 
-class WholeImage:
-    """A stand-in for the face detector where the pictures are faces already (``face_box:
-    image``: CK+48, FER2013 crops, faces cut by another detector): the whole image is the face
-    box, with the 5 points of the template (:data:`~lightning_fer.data.detection.TEMPLATE_5`)."""
-
-    @staticmethod
-    def _face(image: np.ndarray) -> list[tuple]:
-        from lightning_fer.data.detection import TEMPLATE_5
-
-        h, w = image.shape[:2]
-        return [(TEMPLATE_5 * np.array([w, h], np.float32), np.array([0.0, 0.0, float(w), float(h)], np.float32), 1.0)]
-
-    def detect_all(self, image: np.ndarray, min_prob: float = 0.0) -> list[tuple]:
-        return self._face(image)
-
-    def detect_frames(self, frames: list[np.ndarray], min_prob: float = 0.0) -> list[list[tuple]]:
-        return [self._face(f) for f in frames]
-
-
-def make_detector(whole_image: bool = False, device: str | None = None):
-    """MTCNN (:class:`~lightning_fer.data.detection.FaceDetector`), or :class:`WholeImage`."""
-    from lightning_fer.data.detection import FaceDetector, LandmarkSettings
-
-    return WholeImage() if whole_image else FaceDetector(LandmarkSettings(), device)
-
-
 def scan_photos(path: str | os.PathLike, min_prob: float = 0.9, device: str | None = None,
                 video: VideoOptions = VideoOptions(), whole_image: bool = False, detector=None,  # noqa: B008
                 max_side: int | None = MAX_PHOTO_SIDE) -> PhotoScan:
     """Find every face in every photo, and in every (looked-at) frame of every video, under
     ``path`` with MTCNN; faces in videos are followed as tracks. ``whole_image``: every photo
-    and frame is one face, the whole picture (:class:`WholeImage`), and MTCNN is not run. An
+    and frame is one face, the whole picture (:class:`~lightning_fer.predict.detection.WholeImage`), and MTCNN is not run. An
     empty folder gives one row that says so."""
     files = list_photos(path)
     scan = scan_inputs(files, min_prob, device, video, whole_image, detector, max_side)

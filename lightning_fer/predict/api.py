@@ -5,7 +5,7 @@ detector loaded for repeated calls.
 It is ``predict``'s pipeline, not a second one: the same detection (MTCNN, or the whole picture
 with ``face_box="image"``), the same crops through the data module's transform, the same
 normalisation, the model's own ``predict_step`` (flip test-time augmentation where the model was
-shipped with it) and the same rows (:func:`~lightning_fer.predict.face_rows`), so that the
+shipped with it) and the same rows (:func:`~lightning_fer.predict.writers.face_rows`), so that the
 probabilities equal the CLI's on the same files.
 
     >>> import lightning_fer
@@ -26,8 +26,9 @@ import numpy as np
 import torch
 
 from lightning_fer.data.io import ImageReadError
-from lightning_fer.data.photos import PhotoScan, PredictOptions, input_name, make_detector, scan_inputs
-from lightning_fer.data.video import VideoOptions, is_video
+from lightning_fer.predict.detection import make_detector
+from lightning_fer.predict.inputs import PhotoScan, PredictOptions, input_name, scan_inputs
+from lightning_fer.predict.video import VideoOptions, is_video
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class Predictor:
         face_box: ``auto``: find faces with MTCNN; ``image``: each picture is one face (faces
             cropped already), no detector.
         min_face_prob: MTCNN probability a face needs.
-        video: how videos are read and their faces followed (:class:`~lightning_fer.data.video.VideoOptions`).
+        video: how videos are read and their faces followed (:class:`~lightning_fer.predict.video.VideoOptions`).
         batch_size: faces per forward pass.
         device: ``cpu``, ``cuda`` or ``None`` (a GPU where there is one).
         fast_path: ``auto``, ``on`` or ``off``: the arithmetic ``predict`` would choose here.
@@ -118,13 +119,15 @@ class Predictor:
             self.model.set_channels_last(self.fast_path.channels_last)
         self.detector = make_detector(face_box == "image", str(self.device))
         self.class_names = list(self.model.class_names)
-        self.runtime = "eager"
+        self.runtime, self.runner = "eager", None  # the choice, and the ONNX Runtime callable the model runs through
         if runtime != "eager":
             from lightning_fer.files import home
-            from lightning_fer.runtime import OnnxPredict
+            from lightning_fer.predict.runtimes import OnnxPredict
 
-            self.runtime = OnnxPredict(runtime, home() / "onnx").attach(
-                self.model, self.datamodule.image_size, self.datamodule.channels, self.fast_path.autocast)
+            choice = OnnxPredict(runtime, home() / "onnx")
+            self.runtime = choice.attach(self.model, self.datamodule.image_size, self.datamodule.channels,
+                                         self.fast_path.autocast)
+            self.runner = choice.runner
 
     def scan(self, items: list) -> PhotoScan:
         """Faces in ``items`` (paths, PIL images, arrays), with the reasons for those without one."""
@@ -134,12 +137,13 @@ class Predictor:
     @torch.inference_mode()
     def rows(self, scan: PhotoScan) -> list[dict]:
         """``predict``'s rows for ``scan``: a row per face, then one per input (or frame) without one."""
-        from lightning_fer.predict import face_rows
+        from lightning_fer.predict.runtimes import running
+        from lightning_fer.predict.writers import face_rows
 
         dm = self.datamodule
         dm.use_scan(scan)
         probs, index = [], []
-        with self.fast_path.autocast():
+        with self.fast_path.autocast(), running(self.model, self.runner):
             for i, batch in enumerate(dm.predict_dataloader()):
                 batch = dm.on_after_batch_transfer({k: v.to(self.device) if torch.is_tensor(v) else v
                                                     for k, v in batch.items()}, 0)
@@ -165,7 +169,8 @@ class Predictor:
             upright photo), ``landmarks`` (5 points), ``face_prob``, ``label`` and
             ``probabilities`` (class name -> float); for a list, a list of such lists, in order.
             For a video, an iterator over its looked-at frames: ``{"frame", "time", "faces"}``, each
-            face with its ``track``.
+            face with its ``track`` and ``searched`` (found by the detector on that frame, or carried
+            there by optical flow: :class:`~lightning_fer.predict.video.VideoOptions`' ``search_every``).
         """
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
@@ -196,7 +201,7 @@ class Predictor:
 
     def face(self, r: dict) -> dict:
         """A face dict (:func:`analyze`'s) from one of predict's rows."""
-        face = {k: r[k] for k in ("frame", "time", "track") if k in r}
+        face = {k: r[k] for k in ("frame", "time", "track", "searched") if k in r}
         face.update(box=r["box"], landmarks=r["landmarks"], face_prob=r["face_prob"], label=r["label"],
                     probabilities={n: r[f"p_{n}"] for n in self.class_names})
         return face

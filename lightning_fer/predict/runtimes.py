@@ -57,6 +57,55 @@ def _timed(fn, x: torch.Tensor, repeats: int = 3) -> float:
     return (time.perf_counter() - t) / repeats
 
 
+class OrtRunner:
+    """An ONNX Runtime session as the callable a module's ``predict_step`` runs its network through
+    (its ``predict_runtime``): a batch in, the graph's output as a tensor on the batch's device.
+    With ``check`` (the float32 session, for an int8 ``session``), the first batch of real faces is
+    also run in float32 and int8 is kept only where it gives float32's labels on at least
+    :data:`~lightning_fer.quantize.MIN_AGREEMENT` of them; else float32 runs from there on.
+
+    Example:
+        >>> import numpy as np
+        >>> class Doubling:  # anything with ONNX Runtime's ``run``
+        ...     def run(self, names, feed):
+        ...         return [feed["input"] * 2]
+        >>> OrtRunner(Doubling(), name="onnx")(torch.ones(1, 2)).tolist()
+        [[2.0, 2.0]]
+    """
+
+    def __init__(self, session, check=None, name: str = "onnx") -> None:
+        self.session, self.check, self.name = session, check, name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        feed = _feed(x)
+        out = self.session.run(None, feed)[0]
+        if self.check is not None:  # int8's first batch of real faces: the quick agreement check
+            from lightning_fer.quantize import MIN_AGREEMENT, label_agreement
+
+            reference = self.check.run(None, feed)[0]
+            agree = label_agreement(out, reference)
+            if agree < MIN_AGREEMENT:
+                log.warning("predict: int8 gave float32's labels on %.1f%% of the first %d faces (< %.0f%%): "
+                            "float32 ONNX Runtime for the rest of this run", 100 * agree, len(out), 100 * MIN_AGREEMENT)
+                self.session, self.name, out = self.check, "onnx", reference
+            else:
+                log.info("predict: int8 agrees with float32 on %.1f%% of the first %d faces", 100 * agree, len(out))
+            self.check = None
+        return torch.from_numpy(out).to(x.device)
+
+
+@contextlib.contextmanager
+def running(module, runner: OrtRunner | None):
+    """Inside the block, ``module``'s ``predict_step`` runs its network through ``runner``
+    (``None``: its own forward); the module's earlier runtime is back after it."""
+    before = module.predict_runtime
+    module.predict_runtime = runner
+    try:
+        yield module
+    finally:
+        module.predict_runtime = before
+
+
 class OnnxPredict(Callback):
     """Run ``predict`` through ONNX Runtime (see the module's docstring).
 
@@ -71,8 +120,7 @@ class OnnxPredict(Callback):
         if runtime not in RUNTIMES:
             raise ValueError(f"predict.runtime must be one of {RUNTIMES}, got {runtime!r}")
         self.runtime, self.cache_dir, self.batch = runtime, Path(cache_dir or "runs/predict/onnx"), batch
-        self.session = None
-        self._float32 = None  # the float32 session, while int8 awaits its check on real faces
+        self.runner: OrtRunner | None = None  # what the module runs its network through, once chosen
         self._restore = None
         self.chosen = "eager"
 
@@ -104,23 +152,6 @@ class OnnxPredict(Callback):
             write_text(digest, sha256(path))
         return _ort_session(path), path
 
-    def run(self, x: torch.Tensor) -> torch.Tensor:
-        feed = _feed(x)
-        out = self.session.run(None, feed)[0]
-        if self._float32 is not None:  # int8's first batch of real faces: the quick agreement check
-            from lightning_fer.quantize import MIN_AGREEMENT, label_agreement
-
-            reference = self._float32.run(None, feed)[0]
-            agree = label_agreement(out, reference)
-            if agree < MIN_AGREEMENT:
-                log.warning("predict: int8 gave float32's labels on %.1f%% of the first %d faces (< %.0f%%): "
-                            "float32 ONNX Runtime for the rest of this run", 100 * agree, len(out), 100 * MIN_AGREEMENT)
-                self.session, out = self._float32, reference
-            else:
-                log.info("predict: int8 agrees with float32 on %.1f%% of the first %d faces", 100 * agree, len(out))
-            self._float32 = None
-        return torch.from_numpy(out)
-
     def int8_session(self, export_path: Path, required: bool):
         """The shipped int8 version of the export at ``export_path`` where it passed its ship-time
         accuracy check (or, with ``required``, wherever it exists), else ``None`` with a log line
@@ -142,15 +173,11 @@ class OnnxPredict(Callback):
             log.warning("predict: int8 as asked, though it failed its ship-time check: %s", why)
         return _ort_session(found[0])
 
-    # -- hooks ---------------------------------------------------------------------------------
-    def on_predict_start(self, trainer, pl_module) -> None:
-        dm = trainer.datamodule
-        self.attach(pl_module, getattr(dm, "image_size", None), getattr(dm, "channels", None),
-                    trainer.precision_plugin.forward_context)
-
     def attach(self, pl_module, size: int | None, channels: int | None, forward_context=contextlib.nullcontext) -> str:
         """Choose the runtime for ``pl_module`` on inputs of the data's ``size`` and ``channels``
-        and run its forward through it (until :meth:`on_predict_end`); returns the choice."""
+        and keep it as :attr:`runner` (``None`` for eager), which the module's ``predict_step`` is then
+        run through (:func:`running`; the callback does it from ``on_predict_start`` to
+        ``on_predict_end``); returns the choice. The module's ``forward`` is never replaced."""
         from lightning_fer.export import plain
 
         if self.runtime == "eager":
@@ -191,10 +218,8 @@ class OnnxPredict(Callback):
             best = self.runtime
             log.info("predict: ONNX Runtime %s (predict.runtime=%s), %s", "int8" if best == "int8" else "float32",
                      self.runtime, path)
-        self.session = int8 if best == "int8" else float32
-        self._float32 = float32 if best == "int8" else None
+        self.runner = OrtRunner(int8 if best == "int8" else float32, float32 if best == "int8" else None, best)
         self.chosen = best
-        self._patch(pl_module)
         return self.chosen
 
     @staticmethod
@@ -214,25 +239,15 @@ class OnnxPredict(Callback):
         except OSError:
             pass
 
-    def _patch(self, pl_module) -> None:
-        from lightning_fer.ensemble.module import EnsembleModule
-
-        original = pl_module.forward
-        run = self.run
-        if isinstance(pl_module, EnsembleModule):
-            def forward(views, view_mask=None, face=None):
-                if view_mask is not None and not bool(view_mask.all()):
-                    return original(views, view_mask, face)  # missing views: the eager masking rule
-                return run(views).to(views.device)
-        else:
-            def forward(x):
-                return run(x).to(x.device)
-        pl_module.forward = forward
-        self._restore = (pl_module, original)
+    def on_predict_start(self, trainer, pl_module) -> None:
+        dm = trainer.datamodule
+        self.attach(pl_module, getattr(dm, "image_size", None), getattr(dm, "channels", None),
+                    trainer.precision_plugin.forward_context)
+        self._restore = running(pl_module, self.runner)
+        self._restore.__enter__()
 
     def on_predict_end(self, trainer, pl_module) -> None:
         if self._restore is not None:
-            module, _ = self._restore
-            module.__dict__.pop("forward", None)  # the class's forward again
+            self._restore.__exit__(None, None, None)
             self._restore = None
-        self.session = self._float32 = None
+        self.runner = None

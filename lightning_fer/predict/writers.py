@@ -12,8 +12,8 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from lightning_fer.data.io import read_photo
-from lightning_fer.data.photos import DEFAULT_OUTPUT, PhotoScan, PredictOptions
 from lightning_fer.files import atomic_path, write_csv, write_text
+from lightning_fer.predict.inputs import DEFAULT_OUTPUT, PhotoScan, PredictOptions
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def face_rows(scan: PhotoScan, probs: np.ndarray, index: np.ndarray, names: list
         f = scan.faces[int(i)]
         row = {"file": f.file}
         if f.frame is not None:
-            row.update(frame=f.frame, time=f.time, track=f.track)
+            row.update(frame=f.frame, time=f.time, track=f.track, searched=f.searched)
         row.update({"face": f.face, "box": [round(float(v), 1) for v in f.box],
                     "landmarks": np.round(np.asarray(f.points, np.float64), 1).tolist(), "face_prob": round(f.prob, 4)})
         row.update({f"p_{n}": round(float(p), 5) for n, p in zip(names, pr)})
