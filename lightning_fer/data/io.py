@@ -121,6 +121,9 @@ def _decode_upright(source, label: str, max_side: int | None) -> tuple[np.ndarra
     else:
         if os.path.isfile(source) and os.path.getsize(source) == 0:
             raise ImageReadError(f"{label}: empty file (0 bytes)")
+        fast = _decode_whole_with_opencv(source)
+        if fast is not None:
+            return fast, max(fast.shape[:2])
         im, own = Image.open(source), True
     try:
         full = max(im.size)
@@ -132,6 +135,33 @@ def _decode_upright(source, label: str, max_side: int | None) -> tuple[np.ndarra
     finally:
         if own:
             im.close()
+
+
+#: Files up to this size that are whole JPEGs or PNGs are decoded by OpenCV (about 10x faster than
+#: Pillow on a 48 px face, EXIF orientation applied the same way); others, and anything OpenCV
+#: cannot read, by Pillow, which also names what is wrong with a broken file.
+OPENCV_PHOTO_BYTES = 1 << 20
+
+
+def _decode_whole_with_opencv(path) -> np.ndarray | None:
+    """RGB uint8 of a small JPEG or PNG file that ends as a whole one does (a JPEG's end-of-image
+    marker, a PNG's ``IEND`` chunk: a truncated file goes to Pillow, which refuses it), turned
+    upright by its EXIF orientation; ``None`` otherwise."""
+    try:
+        if os.path.getsize(path) > OPENCV_PHOTO_BYTES:
+            return None
+        buf = np.fromfile(path, dtype=np.uint8)
+    except (OSError, TypeError, ValueError):
+        return None
+    head, tail = buf[:8].tobytes(), buf[-12:].tobytes()
+    jpeg = head[:3] == b"\xff\xd8\xff" and tail.rstrip(b"\0").endswith(b"\xff\xd9")
+    png = head == b"\x89PNG\r\n\x1a\n" and tail[4:8] == b"IEND"
+    if not (jpeg or png):
+        return None
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # applies the EXIF orientation
+    if img is None or img.ndim != 3:
+        return None
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def read_image(path: str) -> np.ndarray:
