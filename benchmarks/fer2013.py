@@ -29,6 +29,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -351,12 +352,13 @@ def main(argv: list[str] | None = None) -> Path:
         config, folder = STEPS[what]
         from lightning_fer.cv import arguments
 
-        own = arguments(["--config", config])["overrides"]
+        given = arguments(["--config", config])
         budget = MEMBER_OVERRIDES[args.profile]
+        lineup = replace(given["lineup"], overrides=[*given["lineup"].overrides, *root, *PROFILES[args.profile], *args.extra],
+                         **({} if budget is None else {"member_overrides": budget}))
         t0 = time.perf_counter()
-        run_config(config, output_dir=str(args.out / folder), members_dir=str(args.out / "cv"), seeds=seeds,
-                   overrides=[*own, *root, *PROFILES[args.profile], *args.extra],
-                   **({} if budget is None else {"member_overrides": budget}))
+        run_config(config, output_dir=str(args.out / folder), members_dir=str(args.out / "cv"),
+                   folds=replace(given["folds"], seeds=seeds), lineup=lineup)
         wall = add_wall(wall_path, step_name(what, seeds), time.perf_counter() - t0)
         write_results(results, args.out, argv, wall, data_summary(root))
     print(f"\nwrote {results}")

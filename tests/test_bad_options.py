@@ -8,7 +8,7 @@ import pytest
 from conftest import REPO
 
 from lightning_fer.cli import main
-from lightning_fer.cv import run_cv
+from lightning_fer.cv import Lineup, run_cv
 from lightning_fer.data.sources import FolderSource
 from lightning_fer.loggers import read_offline_run
 from lightning_fer.predict.inputs import list_photos
@@ -37,7 +37,7 @@ def test_export_output_defaults_under_runs_and_format_is_checked(tmp_path, monke
 def test_cv_members_need_distinct_names(tmp_path):
     cfg = str(REPO / "configs/demo/sppnet.yaml")
     with pytest.raises(ValueError, match="distinct file names"):
-        run_cv([cfg, cfg], output_dir=str(tmp_path))
+        run_cv(Lineup([cfg, cfg]), output_dir=str(tmp_path))
 
 
 def test_split_map_targets_are_checked(tmp_path):

@@ -54,8 +54,10 @@ def test_cv_configs_parse(config):
 
     p = parser()
     cfg = p.parse_args(["--config", str(config)])
-    listed_configs = [*cfg.members, *(cfg.expert_members or []), *cfg.students]
-    assert len(cfg.members) >= (1 if cfg.students or cfg.expert_regions else 3) and all((REPO / m).is_file() for m in listed_configs)
+    lineup, experts = cfg.lineup, cfg.experts
+    listed_configs = [*lineup.members, *(experts.members or []), *lineup.students]
+    assert len(lineup.members) >= (1 if lineup.students or experts.regions else 3)
+    assert all((REPO / m).is_file() for m in listed_configs)
     init = p.instantiate(cfg) if hasattr(p, "instantiate") else p.instantiate_classes(cfg)
     listed = [s["class_path"].rsplit(".", 1)[-1] for s in yaml.safe_load(config.read_text())["strategies"]]
     assert [type(s).__name__ for s in init.strategies] == listed

@@ -25,11 +25,11 @@ def test_experts_snapshots_flip_and_students_in_one_cv_run(tmp_path, monkeypatch
     at its own size), a cyclic schedule whose cycle ends are snapshots, the mirrored face as a
     view, and a student distilled from the face member."""
     monkeypatch.chdir(tmp_path)
-    argv = ["cv", "--members", json.dumps([SPP]), "--output_dir", "cv", "--folds", "[0]", "--num_folds", "3",
-            "--views", '["face", "nose", "mouth"]', "--flip", "true",
-            "--expert_regions", '["mouth", "nose"]', "--expert_sizes", '{"mouth": 32}',
-            "--students", json.dumps([SPP]),
-            "--overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8), "--trainer.max_epochs=2",
+    argv = ["cv", "--lineup.members", json.dumps([SPP]), "--output_dir", "cv", "--folds.folds", "[0]", "--folds.num_folds", "3",
+            "--collect.views", '["face", "nose", "mouth"]', "--collect.flip", "true",
+            "--experts.regions", '["mouth", "nose"]', "--experts.sizes", '{"mouth": 32}',
+            "--lineup.students", json.dumps([SPP]),
+            "--lineup.overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8), "--trainer.max_epochs=2",
                                        "--trainer.limit_train_batches=2", "--model.init_args.optim.scheduler=cosine_restarts",
                                        "--model.init_args.optim.cycles=2"])]
     result = main(argv)
@@ -74,24 +74,23 @@ def test_experts_snapshots_flip_and_students_in_one_cv_run(tmp_path, monkeypatch
 
     plan = _plan(tmp_path / "cv", snapshots_of="sppnet")
     assert list(teachers(plan, 0, None)) == ["sppnet#e0", "sppnet#e1"]
-    plan.teacher_members = ["sppnet", "sppnet#e1"]
+    plan = _plan(tmp_path / "cv", "sppnet", teachers=["sppnet", "sppnet#e1"])
     assert list(teachers(plan, 0, None)) == ["sppnet", "sppnet#e1"]
-    plan.teacher_members = ["sppnet#e7"]
     with pytest.raises(ValueError, match="sppnet#e7"):
-        teachers(plan, 0, None)
+        teachers(_plan(tmp_path / "cv", "sppnet", teachers=["sppnet#e7"]), 0, None)
     assert torch.allclose(targets["probs"][known].sum(1), torch.ones(int(known.sum())), atol=1e-5)
     # ... and they are the ensemble's soft vote: the teacher's softmax on the face and its mirror,
     # averaged, recomputed here on a few training faces.
-    from lightning_fer.cv.run import run_datamodule
+    from lightning_fer.cv.predictions import run_datamodule
     from lightning_fer.fastpath import choose
     from lightning_fer.models.classifier import FERClassifier
 
     teacher = FERClassifier.load_from_checkpoint(done["sppnet"]["checkpoint"], map_location="cpu", weights_only=True).eval()
-    plan.overrides = json.loads(argv[argv.index("--overrides") + 1])
+    plan = _plan(tmp_path / "cv", "sppnet", overrides=json.loads(argv[argv.index("--lineup.overrides") + 1]))
     dm = run_datamodule(plan, 0, ["face"], SPP, image_size=64, training={"augment": False})
     batch = dm.on_after_batch_transfer(next(iter(dm.loader("train", distributed=False))), 0)
     x = teacher._input(batch)[:4]
-    with torch.no_grad(), choose(plan.fast_path).autocast():
+    with torch.no_grad(), choose(plan.collect.fast_path).autocast():
         mine = (teacher(x).float().softmax(-1) + teacher(x.flip(-1)).float().softmax(-1)) / 2
     assert torch.allclose(targets["probs"][batch["index"][:4]], mine, atol=5e-3)
     student = torch.load(done["sppnet.student"]["checkpoint"], map_location="cpu", weights_only=True)
@@ -115,11 +114,15 @@ def test_experts_snapshots_flip_and_students_in_one_cv_run(tmp_path, monkeypatch
     assert csv_rows["sppnet"]["acc90_agree mean"] == "" and csv_rows["HardVote"]["acc90_agree mean"] != ""
 
 
-def _plan(out, snapshots_of):
+def _plan(out, snapshots_of, teachers=None, overrides=()):
+    from lightning_fer.cv import Collect, Experts, Folds, Lineup
     from lightning_fer.cv.plan import Plan, member_specs
 
-    return Plan(member_specs([SPP], ["mouth", "nose"], students=[SPP]), out, out, [(0, None)], 3, ["face", "nose", "mouth"],
-                [], "val/acc", 8, None, torch.device("cpu"), teacher_members=[f"{snapshots_of}#snapshots"])
+    lineup = Lineup([SPP], students=[SPP], teacher_members=teachers or [f"{snapshots_of}#snapshots"],
+                    overrides=list(overrides), monitor="val/acc")
+    experts = Experts(["mouth", "nose"])
+    return Plan(member_specs(lineup, experts), out, out, lineup, Folds([0], 3),
+                Collect(["face", "nose", "mouth"], batch_size=8, device="cpu"), experts)
 
 
 def test_flip_rows_average_the_image_and_its_mirror(tmp_path, monkeypatch):
@@ -127,9 +130,9 @@ def test_flip_rows_average_the_image_and_its_mirror(tmp_path, monkeypatch):
     from lightning_fer.cv.report import scores
 
     monkeypatch.chdir(tmp_path)
-    result = main(["cv", "--members", json.dumps([SPP]), "--output_dir", "cv", "--folds", "[0]", "--num_folds", "3",
-                   "--views", '["face"]', "--flip", "true",
-                   "--overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8), "--trainer.max_epochs=1",
+    result = main(["cv", "--lineup.members", json.dumps([SPP]), "--output_dir", "cv", "--folds.folds", "[0]", "--folds.num_folds", "3",
+                   "--collect.views", '["face"]', "--collect.flip", "true",
+                   "--lineup.overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8), "--trainer.max_epochs=1",
                                               "--trainer.limit_train_batches=2"])])
     d = torch.load(tmp_path / "cv" / "fold0" / "predictions.pt", weights_only=True)
     probs = d["test_logits"][:, 0].softmax(-1)  # [N, views (face, face_flip), C]
@@ -155,11 +158,11 @@ def test_killed_cv_resumes_the_half_trained_member_from_its_last_checkpoint(tmp_
     from that checkpoint (epochs, optimiser and schedule) instead of starting again."""
     overrides = [*tiny_args(tmp_path / "synthetic", subjects=8), "--trainer.limit_train_batches=2",
                  "--trainer.limit_val_batches=1"]
-    common = ["--members", json.dumps([SPP]), "--output_dir", str(tmp_path / "cv"), "--folds", "[0]",
-              "--num_folds", "3", "--views", '["face"]', "--strategies",
+    common = ["--lineup.members", json.dumps([SPP]), "--output_dir", str(tmp_path / "cv"), "--folds.folds", "[0]",
+              "--folds.num_folds", "3", "--collect.views", '["face"]', "--strategies",
               '[{"class_path": "lightning_fer.ensemble.SoftVote"}]']
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"}
-    proc = subprocess.Popen([sys.executable, "-m", "lightning_fer", "cv", *common, "--overrides",
+    proc = subprocess.Popen([sys.executable, "-m", "lightning_fer", "cv", *common, "--lineup.overrides",
                              json.dumps([*overrides, "--trainer.max_epochs=200"])],
                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     last = tmp_path / "cv" / "fold0" / "sppnet" / "checkpoints" / "last.ckpt"
@@ -175,7 +178,7 @@ def test_killed_cv_resumes_the_half_trained_member_from_its_last_checkpoint(tmp_
     epoch = killed_at["epoch"]
     assert killed_at["global_step"] == 2 * (epoch + 1)
     stop = epoch + 3  # the rerun finishes two more epochs
-    main(["cv", *common, "--overrides", json.dumps([*overrides, f"--trainer.max_epochs={stop}"])])
+    main(["cv", *common, "--lineup.overrides", json.dumps([*overrides, f"--trainer.max_epochs={stop}"])])
     before = json.loads((member / "elapsed.json").read_text())["seconds"]
     assert before > 0  # the killed attempt's time, written at its epoch ends
     done = json.loads((member / "done.json").read_text())
@@ -204,11 +207,11 @@ def test_snapshots_are_collected_at_their_own_size_beside_a_larger_first_member(
     cyclic["model"]["init_args"]["optim"] = {"scheduler": "cosine_restarts", "cycles": 2}
     cyclic["base"] = str(REPO / "configs" / "base" / "trainer.yaml")  # a copy elsewhere names its base absolutely
     (tmp_path / "sppnet.yaml").write_text(yaml.safe_dump(cyclic))
-    result = main(["cv", "--members", json.dumps([str(REPO / "configs" / "demo" / "inception_v3.yaml"),
+    result = main(["cv", "--lineup.members", json.dumps([str(REPO / "configs" / "demo" / "inception_v3.yaml"),
                                                   str(tmp_path / "sppnet.yaml")]),
-                   "--output_dir", "cv", "--folds", "[0]", "--num_folds", "3", "--views", '["face", "mouth"]',
+                   "--output_dir", "cv", "--folds.folds", "[0]", "--folds.num_folds", "3", "--collect.views", '["face", "mouth"]',
                    "--strategies", '[{"class_path": "lightning_fer.ensemble.SoftVote"}]',
-                   "--overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8), "--trainer.max_epochs=2",
+                   "--lineup.overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8), "--trainer.max_epochs=2",
                                               "--trainer.limit_train_batches=1"])])
     assert "SoftVote [snapshots sppnet]" in result["rows"] and "sppnet#e1" in result["rows"]
     # Each network sees the faces drawn at its own size: SPP-net's best checkpoint (collected beside
@@ -222,15 +225,15 @@ def test_snapshots_are_collected_at_their_own_size_beside_a_larger_first_member(
 
 
 def test_bad_expert_options_are_named_before_anything_trains(tmp_path, monkeypatch):
-    from lightning_fer.cv import run_cv
+    from lightning_fer.cv import Collect, Experts, Lineup, run_cv
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=r"expert regions must be among .*'chin'"):
-        run_cv([SPP], output_dir="cv", expert_regions=["chin"])
+        run_cv(Lineup([SPP]), output_dir="cv", experts=Experts(["chin"]))
     with pytest.raises(ValueError, match=r"expert regions \['mouth'\] are not among views \['face'\]: add them"):
-        run_cv([SPP], output_dir="cv", views=["face"], expert_regions=["mouth"])
+        run_cv(Lineup([SPP]), output_dir="cv", collect=Collect(["face"]), experts=Experts(["mouth"]))
     with pytest.raises(ValueError, match="distinct file names"):
-        run_cv([SPP, SPP], output_dir="cv")
+        run_cv(Lineup([SPP, SPP]), output_dir="cv")
     assert not list((tmp_path / "cv").rglob("*.ckpt"))  # nothing was trained
 
 
@@ -246,8 +249,8 @@ def test_cv_and_test_report_the_same_figures_for_the_same_strategy(tmp_path, mon
 
     monkeypatch.chdir(tmp_path)
     overrides = [*tiny_args(tmp_path / "synthetic", subjects=8), "--trainer.max_epochs=1", "--trainer.limit_train_batches=3"]
-    result = main(["cv", "--members", json.dumps([SPP]), "--output_dir", "cv", "--folds", "[0]", "--num_folds", "3",
-                   "--fast_path", "off", "--overrides", json.dumps(overrides), "--strategies",
+    result = main(["cv", "--lineup.members", json.dumps([SPP]), "--output_dir", "cv", "--folds.folds", "[0]", "--folds.num_folds", "3",
+                   "--collect.fast_path", "off", "--lineup.overrides", json.dumps(overrides), "--strategies",
                    '[{"class_path": "lightning_fer.ensemble.SoftVote"}, {"class_path": "lightning_fer.ensemble.Stacking"}, '
                    '{"class_path": "user_strategies.NamedLikeAMember"}]'])
     # A user's strategy named like the member is filed as a strategy, beside the member's own row.
@@ -273,14 +276,14 @@ def test_structured_rows_drive_the_reading_groups_and_bags(tmp_path, monkeypatch
     from lightning_fer.cv.report import ensemble_gains, read_records
 
     monkeypatch.chdir(tmp_path)
-    result = main(["cv", "--members", json.dumps([SPP]), "--bags", '{"sppnet": 1}', "--output_dir", "cv",
-                   "--folds", "[0]", "--num_folds", "3", "--seeds", "[0, 1]", "--flip", "true",
-                   "--member_groups", '{"pair": ["sppnet", "sppnet.bag1"]}',
+    result = main(["cv", "--lineup.members", json.dumps([SPP]), "--lineup.bags", '{"sppnet": 1}', "--output_dir", "cv",
+                   "--folds.folds", "[0]", "--folds.num_folds", "3", "--folds.seeds", "[0, 1]", "--collect.flip", "true",
+                   "--lineup.member_groups", '{"pair": ["sppnet", "sppnet.bag1"]}',
                    "--strategies", json.dumps([{"class_path": "lightning_fer.ensemble.SoftVote"},
                                                {"class_path": "user_strategies.NamedLikeAMember"},
                                                {"class_path": "user_strategies.NamedLikeAMember",
                                                 "init_args": {"row_name": "sppnet@mouth"}}]),
-                   "--overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8),
+                   "--lineup.overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8),
                                               "--trainer.max_epochs=1", "--trainer.limit_train_batches=2"])])
     records = read_records(tmp_path / "cv")
     assert [r["model"] for r in records] == [r["model"] for r in result["records"]]  # the CSV is the rows
@@ -309,11 +312,11 @@ def test_structured_rows_drive_the_reading_groups_and_bags(tmp_path, monkeypatch
 
 def test_bad_member_groups_are_refused_before_training(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    base = ["cv", "--members", json.dumps([SPP]), "--output_dir", "cv", "--folds", "[0]", "--num_folds", "3"]
+    base = ["cv", "--lineup.members", json.dumps([SPP]), "--output_dir", "cv", "--folds.folds", "[0]", "--folds.num_folds", "3"]
     with pytest.raises(ValueError, match="member_groups: pair: \\['resnet50'\\]"):
-        main([*base, "--member_groups", '{"pair": ["sppnet", "resnet50"]}'])
+        main([*base, "--lineup.member_groups", '{"pair": ["sppnet", "resnet50"]}'])
     with pytest.raises(ValueError, match="a label cv uses itself"):
-        main([*base, "--member_groups", '{"faces": ["sppnet"]}'])
+        main([*base, "--lineup.member_groups", '{"faces": ["sppnet"]}'])
     assert not (tmp_path / "cv" / "fold0").exists()
 
 
@@ -322,11 +325,11 @@ def test_learning_strategies_fit_over_bagged_and_fractional_members(tmp_path, mo
     images than the collected data, but were held out from the same fold: the leak check builds
     each one's data as cv built it for them, and stacking and ensemble selection fit."""
     monkeypatch.chdir(tmp_path)
-    result = main(["cv", "--members", json.dumps([SPP]), "--bags", '{"sppnet": 1}', "--output_dir", "cv",
-                   "--folds", "[0]", "--num_folds", "3",
-                   "--member_overrides", json.dumps({"sppnet": ["--data.init_args.training.fraction=0.5"]}),
+    result = main(["cv", "--lineup.members", json.dumps([SPP]), "--lineup.bags", '{"sppnet": 1}', "--output_dir", "cv",
+                   "--folds.folds", "[0]", "--folds.num_folds", "3",
+                   "--lineup.member_overrides", json.dumps({"sppnet": ["--data.init_args.training.fraction=0.5"]}),
                    "--strategies", json.dumps([{"class_path": "lightning_fer.ensemble.Stacking"},
                                                {"class_path": "lightning_fer.ensemble.EnsembleSelection"}]),
-                   "--overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8),
+                   "--lineup.overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8),
                                               "--trainer.max_epochs=1", "--trainer.limit_train_batches=2"])])
     assert {"Stacking", "EnsembleSelection", "sppnet", "sppnet.bag1"} <= set(result["rows"])

@@ -17,10 +17,10 @@ SPP = str(REPO / "configs" / "demo" / "sppnet.yaml")
 
 
 def _argv(tmp_path, out: str) -> list[str]:
-    return ["--members", json.dumps([SPP]), "--bags", '{"sppnet": 1}', "--output_dir", str(tmp_path / out),
-            "--folds", "[0]", "--num_folds", "3", "--strategies",
+    return ["--lineup.members", json.dumps([SPP]), "--lineup.bags", '{"sppnet": 1}', "--output_dir", str(tmp_path / out),
+            "--folds.folds", "[0]", "--folds.num_folds", "3", "--strategies",
             json.dumps([{"class_path": "lightning_fer.ensemble.SoftVote"}]),
-            "--overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8), "--trainer.max_epochs=1",
+            "--lineup.overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8), "--trainer.max_epochs=1",
                                        "--trainer.limit_train_batches=2"])]
 
 

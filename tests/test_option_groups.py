@@ -16,7 +16,7 @@ from conftest import REPO, parse_only, tiny_args
 
 from lightning_fer import EnsembleModule, FERClassifier, FERDataModule
 from lightning_fer.build import config_layers, expand_bases
-from lightning_fer.cv.plan import checkpoint_monitor
+from lightning_fer.cv.train import checkpoint_monitor
 
 pytestmark = pytest.mark.usefixtures("isolated")
 
@@ -169,9 +169,9 @@ def test_an_affectnet_member_trained_through_cv_keeps_its_monitor(tmp_path, monk
     overrides = [*tiny_args(tmp_path / "synthetic", subjects=8), "--data.init_args.root=null",
                  "--data.init_args.image_size=48", "--data.init_args.num_workers=0", "--trainer.max_epochs=1",
                  "--trainer.limit_train_batches=2"]
-    with caplog.at_level(logging.INFO, logger="lightning_fer.cv.plan"):
-        main(["cv", "--members", json.dumps([member]), "--output_dir", "cv", "--folds", "[0]", "--num_folds", "3",
-              "--overrides", json.dumps(overrides), "--strategies", '[{"class_path": "lightning_fer.ensemble.HardVote"}]'])
+    with caplog.at_level(logging.INFO, logger="lightning_fer.cv.train"):
+        main(["cv", "--lineup.members", json.dumps([member]), "--output_dir", "cv", "--folds.folds", "[0]", "--folds.num_folds", "3",
+              "--lineup.overrides", json.dumps(overrides), "--strategies", '[{"class_path": "lightning_fer.ensemble.HardVote"}]'])
     done = json.loads((tmp_path / "cv/fold0/sppnet/done.json").read_text())
     assert done["monitor"] == "val/balanced_acc" and done["monitor_from"] == f"its config {member}"
     ckpt = torch.load(done["checkpoint"], map_location="cpu", weights_only=True)

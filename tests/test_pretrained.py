@@ -174,11 +174,12 @@ def test_a_shipped_model_is_an_ensemble_member_and_a_teacher(tmp_path):
     single = lightning_fer.pretrained("fer2013")
     with torch.no_grad():
         assert torch.allclose(ens(x), single(x[:, 0]).softmax(-1), atol=1e-5)
+    from lightning_fer.cv import Lineup
     from lightning_fer.cv.distill import teachers
     from lightning_fer.cv.plan import Plan
 
-    plan = Plan([], tmp_path, tmp_path, [(0, None)], 5, ["face"], [], None, 8, None, torch.device("cpu"),
-                teacher_members=["pretrained:fer2013"])
+    lineup = Lineup(["unused.yaml"], teacher_members=["pretrained:fer2013"])
+    plan = Plan([], tmp_path, tmp_path, lineup)
     assert list(teachers(plan, 0, None)) == ["pretrained:fer2013"]
     with pytest.raises(zoo.PretrainedError, match="not a shipped single model"):
         zoo.resolve_member("pretrained:nothing")

@@ -43,18 +43,18 @@ def test_mcnemar_counts_the_disagreements_and_gives_the_exact_p_value():
 
 def test_the_zoo_profile_is_diverse_and_holds_out_one_tenth():
     cfg = yaml.safe_load(ZOO.read_text())
-    assert cfg["num_folds"] == 10 and cfg["folds"] == [0]  # fold 0 of 10: the hold-out slice
-    members = [yaml.safe_load((REPO / m).read_text()) for m in cfg["members"]]
+    assert cfg["folds"] == {"folds": [0], "num_folds": 10}  # fold 0 of 10: the hold-out slice
+    members = [yaml.safe_load((REPO / m).read_text()) for m in cfg["lineup"]["members"]]
     from lightning_fer.build import build
 
-    built = [build(REPO / m, {"trainer": {"logger": False}}) for m in cfg["members"]]
+    built = [build(REPO / m, {"trainer": {"logger": False}}) for m in cfg["lineup"]["members"]]
     families = {b.model.hparams.backbone for b in built}
     assert len(families) >= 4, families  # fer_vgg, timm ResNet-10-T, SPP-net, mini-Xception
     sizes = {b.datamodule.image_size for b in built}
     assert len(sizes) >= 3  # 40, 48 and 64 px
     assert any(b.model.mix is not None for b in built)  # CutMix
     assert len(members) >= 4
-    student = yaml.safe_load((REPO / cfg["students"][0]).read_text())
+    student = yaml.safe_load((REPO / cfg["lineup"]["students"][0]).read_text())
     assert student["base"] == "vgg48.yaml"  # the student is a member's network: its speed
 
 
@@ -65,7 +65,7 @@ def test_the_hold_out_slice_is_fixed_persisted_stratified_and_left_out_by_every_
     data = {"data": {"init_args": {"root": str(fer2013_root), "fold": 0, "num_folds": 10, "cache_dir": str(tmp_path),
                                    "num_workers": 0}}, "trainer": {"logger": False}}
     vals, trains = [], []
-    for m in cfg["members"]:
+    for m in cfg["lineup"]["members"]:
         dm = build(REPO / m, data).datamodule
         dm.prepare_data()
         dm.setup("fit")

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from lightning_fer.cv.plan import Plan
-from lightning_fer.cv.run import run_datamodule
+from lightning_fer.cv.predictions import run_datamodule
 from lightning_fer.ensemble.members import load_member
 from lightning_fer.ensemble.net import EnsembleNet
 from lightning_fer.ensemble.strategies import SoftVote
@@ -26,9 +26,9 @@ __all__ = ["member_net", "teachers", "write_soft_targets"]
 def member_net(plan: Plan, ckpts: list[str], views: list[str], image_size: int | None = None) -> tuple[EnsembleNet, object]:
     """Checkpoints as one :class:`EnsembleNet` on ``views`` (with the run's flip) on the run's
     device, and the fast path to run it under."""
-    fp = choose(plan.fast_path, plan.device.type)
+    fp = choose(plan.collect.fast_path, plan.device.type)
     members = [load_member(c, i).set_channels_last(fp.channels_last) for i, c in enumerate(ckpts)]
-    return EnsembleNet(members, views=views, image_size=image_size, flip=plan.flip).to(plan.device), fp
+    return EnsembleNet(members, views=views, image_size=image_size, flip=plan.collect.flip).to(plan.device), fp
 
 
 def teachers(plan: Plan, k: int, seed: int | None) -> dict[str, str]:
@@ -47,7 +47,7 @@ def teachers(plan: Plan, k: int, seed: int | None) -> dict[str, str]:
             name = f"{s.name}#e{int(Path(snap).stem.split('=')[-1])}"
             known[name] = snap
             snapshots.setdefault(s.name, []).append(name)
-    wanted = plan.teacher_members or [s.name for s in plan.members if not s.expert and not s.student]
+    wanted = plan.lineup.teacher_members or [s.name for s in plan.members if not s.expert and not s.student]
     for w in wanted:  # a shipped model teaches too: pretrained:fer2013
         if w.startswith(PREFIX):
             known[w] = str(resolve_member(w))
@@ -68,7 +68,7 @@ def write_soft_targets(plan: Plan, k: int, seed: int | None) -> Path:
     if path.is_file():
         return path
     who = teachers(plan, k, seed)
-    net, fp = member_net(plan, list(who.values()), ["face"], plan.image_size)
+    net, fp = member_net(plan, list(who.values()), ["face"], plan.collect.image_size)
     # The students' data (a teacher's config may train on fewer images: every student image needs a target).
     student = next(s.config for s in plan.members if s.student)
     dm = run_datamodule(plan, k, ["face"], student, image_size=net.image_size, training={"augment": False})

@@ -23,7 +23,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightning_fer.cv.plan import MemberSpec, Plan, train_member
+from lightning_fer.cv.plan import MemberSpec, Plan
+from lightning_fer.cv.train import train_member
 
 log = logging.getLogger(__name__)
 

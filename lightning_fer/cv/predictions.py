@@ -1,10 +1,9 @@
-"""Running a ``cv`` experiment after training: collect every member's predictions on its views
-(each member once, kept on disk), the ensembles
-(groups of member-views) the strategies combine, fitting them out of fold, and scoring."""
+"""A ``cv`` run's predictions: every member's logits on its views of the held-out fold and of the
+test split, collected once per member (kept on disk, so a rerun with more members collects only
+those) and assembled into one typed object per run (:class:`RunPredictions`)."""
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from dataclasses import dataclass
@@ -13,14 +12,60 @@ from pathlib import Path
 import torch
 
 from lightning_fer.build import build
-from lightning_fer.cv.plan import FLIP_VIEW, MemberSpec, Plan
-from lightning_fer.ensemble.members import check_held_out, load_member
+from lightning_fer.cv.plan import FLIP_VIEW, Plan
+from lightning_fer.ensemble.members import load_member
 from lightning_fer.ensemble.net import EnsembleNet
-from lightning_fer.ensemble.strategies import EnsembleStrategy
 from lightning_fer.fastpath import choose
 from lightning_fer.files import save_torch
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split's predictions of a run: every member's logits on every view ``[N, M, V, C]``
+    (zeros where a member is not run), the labels, the images' indices, and per image the views
+    located on it ``[N, V]``."""
+
+    logits: torch.Tensor
+    labels: torch.Tensor
+    index: torch.Tensor
+    view_mask: torch.Tensor
+
+
+@dataclass(frozen=True)
+class RunPredictions:
+    """A run's collected predictions (one fold and seed), on :attr:`Plan.all_views`: who the
+    members are (``names``, ``regions``, ``kinds``), which member-views were collected
+    (``collected`` ``[M, V]``), the data each member and the run saw (fingerprints, as JSON), and
+    the ``val`` (out of fold) and ``test`` splits. Saved as a plain dict (``predictions.pt``)."""
+
+    names: list[str]
+    views: list[str]
+    regions: list[str]
+    kinds: list[str]
+    class_names: list[str]
+    member_prints: list[str]
+    data_print: str
+    collected: torch.Tensor
+    val: Split
+    test: Split
+
+    def split(self, name: str) -> Split:
+        return {"val": self.val, "test": self.test}[name]
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in ("names", "views", "regions", "kinds", "class_names", "member_prints",
+                                           "data_print", "collected")}
+        for name in ("val", "test"):
+            d.update({f"{name}_{k}": getattr(self.split(name), k) for k in ("logits", "labels", "index", "view_mask")})
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunPredictions:
+        splits = {n: Split(*(d[f"{n}_{k}"] for k in ("logits", "labels", "index", "view_mask"))) for n in ("val", "test")}
+        return cls(*(d[k] for k in ("names", "views", "regions", "kinds", "class_names", "member_prints", "data_print",
+                                    "collected")), **splits)
 
 
 @dataclass(frozen=True)
@@ -37,7 +82,7 @@ class Collected:
 
 def collected_members(plan: Plan, k: int, seed: int | None) -> list[Collected]:
     """Every network of a run: the trained members (best checkpoints) and each snapshot."""
-    face_views = ("face", FLIP_VIEW) if plan.flip else ("face",)
+    face_views = ("face", FLIP_VIEW) if plan.collect.flip else ("face",)
     out = []
     for spec in plan.members:
         done = json.loads((plan.member_dir(k, seed, spec.name) / "done.json").read_text())
@@ -57,9 +102,9 @@ def collected_members(plan: Plan, k: int, seed: int | None) -> list[Collected]:
 def run_datamodule(plan: Plan, k: int, views: list[str], config: str | None = None, **data):
     """The data of fold ``k`` as ``config``'s member saw it (default the first member's; its
     model must take the views' size), yielding ``views`` (``data`` overrides)."""
-    init = {"views": views, "batch_size": plan.batch_size, **data}
+    init = {"views": views, "batch_size": plan.collect.batch_size, **data}
     cfg = config or plan.members[0].config
-    dm = build(cfg, list(plan.overrides), plan.folds_override(k), {"data": {"init_args": init}}).datamodule
+    dm = build(cfg, list(plan.lineup.overrides), plan.folds_override(k), {"data": {"init_args": init}}).datamodule
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -68,16 +113,16 @@ def run_datamodule(plan: Plan, k: int, views: list[str], config: str | None = No
 def member_datamodule(plan: Plan, spec, k: int, seed: int | None):
     """The data of fold ``k`` exactly as ``cv`` built it to train ``spec`` (its config, the run's
     overrides, its own and its bag's), set up for ``fit``: what its data fingerprint came from."""
-    from lightning_fer.cv.plan import member_override, own_overrides
+    from lightning_fer.cv.train import member_override, own_overrides
 
-    dm = build(spec.config, list(plan.overrides), own_overrides(spec, plan), plan.folds_override(k),
+    dm = build(spec.config, list(plan.lineup.overrides), own_overrides(spec, plan), plan.folds_override(k),
                *member_override(spec, plan, k, seed)).datamodule
     dm.prepare_data()
     dm.setup("fit")
     return dm
 
 
-def collect(plan: Plan, k: int, seed: int | None) -> dict:
+def collect_predictions(plan: Plan, k: int, seed: int | None) -> RunPredictions:
     """Every member's logits on its views of fold ``k`` (out of fold) and of the test split:
     ``{split}_logits`` ``[N, M, V, C]`` over :attr:`Plan.all_views` (zeros where a member is not
     run), ``collected`` ``[M, V]``, labels, indices and located views. Each member's logits are
@@ -88,8 +133,8 @@ def collect(plan: Plan, k: int, seed: int | None) -> dict:
     names = [m.name for m in members]
     if pred_file.is_file():
         d = torch.load(pred_file, map_location="cpu", weights_only=True)
-        if d.get("names") == names and d.get("views") == plan.all_views:
-            return d
+        if d.get("names") == names and d.get("views") == plan.all_views and "collected" in d:
+            return RunPredictions.from_dict(d)
     sets: dict[tuple[str, ...], list[Collected]] = {}  # students and snapshots: the face only
     for m in members:
         if not (run_dir / "logits" / f"{m.name}.pt").is_file():
@@ -103,13 +148,13 @@ def collect(plan: Plan, k: int, seed: int | None) -> dict:
 def _collect_members(plan: Plan, k: int, run_dir: Path, todo: list[Collected], data_views: list[str]) -> None:
     """Each member sees its views drawn at the size it was trained on (one data module per size:
     a 48 px member is not shown faces drawn at 75 px and shrunk), unless the run names one size."""
-    fp = choose(plan.fast_path, plan.device.type)
+    fp = choose(plan.collect.fast_path, plan.device.type)
     loaded = [load_member(m.checkpoint, i).set_channels_last(fp.channels_last) for i, m in enumerate(todo)]
     by_size: dict[int, list[int]] = {}
     for i, member in enumerate(loaded):
-        by_size.setdefault(plan.image_size or member.image_size, []).append(i)
+        by_size.setdefault(plan.collect.image_size or member.image_size, []).append(i)
     for size, idx in by_size.items():  # the data from the largest member's config, which takes this size
-        net = EnsembleNet([loaded[i] for i in idx], views=data_views, image_size=size, flip=plan.flip).to(plan.device)
+        net = EnsembleNet([loaded[i] for i in idx], views=data_views, image_size=size, flip=plan.collect.flip).to(plan.device)
         dm = run_datamodule(plan, k, data_views, todo[max(idx, key=lambda i: loaded[i].image_size)].config or None,
                             image_size=size)
         with fp.autocast():
@@ -125,13 +170,11 @@ def _collect_members(plan: Plan, k: int, run_dir: Path, todo: list[Collected], d
         log.info("collected %s at %d px on %s", [todo[i].name for i in idx], size, views)
 
 
-def _assemble(plan: Plan, run_dir: Path, members: list[Collected], pred_file: Path) -> dict:
+def _assemble(plan: Plan, run_dir: Path, members: list[Collected], pred_file: Path) -> RunPredictions:
     parts = [torch.load(run_dir / "logits" / f"{m.name}.pt", map_location="cpu", weights_only=True) for m in members]
     views = plan.all_views
-    d: dict = {"names": [m.name for m in members], "views": views, "regions": [m.region for m in members],
-               "kinds": [m.kind for m in members], "class_names": parts[0]["class_names"],
-               "member_prints": [p["member_print"] for p in parts], "data_print": parts[0]["data_print"]}
     collected = torch.zeros(len(members), len(views), dtype=torch.bool)
+    splits = {}
     for split in ("val", "test"):
         ref = parts[0]
         n, c = ref[f"{split}_logits"].shape[0], ref[f"{split}_logits"].shape[-1]
@@ -145,136 +188,13 @@ def _assemble(plan: Plan, run_dir: Path, members: list[Collected], pred_file: Pa
                 logits[:, i, views.index(v)] = p[f"{split}_logits"][:, j]
                 located[:, views.index(v)] = p[f"{split}_view_mask"][:, j]
                 collected[i, views.index(v)] = True
-        d.update({f"{split}_logits": logits, f"{split}_labels": ref[f"{split}_labels"],
-                  f"{split}_index": ref[f"{split}_index"], f"{split}_view_mask": located})
-    d["collected"] = d["mask"] = collected
-    save_torch(d, pred_file)
-    return d
-
-
-@dataclass
-class Group:
-    """An ensemble to score: some members on some views (``mask`` ``[members, V]``)."""
-
-    label: str
-    members: list[int]
-    mask: torch.Tensor
-
-    def suffix(self) -> str:
-        return f" [{self.label}]" if self.label else ""
-
-
-def groups(plan: Plan, d: dict) -> list[Group]:
-    """The ensembles of a run. The whole-face members on the ensembles' views make the table's
-    plain rows; where the views hold the face and parts, also the face alone (``[faces]``) and
-    the parts alone (``[regions]``: the paper's vote with whole-face members); with region
-    experts, the experts on their regions (``[experts]``) and the face members on the face with
-    the experts (``[faces + experts]``); and each member's snapshots on the face. The mirrored
-    face (``flip``) goes wherever the face does."""
-    views, kinds = d["views"], d["kinds"]
-    faces = [i for i, kd in enumerate(kinds) if kd == "face"]
-    experts = [i for i, kd in enumerate(kinds) if kd == "expert"]
-    face_cols = [views.index(v) for v in ("face", FLIP_VIEW) if v in views]
-    parts = [v for v in plan.views if v != "face"]
-    ens_views = list(plan.views) + ([FLIP_VIEW] if plan.flip and "face" in plan.views else [])
-
-    def mask(rows: list[int], cols_of) -> torch.Tensor:
-        m = torch.zeros(len(rows), len(views), dtype=torch.bool)
-        for r, i in enumerate(rows):
-            m[r, cols_of(i)] = True
-        return m & d["collected"][rows]
-
-    out = [Group("", faces, mask(faces, lambda i: [views.index(v) for v in ens_views]))] if faces else []
-    for label, names in plan.member_groups.items():  # the user's named ensembles of face members
-        chosen = [d["names"].index(n) for n in names]
-        out.append(Group(label, chosen, mask(chosen, lambda i: [views.index(v) for v in ens_views])))
-    if faces and parts and "face" in plan.views:
-        out.append(Group("faces", faces, mask(faces, lambda i: face_cols)))
-        out.append(Group("regions", faces, mask(faces, lambda i: [views.index(v) for v in parts])))
-    if experts:
-        out.append(Group("experts", experts, mask(experts, lambda i: [views.index(d["regions"][i])])))
-        if faces:
-            both = faces + experts
-            out.append(Group("faces + experts", both, mask(both, lambda i: face_cols if kinds[i] == "face"
-                                                           else [views.index(d["regions"][i])])))
-    for owner in dict.fromkeys(kd.split(":", 1)[1] for kd in kinds if kd.startswith("snapshot:")):
-        snaps = [i for i, kd in enumerate(kinds) if kd == f"snapshot:{owner}"]
-        out.append(Group(f"snapshots {owner}", snaps, mask(snaps, lambda i: face_cols if d["regions"][i] == "face"
-                                                           else [views.index(d["regions"][i])])))
+        splits[split] = Split(logits, ref[f"{split}_labels"], ref[f"{split}_index"], located)
+    out = RunPredictions([m.name for m in members], views, [m.region for m in members], [m.kind for m in members],
+                         parts[0]["class_names"], [p["member_print"] for p in parts], parts[0]["data_print"], collected,
+                         **splits)
+    save_torch(out.to_dict(), pred_file)
     return out
 
 
-def voters(d: dict, split: str, group: Group) -> tuple[torch.Tensor, torch.Tensor]:
-    """What the strategies see of one group on one split: its member-views' logits and, per
-    sample, the real ones (parts not located on a face get no vote; the face fallback)."""
-    cols = [j for j in range(len(d["views"])) if bool(group.mask[:, j].any())]
-    idx = torch.tensor(group.members)
-    logits = d[f"{split}_logits"][:, idx][:, :, cols]
-    face_members = torch.tensor([d["regions"][i] == "face" for i in group.members])
-    face = d[f"{split}_logits"][:, idx, d["views"].index("face")]  # the fallback, where the group leaves the face out
-    return EnsembleNet.cached_voters(logits, group.mask[:, cols], d[f"{split}_view_mask"][:, cols], face_members,
-                                     [d["views"][j] for j in cols], face)
-
-
-def check_members(plan: Plan, k: int, seed: int | None, d: dict, members: list[int], cache: dict) -> None:
-    """:func:`check_held_out` for the given members of a run: each against the data of fold
-    ``k`` as it was built for that member (its config and every override ``cv`` gave it). Members
-    trained on a stratified part of the training folds (``training.fraction``) or on a bootstrap
-    resample of them (a bag) have other training images than the data the predictions were
-    collected with, but the same held-out fold (same source, folds, seed and fold are checked)."""
-    specs = {s.name: s for s in plan.members}
-    owner = {m.name: m.name.split("#")[0] for m in collected_members(plan, k, seed)}  # a snapshot: its member's
-    prints, data_prints = [], []
-    for i in members:
-        mp = json.loads(d["member_prints"][i]) if d["member_prints"][i] != "null" else None
-        data = json.loads(d["data_print"])
-        spec = specs.get(owner.get(d["names"][i], ""))
-        if mp and spec and mp.get("train_hash") != data.get("train_hash"):
-            if (k, seed, spec.name) not in cache:
-                cache[k, seed, spec.name] = member_datamodule(plan, spec, k, seed).fingerprint()
-            data = cache[k, seed, spec.name]
-        prints.append(mp)
-        data_prints.append(data)
-    for i, mp, data in zip(members, prints, data_prints):
-        check_held_out([mp], data, [f"{plan.run_name(k, seed)}/{d['names'][i]}"])
-
-
-def fit_strategies(plan: Plan, collected: dict[str, dict], strategies: list[EnsembleStrategy],
-                   num_classes: int) -> dict[tuple[int | None, str], list[EnsembleStrategy]]:
-    """Per seed and group, the strategies fitted on that seed's pooled out-of-fold predictions
-    (each fold's members checked against the fold they were held out from)."""
-    seeds = list(dict.fromkeys(sd for _, sd in plan.runs))
-    fitted: dict[tuple[int | None, str], list[EnsembleStrategy]] = {}
-    own_prints: dict = {}
-    for sd in seeds:
-        own = [plan.run_name(k, s) for k, s in plan.runs if s == sd]
-        for g_i, group in enumerate(groups(plan, collected[own[0]])):
-            fresh = len(seeds) == 1 and g_i == 0
-            fitted[sd, group.label] = ss = strategies if fresh else [copy.deepcopy(s) for s in strategies]
-            for s in ss:
-                s.setup(len(group.members), int(group.mask.any(0).sum()), num_classes)
-            if not any(s.requires_fit for s in ss):
-                continue
-            for (k, _), run in zip([r for r in plan.runs if r[1] == sd], own):  # once per group, not per strategy
-                check_members(plan, k, sd, collected[run], group.members, own_prints)
-            pairs = [voters(collected[run], "val", group) for run in own]
-            z, mask = torch.cat([z for z, _ in pairs]), torch.cat([m for _, m in pairs])
-            labels = torch.cat([collected[run]["val_labels"] for run in own])
-            for s in ss:
-                EnsembleNet.fit_cached(s, z, labels, mask)
-    return fitted
-
-
-def unique_names(strategies: list[EnsembleStrategy]) -> list[str]:
-    """Row names of the strategies: their ``name``, numbered where two share one."""
-    names: list[str] = []
-    for s in strategies:
-        n, i = s.name, 2
-        while n in names:
-            n, i = f"{s.name} ({i})", i + 1
-        names.append(n)
-    return names
-
-
-__all__ = ["Collected", "Group", "MemberSpec", "Plan", "collect", "fit_strategies", "groups",
-           "run_datamodule", "unique_names", "voters"]
+__all__ = ["Collected", "RunPredictions", "Split", "collect_predictions", "collected_members", "member_datamodule",
+           "run_datamodule"]

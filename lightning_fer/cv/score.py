@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import torch
 
+from lightning_fer.cv.ensembles import groups, voters
 from lightning_fer.cv.plan import FLIP_VIEW, Plan
+from lightning_fer.cv.predictions import RunPredictions
 from lightning_fer.cv.report import ROW_FIELDS, scores, selective
-from lightning_fer.cv.run import groups, voters
 from lightning_fer.ensemble.functional import agreement
 from lightning_fer.models.evaluation import flip_average
 
 __all__ = ["ROW_FIELDS", "evaluate"]
 
 
-def evaluate(plan: Plan, collected: dict[str, dict], fitted: dict, row_names: list[str], num_classes: int,
+def evaluate(plan: Plan, collected: dict[str, RunPredictions], fitted: dict, row_names: list[str], num_classes: int,
              keep: dict | None = None):
     """Table II figures per run for every member (on its own region; whole-face members also
     with the mirrored face when ``flip``) and every strategy on every group, the confusion
@@ -40,14 +41,14 @@ def evaluate(plan: Plan, collected: dict[str, dict], fitted: dict, row_names: li
 
     for k, sd in plan.runs:
         d = collected[plan.run_name(k, sd)]
-        logits, labels, views = d["test_logits"], d["test_labels"], d["views"]
-        for i, name in enumerate(d["names"]):
-            region, kind = d["regions"][i], d["kinds"][i]
+        logits, labels, views = d.test.logits, d.test.labels, d.views
+        for i, name in enumerate(d.names):
+            region, kind = d.regions[i], d.kinds[i]
             kind, owner = (("snapshot", kind.split(":", 1)[1]) if kind.startswith("snapshot:")
                            else ("member" if kind == "face" else kind, name))
             fields = {"kind": kind, "member": owner, "region": region, "flip": False, "voters": name}
             record(name, logits[:, i, views.index(region)].softmax(-1), labels, fields, k, sd)
-            if plan.flip and region == "face":
+            if plan.collect.flip and region == "face":
                 record(f"{name} + flip", flip_average(logits[:, i, views.index("face")],
                                                      logits[:, i, views.index(FLIP_VIEW)]).softmax(-1),
                        labels, {**fields, "flip": True}, k, sd)
@@ -56,7 +57,7 @@ def evaluate(plan: Plan, collected: dict[str, dict], fitted: dict, row_names: li
                 z, mask = voters(d, "test", group)
                 real = (mask if mask.dim() == 3 else mask.expand(len(z), -1, -1)).flatten(1)
                 uses_flip = FLIP_VIEW in views and bool(group.mask[:, views.index(FLIP_VIEW)].any())
-                who = ";".join(d["names"][i] for i in group.members)
+                who = ";".join(d.names[i] for i in group.members)
                 for s, row in zip(fitted[sd, group.label], row_names):
                     out = s(z, mask)
                     fields = {"kind": "strategy", "strategy": row, "group": group.label or "all views",

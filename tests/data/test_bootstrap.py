@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from lightning_fer import FERDataModule
+from lightning_fer.cv import Lineup
 from lightning_fer.cv.plan import member_specs
 from lightning_fer.data.augment import TrainingData
 
@@ -38,8 +39,8 @@ def test_bootstrap_is_seeded_and_differs_between_members(synthetic_source, tmp_p
 
 
 def test_cv_bags_give_every_copy_and_every_seed_its_own_resample():
-    specs = member_specs(["configs/fer2013/quick_member.yaml", "configs/fer2013/sppnet_small.yaml"],
-                         bags={"quick_member": 2})
+    specs = member_specs(Lineup(["configs/fer2013/quick_member.yaml", "configs/fer2013/sppnet_small.yaml"],
+                                bags={"quick_member": 2}))
     bags = [s for s in specs if s.bag]
     assert [s.name for s in bags] == ["quick_member.bag1", "quick_member.bag2"]
     assert all(s.config == "configs/fer2013/quick_member.yaml" and s.region == "face" for s in bags)
@@ -47,8 +48,8 @@ def test_cv_bags_give_every_copy_and_every_seed_its_own_resample():
     assert len(seeds) == 4  # two copies x two seeds: four different resamples
     assert specs[0].bootstrap_seed(0) is None  # the member itself trains on its folds as they are
     with pytest.raises(ValueError, match="bags: 'resnet18' is not a member"):
-        member_specs(["configs/fer2013/quick_member.yaml"], bags={"resnet18": 2})
+        member_specs(Lineup(["configs/fer2013/quick_member.yaml"], bags={"resnet18": 2}))
     with pytest.raises(ValueError, match="integer >= 1"):
-        member_specs(["configs/fer2013/quick_member.yaml"], bags={"quick_member": 0})
+        member_specs(Lineup(["configs/fer2013/quick_member.yaml"], bags={"quick_member": 0}))
     with pytest.raises(ValueError, match="training.bootstrap"):
         TrainingData(bootstrap=-1)
