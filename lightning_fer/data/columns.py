@@ -1,4 +1,4 @@
-"""Columns instead of per-record Python objects: one file of raw arrays, memory-mapped.
+"""Columns instead of per-record Python objects: one safetensors file of raw arrays, memory-mapped.
 
 A data set of a million faces held as a ``Record`` dataclass per row costs kilobytes of Python
 objects per row in every process, and forked loader workers copy those objects page by page as
@@ -6,10 +6,11 @@ their reference counts change. Here every column is a NumPy array (strings as on
 and offsets), written once into a single file and memory-mapped read-only by every process and
 worker: the pages are the operating system's page cache, shared, never copied.
 
-The file: 8 bytes of magic, the length of a JSON header, the header (names, dtypes, shapes and
-offsets of the arrays, plus whatever the writer adds), then the arrays, each 64-byte aligned.
-It is written under a temporary name and renamed, so a kill leaves the old file or the new one,
-never half of either.
+The file is safetensors (written by the ``safetensors`` library: a JSON header of names, dtypes,
+shapes and offsets, then the arrays, aligned, and no pickle), with the writer's own header as
+JSON under the ``lightning_fer`` metadata key. It is read here by memory-mapping each array at
+the offset its header gives (safetensors' own readers copy). It is written under a temporary
+name, fsync'd and renamed, so a kill leaves the old file or the new one, never half of either.
 """
 
 from __future__ import annotations
@@ -23,8 +24,13 @@ import numpy as np
 
 from lightning_fer.files import atomic_path
 
-MAGIC = b"LFERCOL1"
-_ALIGN = 64
+#: the metadata key that marks a lightning_fer column file and holds its header
+KEY = "lightning_fer"
+#: safetensors' dtype names
+DTYPES = {"BOOL": np.bool_, "U8": np.uint8, "I8": np.int8, "U16": np.uint16, "I16": np.int16, "F16": np.float16,
+          "U32": np.uint32, "I32": np.int32, "F32": np.float32, "U64": np.uint64, "I64": np.int64, "F64": np.float64}
+#: a header longer than this is not one (a stray file's first 8 bytes read as a length)
+MAX_HEADER = 1 << 28
 
 
 class ColumnFileError(ValueError):
@@ -33,40 +39,37 @@ class ColumnFileError(ValueError):
 
 def write_columns(path: str | os.PathLike, arrays: dict[str, np.ndarray], header: dict | None = None) -> Path:
     """Write ``arrays`` (and a JSON-able ``header``) to ``path`` atomically (fsync'd before the rename)."""
-    layout, offset = {}, 0
+    from safetensors.numpy import save_file
+
+    known = {np.dtype(t) for t in DTYPES.values()}
+    plain = {}
     for name, a in arrays.items():
         a = np.ascontiguousarray(a)
-        if a.dtype.hasobject:
-            raise TypeError(f"column {name!r} holds Python objects; give a numeric or fixed-width array")
-        layout[name] = {"dtype": a.dtype.str, "shape": list(a.shape), "offset": offset}
-        offset += -(-a.nbytes // _ALIGN) * _ALIGN
-    head = json.dumps({"arrays": layout, "header": header or {}}).encode()
-    start = -(-(16 + len(head)) // _ALIGN) * _ALIGN
+        if a.dtype.hasobject or a.dtype.newbyteorder("<") not in known:
+            raise TypeError(f"column {name!r} holds {a.dtype}; give a numeric or boolean array")
+        plain[name] = a.astype(a.dtype.newbyteorder("<"), copy=False)
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(MAGIC + len(head).to_bytes(8, "little") + head)
-            f.write(b"\0" * (start - 16 - len(head)))
-            for a in arrays.values():
-                a = np.ascontiguousarray(a)
-                f.write(a.tobytes())
-                f.write(b"\0" * (-a.nbytes % _ALIGN))
-            f.flush()
+        save_file(plain, str(tmp), metadata={KEY: json.dumps(header or {})})
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
     return Path(path)
 
 
 def read_header(path: str | os.PathLike) -> tuple[dict, dict, int]:
     """``(header, layout, data start)`` of a column file, reading only its head."""
+    size = os.path.getsize(path)
     with open(path, "rb") as f:
-        lead = f.read(16)
-        if len(lead) < 16 or lead[:8] != MAGIC:
+        lead = f.read(8)
+        n = int.from_bytes(lead, "little") if len(lead) == 8 else -1
+        if not 2 <= n <= min(size - 8, MAX_HEADER):
             raise ColumnFileError(f"{path}: not a lightning_fer column file")
-        n = int.from_bytes(lead[8:], "little")
         raw = f.read(n)
-    if len(raw) < n:
-        raise ColumnFileError(f"{path}: cut short in its header")
-    meta = json.loads(raw)
-    return meta["header"], meta["arrays"], -(-(16 + n) // _ALIGN) * _ALIGN
+    try:
+        layout = json.loads(raw)
+        header = json.loads(layout.pop("__metadata__")[KEY])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ColumnFileError(f"{path}: not a lightning_fer column file") from None
+    return header, layout, 8 + n
 
 
 def read_columns(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
@@ -76,13 +79,12 @@ def read_columns(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
     size = os.path.getsize(path)
     out: dict[str, np.ndarray] = {}
     for name, spec in layout.items():
-        dtype, shape = np.dtype(spec["dtype"]), tuple(spec["shape"])
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        at = start + spec["offset"]
-        if at + nbytes > size:
+        dtype, shape = np.dtype(DTYPES[spec["dtype"]]), tuple(spec["shape"])
+        begin, end = spec["data_offsets"]
+        if start + end > size:
             raise ColumnFileError(f"{path}: cut short in column {name!r}")
         # A plain ndarray view of the map (indexing a np.memmap costs 10x more per call).
-        out[name] = (np.asarray(np.memmap(path, dtype=dtype, mode="r", offset=at, shape=shape)) if nbytes
+        out[name] = (np.asarray(np.memmap(path, dtype=dtype, mode="r", offset=start + begin, shape=shape)) if end > begin
                      else np.zeros(shape, dtype))
     return header, out
 

@@ -48,6 +48,25 @@ def test_column_file_round_trip_and_a_cut_file(tmp_path):
         read_columns(tmp_path / "other.col")
 
 
+def test_the_column_file_is_safetensors_and_refuses_what_it_cannot_hold(tmp_path):
+    from safetensors.numpy import load_file
+
+    arrays = {"i": np.arange(5, dtype=np.int64), "f": np.ones((2, 3), np.float32), "u": np.arange(3, dtype=np.uint8),
+              "b": np.array([True, False])}
+    path = write_columns(tmp_path / "t.col", arrays, {"n": 5})
+    theirs = load_file(str(path))  # the safetensors library reads it as it is
+    for k, v in arrays.items():
+        np.testing.assert_array_equal(theirs[k], v)
+    _, mine = read_columns(path)
+    assert all(mine[k].ctypes.data % mine[k].dtype.itemsize == 0 for k in mine)  # aligned maps
+    with pytest.raises(TypeError, match="column 'names' holds <U3"):
+        write_columns(tmp_path / "bad.col", {"names": np.array(["abc"])})
+    # A file of the 0.3 format (its own magic) is not taken for one: the caches that read it rebuild.
+    (tmp_path / "old.col").write_bytes(b"LFERCOL1" + (10).to_bytes(8, "little") + b'{"a": 1}  ')
+    with pytest.raises(ColumnFileError, match="old.col: not a lightning_fer column file"):
+        read_columns(tmp_path / "old.col")
+
+
 def test_record_table_reads_back_every_field():
     pts68 = np.random.default_rng(0).uniform(0, 90, (68, 2)).astype(np.float32)
     records = [Record("/d/a/1.jpg", "a/1.jpg", 3, subject="s1", split="train", box=(1, 2, 30, 40), landmarks=pts68,
