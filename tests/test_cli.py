@@ -19,7 +19,7 @@ from lightning_fer.ensemble.strategy import EnsembleStrategy
 
 # Complete experiment configs (sweeps/ and loggers/ are tested in their own files).
 EXPERIMENTS = [REPO / "configs" / d for d in ("demo", "fer2013", "affectnet", "fer2013/zoo")]
-CONFIGS = sorted(p for d in EXPERIMENTS for p in d.glob("*.yaml") if not p.stem.startswith(("cv", "data")))  # data.yaml: a base
+CONFIGS = sorted(p for d in EXPERIMENTS for p in d.glob("*.yaml") if not p.stem.startswith(("cv", "data")) and p.stem != "ensemble")  # bases
 CV_CONFIGS = sorted(p for d in EXPERIMENTS for p in d.glob("cv*.yaml"))
 DEMO = [REPO / "configs" / "demo" / f"{b}.yaml" for b in ("inception_v3", "resnet50", "sppnet")]
 

@@ -190,3 +190,17 @@ def test_shipped_member_configs_parse_to_the_same_options_as_before():
     (ckpt,) = [c for c in t.callbacks if c.class_path.endswith("ModelCheckpoint")]
     assert ckpt.init_args.dirpath == "runs/demo/resnet50/checkpoints" and ckpt.init_args.monitor == "val/acc"
     assert yaml.safe_load((REPO / "configs/demo/resnet50.yaml").read_text())["base"] == "../base/trainer.yaml"
+
+
+@pytest.mark.parametrize("dataset", ["demo", "affectnet"])
+def test_ensemble_configs_share_a_base_and_add_only_their_strategy(dataset):
+    """Issue 35: the ensemble configs of a data set are deltas on its ensemble.yaml (members, data,
+    trainer said once): each adds its strategy, where it logs, and (regions) its views."""
+    configs = sorted((REPO / "configs" / dataset).glob("ensemble_*.yaml"))
+    assert len(configs) == 4
+    for config in configs:
+        layers = config_layers(config)
+        assert [p.name for p, _ in layers[:-1]] == ["ensemble.yaml"], config.name
+        own = layers[-1][1]
+        assert set(own["model"]["init_args"]) <= {"strategy", "views"}, config.name
+        assert len(config.read_text().splitlines()) <= 16, config.name

@@ -17,7 +17,7 @@ from conftest import REPO
 from lightning_fer.build import build
 
 EXPERIMENTS = [REPO / "configs" / d for d in ("demo", "fer2013", "affectnet", "fer2013/zoo")]
-MEMBERS = sorted(p for d in EXPERIMENTS for p in d.glob("*.yaml") if not p.stem.startswith(("cv", "ensemble_", "data")))  # data.yaml: a base
+MEMBERS = sorted(p for d in EXPERIMENTS for p in d.glob("*.yaml") if not p.stem.startswith(("cv", "ensemble", "data")))  # data.yaml, ensemble.yaml: bases
 ENSEMBLES = sorted(p for d in EXPERIMENTS for p in d.glob("ensemble_*.yaml"))
 OLD_MEMBER = REPO / "tests" / "assets" / "checkpoints_v0" / "member.ckpt"
 
