@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 
 import pytest
@@ -11,15 +12,28 @@ import torchvision
 from lightning_fer.models.backbones import create_backbone, load_state
 from lightning_fer.models.spp import SpatialPyramidPooling
 
-BACKBONES = [
-    # (name, kwargs, input sizes (h, w))
-    ("resnet50", {}, [(64, 64), (96, 80)]),
-    ("inception_v3", {"image_size": 80}, [(80, 80), (96, 96)]),
-    ("sppnet", {}, [(64, 64), (48, 96), (100, 60)]),  # any size and aspect ratio
-    ("sppnet", {"spp_trunk": "resnet18", "spp_levels": (1, 3)}, [(64, 64), (72, 40)]),
-    ("mobilenet_v3_small", {}, [(64, 64)]),  # any torchvision classifier by name
-    ("resnet18", {"in_channels": 1}, [(48, 48)]),
-]
+#: How each family of the registry is exercised: (name, kwargs, input sizes (h, w)); a family
+#: registered without an entry here fails test_every_registered_backbone_is_exercised.
+FAMILIES = {
+    "fer_vgg": [("fer_vgg", {"in_channels": 1}, [(48, 48), (40, 40)])],
+    "fer_xception": [("fer_xception", {"in_channels": 1}, [(48, 48)])],
+    "sppnet": [("sppnet", {}, [(64, 64), (48, 96), (100, 60)]),  # any size and aspect ratio
+               ("sppnet", {"spp_trunk": "resnet18", "spp_levels": (1, 3)}, [(64, 64), (72, 40)])],
+    "torchvision": [("resnet50", {}, [(64, 64), (96, 80)]),  # any torchvision classifier by name
+                    ("inception_v3", {"image_size": 80}, [(80, 80), (96, 96)]),
+                    ("mobilenet_v3_small", {}, [(64, 64)]),
+                    ("resnet18", {"in_channels": 1}, [(48, 48)])],
+    "timm": [("timm/resnet10t", {"in_channels": 1}, [(64, 64)])],
+}
+BACKBONES = [pytest.param(*case, marks=pytest.mark.skipif(
+    family == "timm" and importlib.util.find_spec("timm") is None, reason="timm is an extra: pip install -e '.[timm]'"))
+             for family, cases in FAMILIES.items() for case in cases]
+
+
+def test_every_registered_backbone_is_exercised():
+    from lightning_fer.models.registry import registered_backbones
+
+    assert set(registered_backbones()) <= set(FAMILIES), set(registered_backbones()) - set(FAMILIES)
 
 
 @pytest.mark.parametrize(("name", "kwargs", "sizes"), BACKBONES, ids=lambda v: str(v) if isinstance(v, str) else None)

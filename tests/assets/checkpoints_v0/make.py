@@ -1,5 +1,5 @@
 """Writes the small checkpoints in this folder with the library as it was before the 0.2
-refactor (commit f338e79), so that tests/test_old_checkpoints.py can check they still load.
+refactor (commit f338e79), so that tests/models/test_old_checkpoints.py can check they still load.
 
     cd tests/assets/checkpoints_v0 && python make.py
 

@@ -10,7 +10,7 @@ import torch
 
 from lightning_fer import EnsembleModule, FERClassifier
 
-OLD = Path(__file__).resolve().parent / "assets" / "checkpoints_v0"
+OLD = Path(__file__).resolve().parents[1] / "assets" / "checkpoints_v0"
 
 
 @pytest.fixture(scope="module")
