@@ -127,6 +127,58 @@ def agreement(rows: list[dict], reference: list[dict]) -> float:
     return sum(a.get(f) == b[f] for f in frames) / max(len(frames), 1)
 
 
+def publictest_accuracy() -> dict[str, float]:
+    """PublicTest accuracy (%, duplicates dropped) of each shipped model (``models.json``) and of
+    fer (measured on the same faces by ``benchmarks.fer2013_zoo``, read from its results file)."""
+    import re
+
+    from lightning_fer import shipped
+
+    acc = {n: float(e["publictest"]["acc"]) for n, e in shipped.registry().items() if e.get("publictest")}
+    zoo = HERE / "results" / "fer2013_zoo.md"
+    found = re.search(r"Beside the peer: fer .*?: ([0-9.]+)% PublicTest", zoo.read_text()) if zoo.is_file() else None
+    if found:
+        acc["fer"] = float(found.group(1))
+    return acc
+
+
+def speeds_from(results: Path) -> dict[str, float]:
+    """Faces/s per thread of fer and of each model's ``auto`` runtime, read back from a results file."""
+    out = {}
+    for line in results.read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("fer 25"):
+            out["fer"] = float(cells[2])
+        elif len(cells) == 4 and cells[1].startswith("auto"):
+            out[cells[0]] = float(cells[2])
+    return out
+
+
+def accuracy_speed_figure(speeds: dict[str, float], path: Path) -> Path:
+    """Accuracy on PublicTest against faces/s per thread: fer and each shipped model, one point each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc = publictest_accuracy()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, fps in speeds.items():
+        if name in acc:
+            ax.scatter(fps, acc[name], s=60, color="tab:orange" if name == "fer" else "tab:blue")
+            ax.annotate(name, (fps, acc[name]), textcoords="offset points", xytext=(6, 4))
+    ax.set_xscale("log")
+    ax.set_xlabel("faces/s on one thread (the whole call, log scale)")
+    ax.set_ylabel("FER2013 PublicTest accuracy (%)")
+    ax.set_title(f"Accuracy against speed ({machine().split(', ')[1]})")
+    ax.grid(alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 #: What the video figure runs: a search every 5th frame (optical flow between), on frames shrunk
 #: to 320 px, for the fast line; every frame at full size is the reference it agrees with.
 FAST_VIDEO = {"search_every": 5, "detect_side": 320}
@@ -187,12 +239,17 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--out", type=Path, default=None, help="also write the tables to this Markdown file")
     ap.add_argument("--root", type=Path, default=REPO.parent / "shared" / "data" / "fer2013", help="FER2013, for crops")
     ap.add_argument("--crops", type=int, default=1024, help="PublicTest crops for faces/s per thread")
+    ap.add_argument("--figure-only", action="store_true", help="redraw the accuracy-speed picture from --out")
     args = ap.parse_args(argv)
+    figure = HERE / "results" / "pretrained_figures" / "accuracy_speed.png"
+    if args.figure_only:
+        return str(accuracy_speed_figure(speeds_from(args.out), figure))
     names = zoo.names()
     lines = [f"Machine: {machine()}", ""]
     summary = []
     if (args.root / "val").is_dir():
         rows, best, fer_fps = per_thread(names, args.root, args.crops)
+        accuracy_speed_figure({"fer": fer_fps, **best}, figure)
         for kind, name in (("member", "fer2013"), ("ensemble", "fer2013-ensemble")):
             if name in best:
                 summary.append(f"{kind} faces/s per thread: {best[name]:.0f} ({best[name] / fer_fps:.2f} x fer)")
