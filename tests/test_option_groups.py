@@ -204,3 +204,16 @@ def test_ensemble_configs_share_a_base_and_add_only_their_strategy(dataset):
         own = layers[-1][1]
         assert set(own["model"]["init_args"]) <= {"strategy", "views"}, config.name
         assert len(config.read_text().splitlines()) <= 16, config.name
+
+
+def test_the_ensemble_takes_at_most_eight_options_and_old_checkpoints_drop_the_deleted_ones():
+    """Issue 35: ``bind_experts`` and ``strategy_fit_split`` were set by nothing and are gone; an
+    ensemble checkpoint that still names them (0.1's) loads, its experts bound as before."""
+    from lightning_fer import EnsembleModule
+
+    assert len(inspect.signature(EnsembleModule.__init__).parameters) - 1 <= 8
+    old = REPO / "tests" / "assets" / "checkpoints_v0" / "ensemble.ckpt"
+    saved = torch.load(old, map_location="cpu", weights_only=True)["hyper_parameters"]
+    assert {"bind_experts", "strategy_fit_split"} <= set(saved)
+    ens = EnsembleModule.load_from_checkpoint(old, map_location="cpu", weights_only=True)
+    assert ens.views == ["face", "mouth"] and "bind_experts" not in ens.hparams

@@ -37,22 +37,18 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
     (the batch's ``view_mask``), with a fallback to the whole face.
 
     Strategies that learn are fitted on the data module's validation split (the held-out fold)
-    at the start of validate, test or predict, after the members' data fingerprints are checked;
-    ``strategy_fit_split`` chooses another split.
+    at the start of validate, test or predict, after the members' data fingerprints are checked.
 
     Args:
         members: checkpoint paths, ``FERClassifier`` modules or ``MemberNet`` s.
         strategy: how to combine: ``HardVote``, ``SoftVote``, ``Stacking`` or a subclass of
             :class:`EnsembleStrategy` given by ``class_path``.
         views: regions the ensemble looks at; must equal the data module's ``views``.
-        bind_experts: bind members trained on one region to it (``False``: every member sees
-            every view).
         class_names: linked from the data by the CLI; data with other classes is matched to the
             members' by name when evaluation starts.
         image_size: side of the views the data yields (linked from the data by the CLI); each
             member resizes them to its own size. Default: the largest member's.
         check_leaks: refuse to fit a learning strategy on data a member was trained on.
-        strategy_fit_split: the split learning strategies are fitted on.
         member_batch: split each member's ``B x views`` images into calls of at most this many
             (results unchanged), to cap the memory of big batches of many views. ``None``: one
             call per member, which was as fast or faster in ``benchmarks/ensemble.py``.
@@ -72,11 +68,9 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
         members: list[str] | list[nn.Module],
         strategy: EnsembleStrategy | None = None,
         views: list[str] = ["face"],  # noqa: B006
-        bind_experts: bool = True,
         class_names: list[str] | None = None,
         image_size: int | None = None,
         check_leaks: bool = True,
-        strategy_fit_split: str = "val",
         member_batch: int | None = None,
         flip: bool = False,
     ) -> None:
@@ -87,8 +81,8 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
         # in the state dict, their settings in the CLI's config file and the checkpoint).
         self.save_hyperparameters(ignore=["strategy"] if isinstance(members[0], (str, Path)) else ["strategy", "members"])
         nets = [self._member(m, i) for i, m in enumerate(members)]
-        self.ensemble = EnsembleNet(nets, strategy if strategy is not None else HardVote(), views, bind_experts,
-                                    image_size, member_batch, flip)
+        self.ensemble = EnsembleNet(nets, strategy if strategy is not None else HardVote(), views, image_size,
+                                    member_batch, flip)
         if class_names is not None and list(class_names) != self.class_names:
             log.info("the data's classes %s differ from the members' %s: matched by name", list(class_names),
                      self.class_names)
@@ -160,15 +154,12 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
     # -- learning strategies ---------------------------------------------------------------
     def fit_strategy(self, datamodule) -> None:
         """Fit a learning strategy on the data module's held-out split, after the leak check."""
-        split = self.hparams.strategy_fit_split
         if self.hparams.check_leaks:
-            if split != "val":
-                raise DataLeakError(f"strategy_fit_split={split!r}: only the held-out 'val' split can be checked")
             prints = [m.data_fingerprint for m in self.members]
             check_held_out(prints, datamodule.fingerprint(), self.member_names)
         # Every process fits on the whole split (not its shard), so all ranks hold one strategy.
-        n = self.ensemble.fit_strategy(datamodule.loader(split, distributed=False))
-        log.info("fitted %s on %d held-out %s predictions", type(self.strategy).__name__, n, split)
+        n = self.ensemble.fit_strategy(datamodule.loader("val", distributed=False))
+        log.info("fitted %s on %d held-out val predictions", type(self.strategy).__name__, n)
 
     def _ensure_fitted(self) -> None:
         if self.strategy.is_fitted:

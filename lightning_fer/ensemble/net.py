@@ -28,7 +28,6 @@ class EnsembleNet(nn.Module):
         members: the member networks.
         strategy: how to combine (default :class:`HardVote`).
         views: the regions the input carries, in order.
-        bind_experts: bind region experts to their region (``False``: every member sees every view).
         image_size: side of the views the ensemble receives (default: the largest member's).
         member_batch: split each member's ``B x views`` images into calls of at most this many.
         flip: horizontal-flip test-time augmentation: the mirrored face (``face`` must be among
@@ -48,7 +47,6 @@ class EnsembleNet(nn.Module):
         members: Sequence[MemberNet],
         strategy: EnsembleStrategy | None = None,
         views: Sequence[str] = ("face",),
-        bind_experts: bool = True,
         image_size: int | None = None,
         member_batch: int | None = None,
         flip: bool = False,
@@ -75,7 +73,7 @@ class EnsembleNet(nn.Module):
         self.image_size = int(image_size or max(m.image_size for m in members))
         mask = torch.ones(len(members), len(self.voter_views), dtype=torch.bool)  # which views each member sees
         for i, m in enumerate(members):
-            if bind_experts and m.region != "face":
+            if m.region != "face":
                 if m.region not in self.views:
                     raise ValueError(f"member {m.name} is an expert on {m.region!r}, which is not among views {self.views}")
                 mask[i] = torch.tensor([v == m.region for v in self.voter_views])
