@@ -124,10 +124,10 @@ def _shifted_args(args: list[str]) -> list[str]:
 def test_cv_saves_the_view_masks_and_votes_with_them(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     parts = ["left_eye", "right_eye", "nose", "mouth", "rest"]
-    argv = ["cv", "--members", json.dumps([str(REPO / "configs" / "demo" / "sppnet.yaml")]), "--output_dir", "cv",
-            "--folds", "[0]", "--num_folds", "3", "--views", json.dumps(parts),
+    argv = ["cv", "--lineup.members", json.dumps([str(REPO / "configs" / "demo" / "sppnet.yaml")]), "--output_dir", "cv",
+            "--folds.folds", "[0]", "--folds.num_folds", "3", "--collect.views", json.dumps(parts),
             "--strategies", json.dumps([{"class_path": "lightning_fer.ensemble.SoftVote"}]),
-            "--overrides", json.dumps([*_shifted_args(tiny_args(tmp_path / "synthetic", subjects=8)),
+            "--lineup.overrides", json.dumps([*_shifted_args(tiny_args(tmp_path / "synthetic", subjects=8)),
                                        "--trainer.max_epochs=1", "--trainer.limit_train_batches=2"])]
     result = main(argv)
     saved = torch.load(tmp_path / "cv" / "fold0" / "predictions.pt", weights_only=True)

@@ -164,9 +164,9 @@ def test_cv_writes_table_ii_and_resumes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_MODE", "offline")
     members = [str(REPO / "configs" / "demo" / "sppnet.yaml"), str(REPO / "configs" / "demo" / "resnet50.yaml")]
-    argv = ["--members", json.dumps(members), "--output_dir", "cv", "--folds", "[0, 1]", "--num_folds", "3",
-            "--views", '["face", "mouth"]',
-            "--overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8),
+    argv = ["--lineup.members", json.dumps(members), "--output_dir", "cv", "--folds.folds", "[0, 1]", "--folds.num_folds", "3",
+            "--collect.views", '["face", "mouth"]',
+            "--lineup.overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8),
                                        "--trainer.max_epochs=1", "--trainer.limit_train_batches=2"])]
     result = main(["cv", *argv, "--wandb_project", "fer-cv-test"])
     out = tmp_path / "cv"
@@ -200,9 +200,9 @@ def test_cv_seeds_train_each_member_once_per_seed(tmp_path, monkeypatch):
     """``seeds``: one run per (fold, seed), the same folds, different weights; the table pools
     the runs and a learning strategy is fitted per seed."""
     monkeypatch.chdir(tmp_path)
-    argv = ["cv", "--members", json.dumps([str(REPO / "configs" / "demo" / "sppnet.yaml")]), "--output_dir", "cv",
-            "--folds", "[0]", "--num_folds", "3", "--seeds", "[0, 1]", "--views", '["face"]',
-            "--overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8),
+    argv = ["cv", "--lineup.members", json.dumps([str(REPO / "configs" / "demo" / "sppnet.yaml")]), "--output_dir", "cv",
+            "--folds.folds", "[0]", "--folds.num_folds", "3", "--folds.seeds", "[0, 1]", "--collect.views", '["face"]',
+            "--lineup.overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8),
                                        "--trainer.max_epochs=1", "--trainer.limit_train_batches=2"])]
     result = main(argv)
     out = tmp_path / "cv"

@@ -67,12 +67,12 @@ def test_learning_user_strategy_through_test_and_reloaded_from_the_checkpoint(tr
 
 def test_learning_user_strategy_through_cv(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = main(["cv", "--members", json.dumps([str(REPO / "configs" / "demo" / "sppnet.yaml")]),
-                   "--output_dir", "cv", "--folds", "[0]", "--num_folds", "3", "--views", '["face", "mouth"]',
+    result = main(["cv", "--lineup.members", json.dumps([str(REPO / "configs" / "demo" / "sppnet.yaml")]),
+                   "--output_dir", "cv", "--folds.folds", "[0]", "--folds.num_folds", "3", "--collect.views", '["face", "mouth"]',
                    "--strategies", json.dumps([{"class_path": "user_strategies.BestMember"},
                                                {"class_path": "user_strategies.MaxConfidence",
                                                 "init_args": {"floor": 0.3}}]),
-                   "--overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8),
+                   "--lineup.overrides", json.dumps([*tiny_args(tmp_path / "synthetic", subjects=8),
                                               "--trainer.max_epochs=1", "--trainer.limit_train_batches=2"])])
     saved = torch.load(tmp_path / "cv" / "fold0" / "predictions.pt", weights_only=True)
     logits, labels = saved["val_logits"][:, :, :2], saved["val_labels"]
