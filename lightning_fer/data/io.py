@@ -156,12 +156,31 @@ def _decode_whole_with_opencv(path) -> np.ndarray | None:
     head, tail = buf[:8].tobytes(), buf[-12:].tobytes()
     jpeg = head[:3] == b"\xff\xd8\xff" and tail.rstrip(b"\0").endswith(b"\xff\xd9")
     png = head == b"\x89PNG\r\n\x1a\n" and tail[4:8] == b"IEND"
-    if not (jpeg or png):
-        return None
+    size = _stated_size(buf.tobytes(), png) if (jpeg or png) else None
+    if size is None or size[0] * size[1] > OPENCV_PHOTO_PIXELS:
+        return None  # large ones (decompression bombs among them) go to Pillow, which checks and shrinks them
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # applies the EXIF orientation
     if img is None or img.ndim != 3:
         return None
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+#: ... and at most this many pixels, as their headers state (a small file can state a huge image).
+OPENCV_PHOTO_PIXELS = MAX_PHOTO_SIDE * MAX_PHOTO_SIDE
+
+
+def _stated_size(data: bytes, png: bool) -> tuple[int, int] | None:
+    """Width and height a PNG's ``IHDR`` or a JPEG's start-of-frame marker states; ``None`` where
+    none is found."""
+    if png:
+        return (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")) if data[12:16] == b"IHDR" else None
+    i = 2
+    while i + 9 < len(data) and data[i] == 0xFF:
+        marker, length = data[i + 1], int.from_bytes(data[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start of frame
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        i += 2 + length
+    return None
 
 
 def read_image(path: str) -> np.ndarray:

@@ -50,3 +50,19 @@ def test_a_truncated_jpeg_is_refused_not_half_read(tmp_path):
     assert io._decode_whole_with_opencv(path) is None
     with pytest.raises(ImageReadError, match="cut.jpg"):
         read_photo(path)
+
+
+def test_a_small_file_that_states_a_huge_image_goes_to_pillow_and_is_refused_as_a_bomb(tmp_path):
+    path = tmp_path / "bomb.png"
+    Image.new("1", (14000, 14000)).save(path)  # about 24 KB, 196 million pixels
+    assert path.stat().st_size < io.OPENCV_PHOTO_BYTES
+    assert io._stated_size(path.read_bytes(), png=True) == (14000, 14000)
+    assert io._decode_whole_with_opencv(path) is None  # never decoded by OpenCV
+    with pytest.raises(ImageReadError, match="bomb.png: refused as a decompression bomb"):
+        read_photo(path)
+
+
+def test_the_stated_size_of_a_jpeg_is_read_from_its_frame_header(tmp_path):
+    path = tmp_path / "wide.jpg"
+    Image.fromarray(_photo()).save(path, quality=90)
+    assert io._stated_size(path.read_bytes(), png=False) == (90, 60)
