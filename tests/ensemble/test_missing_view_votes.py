@@ -144,6 +144,6 @@ def test_cv_saves_the_view_masks_and_votes_with_them(tmp_path, monkeypatch):
         assert not saved[f"{split}_view_mask"].all()
     # The table's soft vote is the vote over the located views of each face.
     logits, located, labels = saved["test_logits"], saved["test_view_mask"], saved["test_labels"]
-    z, mask = missing_views(logits[:, :, 1:], saved["mask"][:, 1:], located[:, 1:], logits[:, :, 0], torch.tensor([True]))
+    z, mask = missing_views(logits[:, :, 1:], saved["collected"][:, 1:], located[:, 1:], logits[:, :, 0], torch.tensor([True]))
     acc = float((SoftVote()(z, mask).argmax(-1) == labels).float().mean())
     assert result["rows"]["SoftVote"][0]["acc"] == pytest.approx(acc)
