@@ -354,7 +354,9 @@ def main(argv: list[str] | None = None) -> Path:
 
         given = arguments(["--config", config])
         budget = MEMBER_OVERRIDES[args.profile]
-        lineup = replace(given["lineup"], overrides=[*given["lineup"].overrides, *root, *PROFILES[args.profile], *args.extra],
+        own = given["lineup"].overrides
+        lineup = replace(given["lineup"], overrides=[*([own] if isinstance(own, dict) else own), *root,
+                                                     *PROFILES[args.profile], *args.extra],
                          **({} if budget is None else {"member_overrides": budget}))
         t0 = time.perf_counter()
         run_config(config, output_dir=str(args.out / folder), members_dir=str(args.out / "cv"),

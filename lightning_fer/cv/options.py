@@ -6,10 +6,40 @@ region experts (:class:`Experts`). Each is a YAML mapping of a cv config (``line
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Union
 
 from lightning_fer.options import OptionError
 
-__all__ = ["MOVED", "Collect", "Experts", "Folds", "Lineup", "check_moved"]
+__all__ = ["MOVED", "Collect", "Experts", "Folds", "Lineup", "Overrides", "as_layers", "check_moved"]
+
+#: Overrides of a member's config: a YAML mapping shaped as the config (``{trainer: {max_epochs:
+#: 6}}``), or a list of command-line strings (``[--trainer.max_epochs=6]``) and mappings, applied in order.
+Overrides = Union[dict[str, Any], list[Union[str, dict[str, Any]]]]  # noqa: UP007 - jsonargparse reads it
+
+
+def as_layers(overrides: Overrides | None) -> list:
+    """``overrides`` as :func:`lightning_fer.build.build`'s override arguments, in order: each
+    mapping one, each run of command-line strings one list.
+
+    Example:
+        >>> as_layers({"trainer": {"max_epochs": 6}})
+        [{'trainer': {'max_epochs': 6}}]
+        >>> as_layers(["--a=1", "--b=2", {"trainer": {"max_epochs": 6}}, "--c=3"])
+        [['--a=1', '--b=2'], {'trainer': {'max_epochs': 6}}, ['--c=3']]
+    """
+    if not overrides:
+        return []
+    if isinstance(overrides, dict):
+        return [dict(overrides)]
+    out: list = []
+    for o in overrides:
+        if isinstance(o, dict):
+            out.append(dict(o))
+        elif out and isinstance(out[-1], list):
+            out[-1].append(str(o))
+        else:
+            out.append([str(o)])
+    return out
 
 #: Where each option of the flat ``cv`` configs before the groups went.
 MOVED = {**{k: f"lineup.{k}" for k in ("members", "bags", "students", "teacher_members", "member_groups", "overrides",
@@ -68,10 +98,10 @@ class Lineup:
         member_groups: named ensembles of some of the whole-face members (bagged copies
             included), e.g. ``{cheap: [quick_member, quick_member.bag1]}``: every strategy is also
             fitted and scored over each (rows ``SoftVote [cheap]``), on the views of the plain rows.
-        overrides: command-line overrides applied to every member's fit, e.g.
-            ``--trainer.max_epochs=5``.
+        overrides: applied to every member's config (:data:`Overrides`: a mapping such as
+            ``{trainer: {max_epochs: 5}}``, or command-line strings).
         member_overrides: overrides for one member, by member name or config file stem
-            (``{resnet50: [--data.init_args.training.fraction=0.5]}``), after ``overrides``.
+            (``{resnet50: {data: {init_args: {training: {fraction: 0.5}}}}}``), after ``overrides``.
         monitor: metric whose best value (highest) picks every member's checkpoint. ``None``: each
             member config's own ``ModelCheckpoint`` monitor and mode (the last epoch for a
             final-weights config; ``val/acc`` where the config has none).
@@ -82,8 +112,8 @@ class Lineup:
     students: list[str] = field(default_factory=list)
     teacher_members: list[str] | None = None
     member_groups: dict[str, list[str]] = field(default_factory=dict)
-    overrides: list[str] = field(default_factory=list)
-    member_overrides: dict[str, list[str]] = field(default_factory=dict)
+    overrides: Overrides = field(default_factory=list)
+    member_overrides: dict[str, Overrides] = field(default_factory=dict)
     monitor: str | None = None
 
     def __post_init__(self) -> None:
@@ -157,11 +187,11 @@ class Experts:
         regions: the regions that get experts (none: no experts).
         members: the member configs trained as experts (default: the lineup's members).
         sizes: image size per expert region, e.g. ``{mouth: 24}`` (default: the config's).
-        overrides: command-line overrides for the experts' training only, after the lineup's
-            (e.g. fewer epochs: parts are small and cheap to learn).
+        overrides: overrides (:data:`Overrides`) for the experts' training only, after the
+            lineup's (e.g. fewer epochs: parts are small and cheap to learn).
     """
 
     regions: list[str] = field(default_factory=list)
     members: list[str] | None = None
     sizes: dict[str, int] = field(default_factory=dict)
-    overrides: list[str] = field(default_factory=list)
+    overrides: Overrides = field(default_factory=list)

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from lightning_fer.build import build
+from lightning_fer.cv.options import as_layers
 from lightning_fer.cv.plan import FLIP_VIEW, Plan
 from lightning_fer.ensemble.members import load_member
 from lightning_fer.ensemble.net import EnsembleNet
@@ -104,7 +105,7 @@ def run_datamodule(plan: Plan, k: int, views: list[str], config: str | None = No
     model must take the views' size), yielding ``views`` (``data`` overrides)."""
     init = {"views": views, "batch_size": plan.collect.batch_size, **data}
     cfg = config or plan.members[0].config
-    dm = build(cfg, list(plan.lineup.overrides), plan.folds_override(k), {"data": {"init_args": init}}).datamodule
+    dm = build(cfg, *as_layers(plan.lineup.overrides), plan.folds_override(k), {"data": {"init_args": init}}).datamodule
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -115,7 +116,7 @@ def member_datamodule(plan: Plan, spec, k: int, seed: int | None):
     overrides, its own and its bag's), set up for ``fit``: what its data fingerprint came from."""
     from lightning_fer.cv.train import member_override, own_overrides
 
-    dm = build(spec.config, list(plan.lineup.overrides), own_overrides(spec, plan), plan.folds_override(k),
+    dm = build(spec.config, *as_layers(plan.lineup.overrides), *own_overrides(spec, plan), plan.folds_override(k),
                *member_override(spec, plan, k, seed)).datamodule
     dm.prepare_data()
     dm.setup("fit")

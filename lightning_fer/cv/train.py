@@ -11,6 +11,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import Callback
 
 from lightning_fer.build import build
+from lightning_fer.cv.options import as_layers
 from lightning_fer.cv.plan import MemberSpec, Plan
 from lightning_fer.files import write_text
 
@@ -69,7 +70,7 @@ def member_override(spec: MemberSpec, plan: Plan, k: int, seed: int | None) -> l
     if spec.bag is not None:
         out.append([f"--data.init_args.training.bootstrap={spec.bootstrap_seed(seed)}"])
     if spec.expert:
-        out.append(list(plan.experts.overrides))
+        out += as_layers(plan.experts.overrides)
         data = {"views": [spec.region], **({"image_size": spec.image_size} if spec.image_size else {})}
         out.append({"data": {"init_args": data}, "model": {"init_args": {"region": spec.region}}})
     if spec.student:
@@ -77,10 +78,11 @@ def member_override(spec: MemberSpec, plan: Plan, k: int, seed: int | None) -> l
     return out
 
 
-def own_overrides(spec: MemberSpec, plan: Plan) -> list[str]:
-    """``member_overrides`` for this member: by its name, else its config file's stem."""
+def own_overrides(spec: MemberSpec, plan: Plan) -> list:
+    """``member_overrides`` for this member (by its name, else its config file's stem), as
+    :func:`~lightning_fer.build.build`'s override arguments."""
     own = plan.lineup.member_overrides
-    return list(own.get(spec.name, own.get(Path(spec.config).stem, [])))
+    return as_layers(own.get(spec.name, own.get(Path(spec.config).stem)))
 
 
 def snapshot_callback(model, trainer, dirpath: Path):
@@ -132,7 +134,7 @@ def train_member(plan: Plan, spec: MemberSpec, k: int, seed: int | None) -> Path
     log.info("%s: the checkpoint is chosen by %s (%s)", label,
              f"the best {monitor} ({mode})" if monitor else "the last epoch", said)
     built = build(spec.config, trainer_override(run_dir, monitor, mode), {"fast_path": plan.collect.fast_path},
-                  list(plan.lineup.overrides), own_overrides(spec, plan), *seeded, plan.folds_override(k),
+                  *as_layers(plan.lineup.overrides), *own_overrides(spec, plan), *seeded, plan.folds_override(k),
                   *member_override(spec, plan, k, seed))
     trainer = built.trainer
     snap = snapshot_callback(built.model, trainer, run_dir / "checkpoints")

@@ -64,3 +64,33 @@ def test_a_flat_config_of_before_the_groups_says_where_each_option_went(tmp_path
 def test_a_lineup_needs_members():
     with pytest.raises(OptionError, match="--lineup.members: list at least one member config"):
         Lineup([])
+
+
+def test_overrides_as_mappings_reach_each_member_s_config(tmp_path):
+    """Issue 35: member overrides are YAML mappings (command-line strings still work, in order)."""
+    from lightning_fer.build import build
+    from lightning_fer.cv.options import as_layers
+    from lightning_fer.cv.train import own_overrides
+
+    args = arguments(["--config", str(REPO / "configs/fer2013/cv.yaml"), f"--output_dir={tmp_path}",
+                      "--lineup.overrides={trainer: {max_epochs: 2, enable_progress_bar: false}}"])
+    plan = make_plan(**args)
+    assert plan.lineup.member_overrides["inception_v3_small"] == {"data": {"init_args": {"training": {"fraction": 0.5}}},
+                                                                  "model": {"init_args": {"optim": {"lr": 0.02}}}}
+    spec = next(s for s in plan.members if s.name == "inception_v3_small")
+    built = build(spec.config, {"trainer": {"logger": False}}, *as_layers(plan.lineup.overrides), *own_overrides(spec, plan))
+    assert built.trainer.max_epochs == 2 and built.datamodule.training.fraction == 0.5 and built.model.optim.lr == 0.02
+    mixed = as_layers(["--trainer.max_epochs=3", {"trainer": {"max_epochs": 4}}])
+    assert build(spec.config, {"trainer": {"logger": False}}, *mixed).trainer.max_epochs == 4  # in order
+
+
+def test_no_shipped_cv_config_gives_a_member_its_options_as_strings_but_a_class_path():
+    import yaml
+
+    for config in CV_CONFIGS:
+        text = yaml.safe_load(config.read_text())
+        for group in ("lineup", "experts"):
+            for o in [(text.get(group) or {}).get("overrides") or [], *((text.get(group) or {}).get("member_overrides")
+                                                                         or {}).values()]:
+                strings = [x for x in (o if isinstance(o, list) else []) if isinstance(x, str)]
+                assert all("class_path" in x or ".source=" in x or "source.init_args" in x for x in strings), (config, strings)
