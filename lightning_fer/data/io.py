@@ -156,7 +156,7 @@ def _decode_whole_with_opencv(path) -> np.ndarray | None:
     head, tail = buf[:8].tobytes(), buf[-12:].tobytes()
     jpeg = head[:3] == b"\xff\xd8\xff" and tail.rstrip(b"\0").endswith(b"\xff\xd9")
     png = head == b"\x89PNG\r\n\x1a\n" and tail[4:8] == b"IEND"
-    size = _stated_size(buf.tobytes(), png) if (jpeg or png) else None
+    size = _stated_size(memoryview(buf), png) if (jpeg or png) else None  # no copy of the file
     if size is None or size[0] * size[1] > OPENCV_PHOTO_PIXELS:
         return None  # large ones (decompression bombs among them) go to Pillow, which checks and shrinks them
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # applies the EXIF orientation
@@ -169,7 +169,7 @@ def _decode_whole_with_opencv(path) -> np.ndarray | None:
 OPENCV_PHOTO_PIXELS = MAX_PHOTO_SIDE * MAX_PHOTO_SIDE
 
 
-def _stated_size(data: bytes, png: bool) -> tuple[int, int] | None:
+def _stated_size(data: bytes | memoryview, png: bool) -> tuple[int, int] | None:
     """Width and height a PNG's ``IHDR`` or a JPEG's start-of-frame marker states; ``None`` where
     none is found."""
     if png:
