@@ -59,7 +59,7 @@ RUNS = [
         ('--model.init_args.mix={"mixup_alpha": 0.2}',)),
     # Lower priority (run with --only):
     Run("quick_no_smoothing", "configs/fer2013/quick_member.yaml", "VGG 24-192, 12 epochs, label smoothing 0",
-        ("--model.init_args.label_smoothing=0.0",)),
+        ("--model.init_args.loss.label_smoothing=0.0",)),
     Run("quick_no_augment", "configs/fer2013/quick_member.yaml", "VGG 24-192, 12 epochs, no augmentation",
         ("--data.init_args.training.augment=false",)),
     Run("quick_adamw", "configs/fer2013/quick_member.yaml", "VGG 24-192, 12 epochs, AdamW 2e-3 cosine",

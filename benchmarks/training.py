@@ -34,7 +34,7 @@ def _batches(n: int, batch: int, size: int, seed: int = 0) -> list[dict]:
 
 def _model(name: str, size: int, channels_last: bool = False) -> FERClassifier:
     torch.manual_seed(0)
-    return FERClassifier(name, image_size=size, label_smoothing=0.1, class_names=None).set_channels_last(channels_last)
+    return FERClassifier(name, image_size=size, loss={"label_smoothing": 0.1}, class_names=None).set_channels_last(channels_last)
 
 
 def hand_loop(name: str, size: int, data: list[dict], warmup: int) -> float:

@@ -76,6 +76,33 @@ class FERCLI(LightningCLI):
             argv += ["--config", json.dumps(dict(override))] if isinstance(override, Mapping) else list(override)
         self.config = parser.parse_args(argv)
 
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI reads a ``--ckpt_path``'s saved options as config; a classifier's options of an
+        earlier version are moved into their groups first
+        (:func:`~lightning_fer.models.legacy.current_options`), so that old checkpoints still test,
+        predict and resume."""
+        import torch
+
+        from lightning_fer.models.legacy import current_options
+
+        sub = self.config.get("subcommand")
+        ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if not (ckpt_path and Path(ckpt_path).is_file()):
+            return
+        hparams = dict(torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters") or {})
+        class_path = hparams.pop("_class_path", None)
+        hparams = {k: v for k, v in hparams.items() if not k.startswith("_")}
+        if not hparams:
+            return
+        if str(class_path).rsplit(".", 1)[-1] == "FERClassifier":
+            hparams = current_options(hparams)[0]
+        model = {"class_path": class_path, "init_args": hparams} if class_path else hparams
+        try:
+            self.config = self.parser.parse_object({sub: {"model": model}}, self.config)
+        except SystemExit:
+            sys.stderr.write(f"Parsing of the options saved in --ckpt_path {ckpt_path} failed\n")
+            raise
+
     def before_instantiate_classes(self) -> None:
         """Apply the fast path where the config leaves precision and memory format open."""
         cfg = self.config[self.subcommand] if self.subcommand else self.config

@@ -13,7 +13,8 @@ from lightning_fer.data.regions import REGIONS
 from lightning_fer.models.backbones import create_backbone
 from lightning_fer.models.distill import Distillation
 from lightning_fer.models.evaluation import EvaluationMixin, flip_average
-from lightning_fer.models.legacy import migrate
+from lightning_fer.models.legacy import current_options
+from lightning_fer.models.loss import Loss
 from lightning_fer.models.mixing import BatchMix, make_mixer, masked_cross_entropy
 from lightning_fer.models.optim import Optimization, optimizer_and_schedule
 from lightning_fer.options import group, plain
@@ -39,7 +40,8 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
             ``resnet50`` ...), any torchvision classifier, or ``timm/<name>`` with timm installed
             (:mod:`~lightning_fer.models.registry`); an unknown name lists the known ones.
         backbone_args: the builder's own options (``{widths: [32, 64, 128, 256]}`` for
-            ``fer_vgg``; any ``timm.create_model`` keyword for timm), checked by the builder.
+            ``fer_vgg``; any ``timm.create_model`` keyword for timm), checked by the builder, and
+            ``pretrained``: torchvision weights name or a local weights file.
         num_classes: number of classes; ``None``: as many as ``class_names`` (which the CLI links from
             the data), else 7.
         class_names: class names (linked from the data by the CLI), stored in checkpoints.
@@ -48,21 +50,19 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
             at setup, so ``--data.views=[mouth]`` makes a mouth expert).
         in_channels: 1 or 3; the CLI sets it from ``data.channels``. Batches of the other kind are
             converted (3 channels averaged to grey, grey repeated to 3).
-        pretrained: torchvision weights name or a local weights file.
         optim: optimiser and schedule (:class:`~lightning_fer.models.optim.Optimization`:
             ``optimizer``, ``lr``, ``weight_decay``, ``scheduler``, ``cycles``, ``warmup``).
         mix: mixup / CutMix on training batches (:class:`BatchMix`); ``None``: off.
         tta: test-time augmentation of this classifier's own ``validate``/``test``/``predict``:
             ``flip`` averages the logits of the face and its mirror; ``none``.
-        label_smoothing: cross-entropy label smoothing.
-        class_weights: ``None``, ``balanced`` (n / (k * count) on the training split) or one
-            weight per class.
-        aux_weight: weight of Inception V3's auxiliary loss (the paper's 0.4).
+        loss: what the cross-entropy weighs (:class:`~lightning_fer.models.loss.Loss`:
+            ``label_smoothing``, ``class_weights``, ``aux_weight``).
         distill: learn a teacher's soft targets too (:class:`~lightning_fer.models.distill.Distillation`:
             ``teacher`` file, ``weight``, ``temperature``); ``None``: off.
-        legacy: the flat options of 0.1 and 0.2 checkpoints (``lr``, ``optimizer``, ``spp_levels``,
-            ``stem``, ``teacher``, ``channels_last`` ...), moved into their groups with a warning
-            so that old checkpoints load; any other name is refused.
+
+    Checkpoints of earlier versions (0.2's flat ``lr``, ``spp_levels``, ``teacher`` ...; 0.3's
+    ``label_smoothing``, ``pretrained`` ...) load: :meth:`on_load_checkpoint` moves their options into
+    the groups (:func:`~lightning_fer.models.legacy.current_options`) and builds the backbone they name.
 
     Memory format and ``torch.compile`` are the fast path's (:func:`lightning_fer.fastpath.apply`,
     ``--fast_path``, ``--channels_last``, ``--compile``): :meth:`set_channels_last`, :meth:`compile_backbone`.
@@ -82,19 +82,14 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         image_size: int = 224,
         region: str | None = None,
         in_channels: int = 3,
-        pretrained: str | None = None,
         optim: Optimization = Optimization(),  # noqa: B008 (frozen)
-        label_smoothing: float = 0.0,
-        class_weights: Literal["balanced"] | list[float] | None = None,
-        aux_weight: float = 0.4,
+        loss: Loss = Loss(),  # noqa: B008 (frozen)
         mix: BatchMix | None = None,
         tta: Literal["none", "flip"] = "none",
         distill: Distillation | None = None,
-        **legacy: Any,
     ) -> None:
         super().__init__()
-        backbone_args, optim, distill, channels_last = migrate(backbone, backbone_args, optim, distill, legacy)
-        optim, mix = group(Optimization, optim), None if mix is None else group(BatchMix, mix)
+        optim, loss, mix = group(Optimization, optim), group(Loss, loss), None if mix is None else group(BatchMix, mix)
         distill = None if distill is None else group(Distillation, distill)
         if num_classes is None:
             num_classes = len(class_names) if class_names else 7
@@ -102,30 +97,31 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
             raise ValueError(f"{len(class_names)} class_names for num_classes={num_classes}")
         if region is not None and region not in REGIONS:
             raise ValueError(f"region {region!r} is not one of {list(REGIONS)}")
-        if isinstance(class_weights, list) and len(class_weights) != num_classes:
-            raise ValueError(f"class_weights has {len(class_weights)} values for {num_classes} classes")
+        if isinstance(loss.class_weights, list) and len(loss.class_weights) != num_classes:
+            raise ValueError(f"loss.class_weights has {len(loss.class_weights)} values for {num_classes} classes")
         if tta not in ("none", "flip") or in_channels not in (1, 3):
             raise ValueError(f"tta must be 'none' or 'flip' and in_channels 1 or 3, got {tta!r}, {in_channels}")
-        self.optim, self.mix, self.distill = optim, mix, distill
+        self.optim, self.loss, self.mix, self.distill = optim, loss, mix, distill
         # The groups are saved as plain mappings, so that checkpoints load with weights_only=True.
-        optim, mix, distill = plain(optim), plain(mix), plain(distill)
-        legacy = {}  # migrated: Lightning would otherwise save its items as hyperparameters too
-        self.save_hyperparameters(ignore=["legacy"])
+        optim, loss, mix, distill = plain(optim), plain(loss), plain(mix), plain(distill)
+        self.save_hyperparameters()
         self.hparams.num_classes = num_classes  # resolved (LightningCLI hands save_hyperparameters its own config)
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         #: the channels-last memory format (the fast path's choice, :meth:`set_channels_last`)
-        self.channels_last = bool(channels_last)
+        self.channels_last = False
         self.configure_model_()
         self.configure_metrics()
         self.register_buffer("loss_weights", torch.ones(num_classes), persistent=False)
         self.data_fingerprint: dict | None = None
         self.teacher_probs: torch.Tensor | None = None
 
-    def configure_model_(self) -> None:
+    def configure_model_(self, weights: bool = True) -> None:
+        """Build the backbone the options name (``weights``: with ``backbone_args.pretrained``)."""
         hp = self.hparams
-        self.backbone: nn.Module = create_backbone(
-            hp.backbone, hp.num_classes, hp.in_channels, hp.image_size, hp.pretrained, **dict(hp.get("backbone_args") or {})
-        )
+        args = dict(hp.get("backbone_args") or {})
+        pretrained = args.pop("pretrained", None) if weights else args.pop("pretrained", None) and None
+        self.backbone: nn.Module = create_backbone(hp.backbone, hp.num_classes, hp.in_channels, hp.image_size, pretrained,
+                                                   **args)
         self._mixer = make_mixer(self.mix, hp.num_classes)
         if self.channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
@@ -143,7 +139,7 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         return self
 
     def setup(self, stage: str) -> None:
-        cw = self.hparams.class_weights
+        cw = self.loss.class_weights
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         views = list(getattr(dm, "views", None) or [])
         if views:
@@ -201,7 +197,7 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
     def _loss(self, logits: torch.Tensor, y: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
         """Cross-entropy over the samples whose view is real (``real`` ``[B]``; ``None``: all;
         :func:`~lightning_fer.models.mixing.masked_cross_entropy`); ``y`` may be mixed soft targets."""
-        return masked_cross_entropy(logits, y, self.loss_weights.to(logits.device), self.hparams.label_smoothing, real)
+        return masked_cross_entropy(logits, y, self.loss_weights.to(logits.device), self.loss.label_smoothing, real)
 
     def _main_loss(self, logits: torch.Tensor, batch: dict, y: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
         """The training loss of the main head: cross-entropy, or with a teacher the distillation
@@ -211,7 +207,7 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         from lightning_fer.models.distill import distill_loss
 
         t = self.teacher_probs.to(logits.device)[batch["index"].to(logits.device)]
-        return distill_loss(logits, y, t, self.distill.weight, self.distill.temperature, self.hparams.label_smoothing, real)
+        return distill_loss(logits, y, t, self.distill.weight, self.distill.temperature, self.loss.label_smoothing, real)
 
     @staticmethod
     def _real(batch: dict | torch.Tensor) -> torch.Tensor | None:
@@ -229,7 +225,7 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         logits, aux = out if isinstance(out, tuple) else (out, None)
         loss = self._main_loss(logits, batch, target, real)
         if aux is not None:  # Inception V3: main + aux_weight * auxiliary
-            loss = loss + self.hparams.aux_weight * self._loss(aux, target, real)
+            loss = loss + self.loss.aux_weight * self._loss(aux, target, real)
         hit = logits.argmax(1) == y
         n = len(y) if real is None else int(real.sum())
         acc = (hit if real is None else hit[real]).float().mean() if n else torch.zeros((), device=y.device)
@@ -268,9 +264,16 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Restoring into a model built for other classes (``test`` on another data set, whose
+        """A checkpoint of an earlier version: its options move into their groups and the backbone
+        it names is built (Lightning built this model from the options it knew, before its weights
+        load). Restoring into a model built for other classes (``test`` on another data set, whose
         classes the CLI linked in): the model takes the checkpoint's classes, and the data is
         matched to them by name when evaluation starts."""
+        options, moved = current_options(checkpoint.get("hyper_parameters") or {})
+        if moved:
+            log.info("FERClassifier: checkpoint option(s) %s of an earlier version moved into their groups", moved)
+            checkpoint["hyper_parameters"] = options
+            self._migrate({k: v for k, v in options.items() if not k.startswith("_")})
         meta = checkpoint.get("lightning_fer") or {}
         self.data_fingerprint = meta.get("data_fingerprint")
         channels = (meta.get("backbone") or {}).get("in_channels")
@@ -292,9 +295,17 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         """Build the backbone again with ``changes`` to the options, on the same device, without
         pretrained weights (the checkpoint's follow)."""
         device = next(self.parameters()).device
-        pretrained, self.hparams.pretrained = self.hparams.pretrained, None
         self.hparams.update(changes)
-        self.configure_model_()
-        self.hparams.pretrained = pretrained
+        self.configure_model_(weights=False)
         self.to(device)
+
+    def _migrate(self, options: dict) -> None:
+        """Take ``options`` (an older checkpoint's, in the current layout) as this model's, and
+        build the backbone they name."""
+        self.optim, self.loss = group(Optimization, options.get("optim")), group(Loss, options.get("loss"))
+        self.mix = None if options.get("mix") is None else group(BatchMix, options["mix"])
+        self.distill = None if options.get("distill") is None else group(Distillation, options["distill"])
+        groups = {"optim": plain(self.optim), "loss": plain(self.loss), "mix": plain(self.mix),
+                  "distill": plain(self.distill)}
+        self._rebuild(**{**{k: v for k, v in options.items() if k in self.hparams}, **groups})
 

@@ -63,7 +63,7 @@ def load_state(spec: str, model_name: str) -> dict[str, torch.Tensor]:
         fname = weights.url.rsplit("/", 1)[-1]
         raise RuntimeError(
             f"could not fetch {weights} from {weights.url} ({err}). Without a network, download that file "
-            f"elsewhere and either pass it as pretrained=/path/to/{fname} (--model.pretrained=...) or put it in "
+            f"elsewhere and either pass it as pretrained=/path/to/{fname} (--model.backbone_args.pretrained=...) or put it in "
             f"{Path(torch.hub.get_dir()) / 'checkpoints'}/"
         ) from None
 

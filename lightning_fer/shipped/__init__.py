@@ -93,14 +93,19 @@ def classifier(ckpt: dict):
     return FERClassifier.load_from_checkpoint(buf, map_location="cpu", weights_only=True)
 
 
+#: the layout of the cached copies' configs (2: a classifier's ``loss`` group, 0.4)
+CACHE_LAYOUT = "v2"
+
 #: writes a bundle's files into a folder: (name, bundle, folder, config, checkpoint) -> the model's config mapping
 Writer = Callable[[str, dict, Path, Path, Path], dict]
 
 
 def _write_member(name: str, bundle: dict, folder: Path, config: Path, ckpt: Path) -> dict:
     save_torch(bundle["checkpoint"], ckpt)
-    hp = {k: v for k, v in bundle["checkpoint"]["hyper_parameters"].items() if not k.startswith("_")}
-    return {"class_path": "lightning_fer.FERClassifier", "init_args": hp}
+    from lightning_fer.models.legacy import current_options
+
+    hp = current_options(bundle["checkpoint"]["hyper_parameters"])[0]  # a bundle of an earlier version too
+    return {"class_path": "lightning_fer.FERClassifier", "init_args": {k: v for k, v in hp.items() if not k.startswith("_")}}
 
 
 def cached_copy(name: str, write_ensemble: Writer | None = None) -> tuple[Path, Path]:
@@ -113,7 +118,9 @@ def cached_copy(name: str, write_ensemble: Writer | None = None) -> tuple[Path, 
 
     path = verified_path(name)
     entry = registry()[name]
-    folder = home() / "pretrained" / f"{name}-{entry['sha256'][:12]}"
+    # The copy's layout (CACHE_LAYOUT) names the folder too: a copy written by an earlier version,
+    # in options that version took, is not read by this one.
+    folder = home() / "pretrained" / f"{name}-{entry['sha256'][:12]}-{CACHE_LAYOUT}"
     config, ckpt = folder / f"{name}.yaml", folder / f"{name}.ckpt"
     manifest = folder / "files.json"
     broken = _broken_files(folder, manifest)

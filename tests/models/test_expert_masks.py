@@ -13,7 +13,7 @@ from lightning_fer import FERClassifier, FERDataModule
 
 @pytest.mark.parametrize("class_weights", [None, [1.0, 2.0, 0.5]])
 def test_loss_leaves_out_samples_whose_view_is_missing(class_weights):
-    model = FERClassifier("resnet18", num_classes=3, image_size=32, label_smoothing=0.1, class_weights=class_weights)
+    model = FERClassifier("resnet18", num_classes=3, image_size=32, loss={"label_smoothing": 0.1, "class_weights": class_weights})
     if class_weights:
         model.loss_weights = torch.tensor(class_weights)
     logits, y = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])

@@ -146,7 +146,7 @@ def test_mixup_and_cutmix_train_on_soft_targets():
     from lightning_fer.models.mixing import BatchMix
 
     model = FERClassifier("fer_vgg", backbone_args={"widths": [8]}, image_size=32, in_channels=1,
-                          mix=BatchMix(mixup_alpha=0.4, cutmix_alpha=1.0), label_smoothing=0.1)
+                          mix=BatchMix(mixup_alpha=0.4, cutmix_alpha=1.0), loss={"label_smoothing": 0.1})
     torch.manual_seed(0)
     x, y = torch.randn(8, 1, 32, 32), torch.arange(8) % 7
     mixed, target = model._mixer(x, y)
