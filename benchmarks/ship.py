@@ -7,10 +7,12 @@ state), measure them as shipped, and record them in ``lightning_fer/shipped/mode
         --strategy lightning_fer.ensemble.SoftVote
 
 1. ``fer2013``: the ``--member`` checkpoint (trained by ``configs/fer2013/best_member.yaml``).
-2. ``fer2013-ensemble``: the ``--ensemble-members`` of a ``cv`` run (seed ``--seed``, fold 0
+2. ``fer2013-fast``: the ``--fast`` checkpoint (``python -m benchmarks.fast``: ``configs/fer2013/fast.yaml``).
+3. ``fer2013-ensemble``: the ``--ensemble-members`` of a ``cv`` run (seed ``--seed``, fold 0
    held out), combined by ``--strategy``; a strategy that learns is fitted on fold 0 (the
    members' held-out fold, checked by the library's leak check), as ``cv`` fits it.
 
+Only the models named are rewritten; the others stay as they are in ``models.json``.
 Each bundle holds float16 weights; each is then loaded by name (hash checked, ``weights_only``)
 and tested on FER2013 PublicTest with duplicates dropped, and those figures go in the registry.
 """
@@ -122,8 +124,11 @@ def main(argv: list[str] | None = None) -> Path:
     from lightning_fer.files import save_torch, write_text
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--member", required=True, help="the best single member's checkpoint (fer2013)")
+    ap.add_argument("--member", default=None, help="the best single member's checkpoint (fer2013)")
     ap.add_argument("--member-recipe", default="configs/fer2013/best_member.yaml")
+    ap.add_argument("--fast", default=None, help="the fast member's checkpoint (fer2013-fast: python -m benchmarks.fast)")
+    ap.add_argument("--fast-what", default="one small network: fer_vgg widths 16-128, depths 1-2-2-2 (0.29M parameters), "
+                    "48 px grey faces, no TTA, distilled from fer2013 (the face and its mirror)")
     ap.add_argument("--ensemble-run", type=Path, default=None,
                     help="a finished cv run folder (configs/fer2013/cv.yaml); without it only fer2013 is written")
     ap.add_argument("--ensemble-members", nargs="+", default=[])
@@ -132,12 +137,21 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--root", default=str(REPO.parent / "shared" / "data" / "fer2013"))
     ap.add_argument("--out", type=Path, default=shipped.SHIPPED)
     args = ap.parse_args(argv)
+    if not (args.member or args.fast or args.ensemble_run):
+        ap.error("name at least one model to write: --member, --fast or --ensemble-run")
     args.out.mkdir(parents=True, exist_ok=True)
     shipped.SHIPPED, shipped.REGISTRY = args.out, args.out / "models.json"  # measured where written
     t0 = time.perf_counter()
-    bundles = {"fer2013": (member_bundle(args.member, DATA), {
-        "what": "one network: the VGG-style fer_vgg (widths 32-256, 1.17M parameters), 48 px grey faces, flip TTA",
-        "recipe": f"{args.member_recipe} (30 epochs, SGD one-cycle, final weights), all of FER2013 Training"})}
+    bundles = {}
+    if args.member:
+        bundles["fer2013"] = (member_bundle(args.member, DATA), {
+            "what": "one network: the VGG-style fer_vgg (widths 32-256, 1.17M parameters), 48 px grey faces, flip TTA",
+            "recipe": f"{args.member_recipe} (30 epochs, SGD one-cycle, final weights), all of FER2013 Training"})
+    if args.fast:
+        bundles["fer2013-fast"] = (member_bundle(args.fast, DATA), {
+            "what": args.fast_what,
+            "recipe": "python -m benchmarks.fast (configs/fer2013/fast.yaml: 40 epochs, SGD one-cycle, final weights, "
+                      "on fer2013's soft targets and the labels), all of FER2013 Training"})
     if args.ensemble_run is not None:
         member_paths = []
         for name in args.ensemble_members:

@@ -7,15 +7,12 @@ import json
 import logging
 from pathlib import Path
 
-import torch
-
 from lightning_fer.cv.plan import Plan
 from lightning_fer.cv.predictions import run_datamodule
 from lightning_fer.ensemble.members import load_member
 from lightning_fer.ensemble.net import EnsembleNet
-from lightning_fer.ensemble.strategies import SoftVote
 from lightning_fer.fastpath import choose
-from lightning_fer.files import save_torch
+from lightning_fer.models import distill
 from lightning_fer.shipped import PREFIX, resolve_member
 
 log = logging.getLogger(__name__)
@@ -62,7 +59,7 @@ def teachers(plan: Plan, k: int, seed: int | None) -> dict[str, str]:
 
 def write_soft_targets(plan: Plan, k: int, seed: int | None) -> Path:
     """The teachers' probabilities on the run's training images (no augmentation): their
-    :class:`~lightning_fer.ensemble.SoftVote` on the face (and its mirror with ``flip``), for the
+    soft vote on the face (and its mirror with ``flip``), for the
     students (:func:`teachers` says who teaches)."""
     path = plan.soft_targets(k, seed)
     if path.is_file():
@@ -72,13 +69,6 @@ def write_soft_targets(plan: Plan, k: int, seed: int | None) -> Path:
     # The students' data (a teacher's config may train on fewer images: every student image needs a target).
     student = next(s.config for s in plan.members if s.student)
     dm = run_datamodule(plan, k, ["face"], student, image_size=net.image_size, training={"augment": False})
-    with fp.autocast():
-        logits, _, index, _ = net.collect(dm.loader("train", distributed=False))
-    probs = torch.full((len(dm.records), logits.shape[-1]), float("nan"))
-    vote = SoftVote()  # the ensemble's own soft vote over members and views (the mirror included)
-    vote.setup(*logits.shape[1:])
-    probs[index] = vote(logits.float(), net.mask.cpu())
-    save_torch({"probs": probs, "class_names": list(net.class_names), "data_print": dm.fingerprint(),
-                "teachers": list(who)}, path)
-    log.info("soft targets of %s on %d training images: %s", list(who), len(index), path)
+    distill.write_soft_targets(net, dm, path, list(who), fp.autocast())
+    log.info("soft targets of %s on %d training images: %s", list(who), len(dm.splits["train"]), path)
     return path

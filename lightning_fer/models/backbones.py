@@ -183,7 +183,7 @@ def _build_timm(name: str, num_classes: int, in_channels: int = 3, image_size: i
 
 @register_backbone("fer_vgg")
 def _build_fer_vgg(num_classes: int, in_channels: int = 3, image_size: int = 48, pretrained: str | None = None,
-                   widths: Sequence[int] = (32, 64, 128, 256), convs_per_stage: int = 2,
+                   widths: Sequence[int] = (32, 64, 128, 256), convs_per_stage: int | Sequence[int] = 2,
                    drop_rate: float = 0.3) -> nn.Module:
     """:class:`~lightning_fer.models.small_faces.FERVGGNet` (VGG-style, for 40-64 px faces)."""
     return _local_weights(FERVGGNet(num_classes, in_channels, widths, convs_per_stage, drop_rate), pretrained)

@@ -97,3 +97,28 @@ def teacher_targets(path, class_names: list[str], fingerprint: dict | None, data
         raise ValueError(f"teacher soft targets {path} lack {missing} of the {len(train)} "
                          "training images: compute them on this run's training split")
     return probs
+
+
+@torch.no_grad()
+def write_soft_targets(net, datamodule, path: str | Path, teachers: list[str], autocast=None) -> Path:
+    """The teachers' probabilities on every training image of ``datamodule`` (set up for ``fit``,
+    yielding the views of ``net``, with no augmentation): the
+    :class:`~lightning_fer.ensemble.SoftVote` of ``net`` (an
+    :class:`~lightning_fer.ensemble.EnsembleNet`) over its members and views, the mirror
+    included where it flips, by the image's index in the data's records, with the data's
+    fingerprint, at ``path`` (written atomically): what :class:`Distillation` reads.
+
+    ``autocast``: the context to run the teachers under (default float32)."""
+    import contextlib
+
+    from lightning_fer.ensemble.strategies import SoftVote
+    from lightning_fer.files import save_torch
+
+    with autocast or contextlib.nullcontext():
+        logits, _, index, _ = net.collect(datamodule.loader("train", distributed=False))
+    probs = torch.full((len(datamodule.records), logits.shape[-1]), float("nan"))
+    vote = SoftVote()
+    vote.setup(*logits.shape[1:])
+    probs[index] = vote(logits.float(), net.mask.cpu())
+    return save_torch({"probs": probs, "class_names": list(net.class_names), "data_print": datamodule.fingerprint(),
+                       "teachers": list(teachers)}, path)

@@ -50,13 +50,16 @@ class FERVGGNet(_PooledNet):
         num_classes: outputs.
         in_channels: 1 (grey) or 3.
         widths: channels of each stage (one stage per entry).
-        convs_per_stage: convolutions per stage (the depth).
+        convs_per_stage: convolutions per stage (the depth): one number for every stage, or one per
+            stage (``[1, 2, 2, 2]``: a single convolution at full resolution, where it costs most).
         drop_rate: dropout before the classifier.
 
     Example:
         >>> net = FERVGGNet(7, in_channels=1, widths=(8, 16), convs_per_stage=1)
         >>> net(torch.randn(2, 1, 48, 48)).shape
         torch.Size([2, 7])
+        >>> len(FERVGGNet(7, 1, widths=(8, 16), convs_per_stage=[1, 2]).features)  # 3 x (conv, BN, ReLU) + pool
+        10
     """
 
     def __init__(
@@ -64,19 +67,20 @@ class FERVGGNet(_PooledNet):
         num_classes: int,
         in_channels: int = 3,
         widths: Sequence[int] = (32, 64, 128, 256),
-        convs_per_stage: int = 2,
+        convs_per_stage: int | Sequence[int] = 2,
         drop_rate: float = 0.3,
     ) -> None:
         super().__init__()
-        if not widths or convs_per_stage < 1:
-            raise ValueError(f"fer_vgg needs at least one stage and one conv per stage, got widths={list(widths)}, "
-                             f"convs_per_stage={convs_per_stage}")
+        depths = [convs_per_stage] * len(widths) if isinstance(convs_per_stage, int) else list(convs_per_stage)
+        if not widths or len(depths) != len(widths) or min(depths) < 1:
+            raise ValueError(f"fer_vgg needs at least one stage and at least one conv in each, as one number or one per "
+                             f"stage, got widths={list(widths)}, convs_per_stage={convs_per_stage}")
         layers: list[nn.Module] = []
         cin = in_channels
-        for i, w in enumerate(widths):
+        for i, (w, depth) in enumerate(zip(widths, depths)):
             if i:
                 layers.append(nn.MaxPool2d(2))
-            for _ in range(convs_per_stage):
+            for _ in range(depth):
                 layers += _conv_bn_relu(cin, w)
                 cin = w
         self._finish(nn.Sequential(*layers), cin, num_classes, drop_rate)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,8 +60,8 @@ class VideoOptions:
                              "null for full-size frames")
 
 
-def is_video(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+def is_video(path: str | os.PathLike) -> bool:
+    return os.path.splitext(os.fspath(path))[1].lower() in VIDEO_EXTENSIONS
 
 
 def frame_rate(cap, path: Path, options: VideoOptions) -> float:
