@@ -1,15 +1,15 @@
-"""The package's shape: no import cycle (lazy imports inside functions included), no module
-over about 300 lines, and every module says what it is for in its first line."""
+"""The package's shape: no import cycle (lazy imports inside functions included), no file cut
+into parts by banner comments, and every module says what it is for in its first line."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "lightning_fer"
-MAX_LINES = 300
 
 
 def _modules(pkg: Path = PKG) -> dict[str, Path]:
@@ -145,10 +145,13 @@ def test_the_package_has_no_import_cycle():
 
 
 @pytest.mark.parametrize("module", sorted(_modules()), ids=str)
-def test_modules_are_short_and_say_what_they_are_for(module):
+def test_modules_say_what_they_are_for_and_are_not_cut_by_banners(module):
+    """One idea per file, not a line cap: a banner comment (``# -- reading ----``) marks where a file
+    holds more than one and was cut by length instead."""
     path = _modules()[module]
     lines = path.read_text().splitlines()
-    assert len(lines) <= MAX_LINES, f"{path.relative_to(PKG.parent)} has {len(lines)} lines (> {MAX_LINES}): split it"
+    banners = [i + 1 for i, line in enumerate(lines) if re.match(r"\s*# ?(--|==|\*\*).*(-{6,}|={6,})\s*$", line)]
+    assert not banners, f"{path.relative_to(PKG.parent)}: banner comments at lines {banners}: one idea per file"
     doc = ast.get_docstring(ast.parse(path.read_text()))
     assert doc and len(doc.split("\n", 1)[0]) > 10, f"{module}: its docstring's first line should say what it is for"
 

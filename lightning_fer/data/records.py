@@ -54,7 +54,6 @@ class RecordTable(Rows):
         self.labels, self.splits, self.subjects, self.subject_names = labels, splits, subjects, subject_names
         self.boxes, self.landmarks, self.n_landmarks, self.where = boxes, landmarks, n_landmarks, where
 
-    # -- building ----------------------------------------------------------------------------
     @classmethod
     def of(cls, records: Sequence[Record] | RecordTable) -> RecordTable:
         """A table of ``records`` (a table is returned as it is)."""
@@ -88,7 +87,6 @@ class RecordTable(Rows):
                    subjects, StringColumn.of(names), boxes, landmarks, n_landmarks,
                    StringColumn.of(r.where for r in records))
 
-    # -- reading -----------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.labels)
 
@@ -140,7 +138,6 @@ class RecordTable(Rows):
             h.update(np.ascontiguousarray(a).tobytes())
         return h.hexdigest()
 
-    # -- the file ----------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
         out = {**self.keys.arrays("keys"), **self.subject_names.arrays("subject_names"), **self.where.arrays("where"),
                "labels": self.labels, "splits": self.splits, "subjects": self.subjects, "boxes": self.boxes,

@@ -113,7 +113,6 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
             return MemberNet.from_classifier(m, f"{m.hparams.backbone}[{m.region}]#{i}")
         raise TypeError(f"ensemble member {i}: expected a checkpoint path or FERClassifier, got {type(m).__name__}")
 
-    # -- the plain ensemble's parts, for readers and strategies ------------------------------
     @property
     def members(self) -> nn.ModuleList:
         return self.ensemble.members
@@ -151,7 +150,6 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
         """Class scores ``[B, C]`` (see :meth:`EnsembleNet.forward`)."""
         return self.ensemble(views, view_mask, face)
 
-    # -- learning strategies ---------------------------------------------------------------
     def fit_strategy(self, datamodule) -> None:
         """Fit a learning strategy on the data module's held-out split, after the leak check."""
         if self.hparams.check_leaks:
@@ -187,7 +185,6 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
         self._warn_if_demo_model()
         self._ensure_fitted()
 
-    # -- checkpoints -----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["lightning_fer"] = {"strategy": self.strategy.spec(), "views": self.views}
 
@@ -207,7 +204,6 @@ class EnsembleModule(EvaluationMixin, L.LightningModule):
         log.info("ensemble checkpoint: strategy %s (was %s)", spec["class_path"], current["class_path"])
         self.ensemble.set_strategy(strategy_from_spec(spec))
 
-    # -- steps -----------------------------------------------------------------------------
     def _eval_step(self, batch: dict, stage: str) -> None:
         self.update_metrics(self(batch["views"], batch.get("view_mask"), batch.get("image")), batch["label"], stage)
 

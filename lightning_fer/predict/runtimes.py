@@ -124,7 +124,6 @@ class OnnxPredict(Callback):
         self._restore = None
         self.chosen = "eager"
 
-    # -- the exported model --------------------------------------------------------------------
     def onnx_path(self, module, example: torch.Tensor) -> Path:
         """The exported file: named by a hash of the module's kind, weights and input shape
         (past the batch), so a changed model is exported again and an unchanged one once."""
