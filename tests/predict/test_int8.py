@@ -1,5 +1,6 @@
-"""int8 inference (issue 36): the shipped int8 versions agree with float32 on real faces, ``auto``
-refuses one that failed its ship-time check, and one that disagrees on the first faces falls back."""
+"""int8 and bf16 inference (issue 36): the shipped int8 versions and bf16 autocast agree with float32
+on real faces, ``auto`` refuses an int8 version that failed its ship-time check, and one that
+disagrees on the first faces falls back."""
 
 from __future__ import annotations
 
@@ -160,3 +161,24 @@ def test_analyze_runs_the_int8_version_with_the_labels_of_float32(fer2013_root):
     a = [f[0]["label"] for f in eager.analyze(crops)]
     b = [f[0]["label"] for f in int8.analyze(crops)]
     assert sum(x == y for x, y in zip(a, b)) >= MIN_AGREEMENT * len(a), (a, b)
+
+
+#: bf16's stated tolerance on real faces: labels as float32's on at least 97%, no class
+#: probability more than 0.1 apart (bf16 keeps 8 bits of mantissa; measured with fer2013 on these 256
+#: PublicTest crops, 2-core AMD EPYC, emulated bf16: labels 100%, largest difference 0.010)
+BF16_AGREEMENT, BF16_PROB_DIFF = 0.97, 0.1
+
+
+@pytest.mark.parametrize("name", ["fer2013"])
+def test_bf16_agrees_with_float32_on_real_faces(name, fer2013_root):
+    """bf16 autocast (``fast_path="on"``: what ``auto`` picks on a CPU with amx_bf16/avx512_bf16 and
+    on GPUs) gives float32's labels on real faces. A CPU without the units emulates it: slower,
+    the same arithmetic."""
+    files = sorted(str(f) for f in (fer2013_root / "val").glob("*/*"))[::14][:256]
+    f32 = lightning_fer.Predictor(name, face_box="image", fast_path="off")
+    bf16 = lightning_fer.Predictor(name, face_box="image", fast_path="on")
+    assert bf16.fast_path.autocast_dtype == torch.bfloat16 and f32.fast_path.autocast_dtype is None
+    p = np.array([[f[0]["probabilities"][c] for c in f32.class_names] for f in f32.analyze(files)])
+    q = np.array([[f[0]["probabilities"][c] for c in f32.class_names] for f in bf16.analyze(files)])
+    agree, diff = label_agreement(p, q), float(np.abs(p - q).max())
+    assert agree >= BF16_AGREEMENT and diff <= BF16_PROB_DIFF, f"{len(files)} faces: labels agree on {agree:.1%}, max diff {diff:.3f}"
