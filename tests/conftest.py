@@ -1,4 +1,5 @@
-"""Shared fixtures: small real inputs written to tmp_path, and the real FER2013 faces."""
+"""Shared fixtures: small real inputs written to tmp_path, and the real FER2013 faces (helpers that
+are not fixtures live in ``helpers.py``)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ import pytest
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
-REPO = Path(__file__).resolve().parents[1]
-FER2013 = Path(os.environ.get("LIGHTNING_FER_FER2013", REPO.parent / "shared" / "data" / "fer2013"))
+from helpers import FER2013, REPO, tiny_args  # noqa: E402 (after the environment above)
 
 
 @pytest.fixture(autouse=True)
@@ -54,24 +54,6 @@ def synthetic_source(tmp_path_factory):
     )
 
 
-def tiny_args(root: str | Path, subjects: int = 17) -> list[str]:
-    """CLI overrides for a tiny demo set: `subjects` people (2 held out), one image per class,
-    80 px, so that fold 0 of 5 validates 3 people x 7 = 21 images (an odd count)."""
-    return [
-        "--data.init_args.source=lightning_fer.data.SyntheticSource",
-        f"--data.init_args.source.init_args.root={root}",
-        f"--data.init_args.source.init_args.num_subjects={subjects}",
-        "--data.init_args.source.init_args.images_per_class=1",
-        "--data.init_args.source.init_args.test_subjects=2",
-        "--data.init_args.source.init_args.image_size=80",
-        "--data.init_args.num_workers=0",
-        "--data.init_args.batch_size=4",
-        "--trainer.accelerator=cpu",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-    ]
-
-
 @pytest.fixture(scope="session")
 def trained_members(tmp_path_factory):
     """Three demo backbones trained briefly through the real CLI on fold 0 of the tiny set."""
@@ -91,18 +73,3 @@ def trained_members(tmp_path_factory):
     finally:
         os.chdir(old)
     return {"dir": work, "args": args, "ckpts": ckpts}
-
-
-def parse_only(args: list[str]):
-    """Parse (and validate) a CLI command's options without building or running anything."""
-    import lightning as L
-
-    from lightning_fer.build import FERCLI
-    from lightning_fer.data import FERDataModule
-
-    class ParseOnly(FERCLI):
-        def instantiate_classes(self):
-            pass
-
-    return ParseOnly(L.LightningModule, FERDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                     parser_kwargs={"parser_mode": "omegaconf+"}, args=args, run=False)

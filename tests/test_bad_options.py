@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 from lightning_fer.cli import main
 from lightning_fer.cv import Lineup, run_cv

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import FER2013, REPO
+from helpers import FER2013, REPO
 
 sys.path.insert(0, str(REPO))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 from lightning_fer import EnsembleModule, FERClassifier
 from lightning_fer.build import build

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO, parse_only, tiny_args
+from helpers import REPO, parse_only, tiny_args
 
 from lightning_fer.cli import main
 from lightning_fer.ensemble.strategy import EnsembleStrategy

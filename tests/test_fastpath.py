@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from helpers import REPO
 
 from lightning_fer import EnsembleModule, FERClassifier, FERDataModule
 from lightning_fer.build import build

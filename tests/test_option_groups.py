@@ -12,7 +12,7 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from conftest import REPO, parse_only, tiny_args
+from helpers import REPO, parse_only, tiny_args
 
 from lightning_fer import EnsembleModule, FERClassifier, FERDataModule
 from lightning_fer.build import config_layers, expand_bases

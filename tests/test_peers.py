@@ -7,7 +7,7 @@ import importlib.util
 import sys
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 sys.path.insert(0, str(REPO))
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, tiny_args
+from helpers import REPO, tiny_args
 from PIL import Image
 
 from lightning_fer.cli import main

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from helpers import REPO
 from skimage import data as skdata
 
 import lightning_fer
@@ -47,6 +47,22 @@ def test_each_shipped_model_loads_by_name_and_labels_the_astronaut_happy(name, a
           "--trainer.enable_progress_bar=false"])
     rows = [r for r in csv.DictReader(out.open()) if r["label"]]
     assert len(rows) == 1 and rows[0]["label"] == "happy", rows  # Eileen Collins, smiling
+
+
+def test_fer2013_fast_loads_by_name_as_one_small_pass_a_face_with_its_checked_int8():
+    """Issue 36: the shipped fast model is a quarter-width network with no test-time flip (one
+    pass a face), measured on PublicTest, with an int8 version that passed its accuracy check."""
+    assert "fer2013-fast" in NAMES, "fer2013-fast is not shipped (python -m benchmarks.ship --fast ...)"
+    model = lightning_fer.pretrained("fer2013-fast")
+    assert model.hparams.tta == "none" and sum(p.numel() for p in model.parameters()) < 350_000
+    big = sum(p.numel() for p in lightning_fer.pretrained("fer2013").parameters())
+    assert sum(p.numel() for p in model.parameters()) < big / 3
+    entry = zoo.registry()["fer2013-fast"]
+    assert entry["publictest"]["faces"] == zoo.registry()["fer2013"]["publictest"]["faces"]
+    assert entry["int8"]["ok"] and entry["int8"]["faces"] == entry["publictest"]["faces"]
+    (face,) = lightning_fer.analyze(np.asarray(skdata.astronaut()[50:210, 160:320].mean(-1), np.uint8),
+                                    model="fer2013-fast", face_box="image", runtime="auto")
+    assert face["label"] == "happy", face["probabilities"]
 
 
 def test_a_corrupted_shipped_file_is_refused_and_named(tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO
+from helpers import REPO
 from PIL import Image
 from skimage import data as skdata
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, parse_only, tiny_args
+from helpers import REPO, parse_only, tiny_args
 
 from lightning_fer.cli import main
 

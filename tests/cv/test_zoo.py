@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO
+from helpers import REPO
 
 from lightning_fer.cv.significance import compare, mcnemar, paired_bootstrap
 

@@ -6,7 +6,7 @@ import csv
 
 import pytest
 import torch
-from conftest import REPO
+from helpers import REPO
 
 from lightning_fer import FERClassifier, FERDataModule
 from lightning_fer.cli import main

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import REPO, tiny_args
+from helpers import REPO, tiny_args
 from user_sources import ShiftedLandmarks
 from user_strategies import MaxConfidence
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, tiny_args
+from helpers import REPO, tiny_args
 
 from lightning_fer import EnsembleModule, FERClassifier, FERDataModule
 from lightning_fer.cli import main

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 import torch
-from conftest import REPO, tiny_args
+from helpers import REPO, tiny_args
 
 from lightning_fer import EnsembleModule
 from lightning_fer.cli import main

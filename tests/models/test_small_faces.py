@@ -7,7 +7,7 @@ import importlib.util
 
 import pytest
 import torch
-from conftest import REPO
+from helpers import REPO
 from torch import nn
 
 from lightning_fer.build import build

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from helpers import REPO
 from skimage import data as skdata
 
 from lightning_fer import EnsembleModule, FERClassifier

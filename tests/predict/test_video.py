@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO
+from helpers import REPO
 from skimage import data as skdata
 
 from lightning_fer.cli import main
