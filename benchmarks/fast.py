@@ -1,6 +1,6 @@
 """The recipe of the shipped ``fer2013-fast`` (issue 36): the shipped ``fer2013``'s soft targets on
 FER2013 Training (the face and its mirror, no augmentation), then ``fit`` of
-``configs/fer2013/fast.yaml`` on them (resumable: a killed run goes on from its last epoch), which
+``configs/fer2013/fast_member.yaml`` on them (resumable: a killed run goes on from its last epoch), which
 tests the final weights on PublicTest.
 
     python -m benchmarks.fast             # targets (once), then fit or resume, then PublicTest
@@ -21,7 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-CONFIG = REPO / "configs" / "fer2013" / "fast.yaml"
+CONFIG = REPO / "configs" / "fer2013" / "fast_member.yaml"
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 

@@ -7,7 +7,7 @@ state), measure them as shipped, and record them in ``lightning_fer/shipped/mode
         --strategy lightning_fer.ensemble.SoftVote
 
 1. ``fer2013``: the ``--member`` checkpoint (trained by ``configs/fer2013/best_member.yaml``).
-2. ``fer2013-fast``: the ``--fast`` checkpoint (``python -m benchmarks.fast``: ``configs/fer2013/fast.yaml``).
+2. ``fer2013-fast``: the ``--fast`` checkpoint (``python -m benchmarks.fast``: ``configs/fer2013/fast_member.yaml``).
 3. ``fer2013-ensemble``: the ``--ensemble-members`` of a ``cv`` run (seed ``--seed``, fold 0
    held out), combined by ``--strategy``; a strategy that learns is fitted on fold 0 (the
    members' held-out fold, checked by the library's leak check), as ``cv`` fits it.
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> Path:
     if args.fast:
         bundles["fer2013-fast"] = (member_bundle(args.fast, DATA), {
             "what": args.fast_what,
-            "recipe": "python -m benchmarks.fast (configs/fer2013/fast.yaml: 40 epochs, SGD one-cycle, final weights, "
+            "recipe": "python -m benchmarks.fast (configs/fer2013/fast_member.yaml: 40 epochs, SGD one-cycle, final weights, "
                       "on fer2013's soft targets and the labels), all of FER2013 Training"})
     if args.ensemble_run is not None:
         member_paths = []

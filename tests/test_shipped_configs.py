@@ -51,7 +51,7 @@ def _soft_targets(dm, path: Path) -> None:
 @pytest.mark.parametrize("config", MEMBERS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_member_config_fits_one_batch(config, tmp_path):
     built = build(config, _tiny(tmp_path / "synthetic"), {"model": {"init_args": {"backbone_args": {"pretrained": None}}}})
-    if built.model.distill is not None:  # a student (fer2013/fast.yaml): a teacher's soft targets on this data
+    if built.model.distill is not None:  # a student (fer2013/fast_member.yaml): a teacher's soft targets on this data
         built = build(config, _tiny(tmp_path / "synthetic"), {"model": {"init_args": {
             "backbone_args": {"pretrained": None}, "distill": {"teacher": str(tmp_path / "soft_targets.pt")}}}})
         _soft_targets(built.datamodule, tmp_path / "soft_targets.pt")
