@@ -182,6 +182,12 @@ def accuracy_speed_figure(speeds: dict[str, float], path: Path) -> Path:
             ax.scatter(fps, acc[name], s=60, color="tab:orange" if name == "fer" else "tab:blue")
             ax.annotate(name, (fps, acc[name]), textcoords="offset points", xytext=(6, 4))
     ax.set_xscale("log")
+    from matplotlib.ticker import FixedLocator, NullFormatter
+
+    ticks = [t for t in (50, 100, 200, 500, 1000, 2000, 5000) if min(speeds.values()) / 2 <= t <= max(speeds.values()) * 2]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.set_xticklabels([f"{t:,}" for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("faces/s on one thread (the whole call, log scale)")
     ax.set_ylabel("FER2013 PublicTest accuracy (%)")
     ax.set_title(f"Accuracy against speed ({machine().split(', ')[1]})")
