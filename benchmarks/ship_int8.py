@@ -1,7 +1,11 @@
-"""Ship int8 versions of the shipped models, each with its accuracy check (issue 36).
+"""Ship int8 versions of the shipped models, and check them and bf16, each against float32 (issue 36).
 
-    python -m benchmarks.ship_int8                    # every shipped model
-    python -m benchmarks.ship_int8 --names fer2013
+    python -m benchmarks.ship_int8                    # every shipped model, int8 and bf16
+    python -m benchmarks.ship_int8 --names fer2013 --kinds bf16
+
+bf16: the model's own ``predict_step`` on all of PublicTest under bf16 autocast against float32,
+recorded as ``bf16`` in ``models.json``; ``fast_path: auto`` (a GPU, a CPU with bf16 units) runs a
+shipped model in bf16 only where it lost at most ``quantize.MAX_LOSS`` points.
 
 For each shipped model: export it as predict does (float32 ONNX), quantise it with ONNX Runtime
 (static, weights per output channel, :func:`lightning_fer.quantize.quantize`) calibrated on the
@@ -97,24 +101,66 @@ def ship_int8(name: str, root: str, calibration: int) -> dict:
     return entry
 
 
+def ship_bf16(name: str, root: str) -> dict:
+    """The bf16 check of a shipped model: its own ``predict_step`` on all of PublicTest under bf16
+    autocast against float32 (on a CPU without bf16 units the arithmetic is emulated: slower, the
+    same rounding). ``fast_path: auto`` runs the model in bf16 only where this passed."""
+    from lightning_fer import zoo
+    from lightning_fer.build import build
+    from lightning_fer.ensemble.module import EnsembleModule
+    from lightning_fer.fastpath import cpu_has_bf16_units
+    from lightning_fer.quantize import label_agreement, passes
+
+    module = zoo.pretrained(name)
+    views = isinstance(module, EnsembleModule)
+    dm = build(REPO / "configs/fer2013/quick_member.yaml", [f"--data.init_args.root={root}"],
+               {"data": {"init_args": {"batch_size": 256, "training": {"augment": False}}}}).datamodule
+    dm.prepare_data()
+    dm.setup("fit")
+    x, y = faces(dm, "test", None, views)
+    x = x if views else x[:, None]
+
+    def probs(bf16: bool) -> np.ndarray:
+        out = []
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            for i in range(0, len(x), 256):
+                b = {"views": x[i:i + 256], "index": torch.arange(i, min(i + 256, len(x))), "label": y[i:i + 256]}
+                out.append(module.predict_step(b, 0)["probs"].float().numpy())
+        return np.concatenate(out)
+
+    t0 = time.perf_counter()
+    p32, p16 = probs(False), probs(True)
+    acc = lambda p: round(100 * float((p.argmax(1) == y.numpy()).mean()), 2)  # noqa: E731
+    entry = {"float32_acc": acc(p32), "bf16_acc": acc(p16), "agreement": round(100 * label_agreement(p16, p32), 2),
+             "max_prob_diff": round(float(np.abs(p16 - p32).max()), 4), "faces": int(len(y)),
+             "split": "FER2013 PublicTest, duplicates dropped", "autocast": "torch.autocast(bfloat16)",
+             "emulated": not cpu_has_bf16_units(), "seconds": round(time.perf_counter() - t0, 1),
+             "measured_on": machine()}
+    entry["ok"], entry["check"] = passes(entry, "bf16")
+    return entry
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--names", nargs="+", default=None, help="shipped models (default: all)")
     ap.add_argument("--root", default=str(REPO.parent / "shared" / "data" / "fer2013"))
     ap.add_argument("--calibration", type=int, default=256, help="Training faces that calibrate the ranges")
+    ap.add_argument("--kinds", nargs="+", choices=["int8", "bf16"], default=["int8", "bf16"],
+                    help="what to check (and for int8, write)")
     args = ap.parse_args(argv)
     from lightning_fer.files import write_text
 
     done = {}
     for name in args.names or shipped.names():
-        done[name] = ship_int8(name, args.root, args.calibration)
-        reg = json.loads(shipped.REGISTRY.read_text())
-        reg["models"][name]["int8"] = done[name]
-        write_text(shipped.REGISTRY, json.dumps(reg, indent=1) + "\n")
-        e = done[name]
-        print(f"{name}: int8 {e['int8_acc']}% vs float32 {e['float32_acc']}% on {e['faces']} PublicTest faces, "
-              f"labels agree on {e['agreement']}%, {e['bytes'] / 1e6:.1f} MB: {'passed' if e['ok'] else 'failed'}",
-              flush=True)
+        for kind in args.kinds:
+            e = ship_int8(name, args.root, args.calibration) if kind == "int8" else ship_bf16(name, args.root)
+            done[(name, kind)] = e
+            reg = json.loads(shipped.REGISTRY.read_text())
+            reg["models"][name][kind] = e
+            write_text(shipped.REGISTRY, json.dumps(reg, indent=1) + "\n")
+            size = f", {e['bytes'] / 1e6:.1f} MB" if "bytes" in e else ""
+            print(f"{name}: {kind} {e[f'{kind}_acc']}% vs float32 {e['float32_acc']}% on {e['faces']} PublicTest faces, "
+                  f"labels agree on {e['agreement']}%{size}: {'passed' if e['ok'] else 'failed'}", flush=True)
     return done
 
 

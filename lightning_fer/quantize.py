@@ -70,12 +70,17 @@ def label_agreement(a, b) -> float:
     return float((a.argmax(-1) == b.argmax(-1)).mean()) if len(a) else 1.0
 
 
-def passes(entry: dict | None) -> tuple[bool, str]:
-    """Whether a shipped int8 record (``models.json``'s ``int8``) passed the ship-time check, and why
-    (or why not) in words."""
+def passes(entry: dict | None, kind: str = "int8") -> tuple[bool, str]:
+    """Whether a shipped model's ``int8`` (or ``bf16``) record in ``models.json`` passed the ship-time
+    check, and why (or why not) in words.
+
+    Example:
+        >>> passes({"float32_acc": 67.5, "bf16_acc": 67.4}, "bf16")
+        (True, "67.40% on PublicTest against float32's 67.50% (+0.10 points lost; at most 0.3 allowed)")
+    """
     if not entry:
-        return False, "no int8 version was shipped and checked for this model"
-    loss = float(entry["float32_acc"]) - float(entry["int8_acc"])
-    said = (f"{entry['int8_acc']:.2f}% on PublicTest against float32's {entry['float32_acc']:.2f}% "
+        return False, f"no {kind} version was shipped and checked for this model"
+    loss = float(entry["float32_acc"]) - float(entry[f"{kind}_acc"])
+    said = (f"{entry[f'{kind}_acc']:.2f}% on PublicTest against float32's {entry['float32_acc']:.2f}% "
             f"({loss:+.2f} points lost; at most {MAX_LOSS} allowed)")
-    return loss <= MAX_LOSS, said
+    return round(loss, 6) <= MAX_LOSS, said

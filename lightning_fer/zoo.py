@@ -34,6 +34,7 @@ from lightning_fer.shipped import (
     REGISTRY,
     SHIPPED,
     PretrainedError,
+    bf16_checked,
     cached_copy,
     classifier,
     load_bundle,
@@ -129,7 +130,13 @@ def expand_argv(argv: list[str]) -> list[str]:
                                   f"(or drop --pretrained and pass --config and --ckpt_path yourself)")
     config, ckpt = materialize(name)
     log.info("--pretrained %s: %s", name, registry()[name]["what"])
-    return [sub, "--config", str(config), "--ckpt_path", str(ckpt), *rest[1:]]
+    extra = []
+    ok, why = bf16_checked(name)
+    if not ok and not given("--fast_path", "--trainer.precision"):
+        # auto would take bf16 on a GPU or a CPU with bf16 units: not for a model that failed that check
+        log.info("--pretrained %s: bf16 not considered (%s): float32", name, why)
+        extra = ["--fast_path=off"]
+    return [sub, "--config", str(config), "--ckpt_path", str(ckpt), *extra, *rest[1:]]
 
 
 def describe() -> str:

@@ -29,7 +29,7 @@ REGISTRY = SHIPPED / "models.json"
 FORMAT = "lightning_fer.bundle/1"
 PREFIX = "pretrained:"
 
-__all__ = ["FORMAT", "PREFIX", "PretrainedError", "cached_copy", "classifier", "int8_for", "load_bundle", "names", "registry",
+__all__ = ["FORMAT", "PREFIX", "PretrainedError", "bf16_checked", "cached_copy", "classifier", "int8_for", "load_bundle", "names", "registry",
            "resolve_member", "sha256", "verified_path"]
 
 
@@ -46,6 +46,16 @@ def registry() -> dict[str, dict]:
 
 def names() -> list[str]:
     return list(registry())
+
+
+def bf16_checked(name: str) -> tuple[bool, str]:
+    """Whether the shipped model ``name`` may run in bf16 (``fast_path: auto`` on a CPU with bf16
+    units or a GPU): its ``bf16`` record in ``models.json`` (PublicTest under bf16 autocast against
+    float32, measured when it was shipped) lost at most :data:`~lightning_fer.quantize.MAX_LOSS`
+    points; and why, in words."""
+    from lightning_fer.quantize import passes
+
+    return passes(registry().get(name, {}).get("bf16"), "bf16")
 
 
 def sha256(path: str | os.PathLike) -> str:

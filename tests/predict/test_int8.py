@@ -182,3 +182,30 @@ def test_bf16_agrees_with_float32_on_real_faces(name, fer2013_root):
     q = np.array([[f[0]["probabilities"][c] for c in f32.class_names] for f in bf16.analyze(files)])
     agree, diff = label_agreement(p, q), float(np.abs(p - q).max())
     assert agree >= BF16_AGREEMENT and diff <= BF16_PROB_DIFF, f"{len(files)} faces: labels agree on {agree:.1%}, max diff {diff:.3f}"
+
+
+def test_auto_runs_a_shipped_model_in_bf16_only_where_its_ship_time_check_passed(isolated, monkeypatch, caplog):
+    """On a CPU with bf16 units (flags given through $LIGHTNING_FER_CPU_FLAGS) ``fast_path: auto``
+    takes bf16 for a shipped model whose ``bf16`` record passed, and float32, said in a log line,
+    for one whose record lost more than 0.3 points: from Python and on the command line."""
+    from lightning_fer import zoo
+    from lightning_fer.fastpath import FLAGS_ENV
+
+    assert shipped.registry()["fer2013"].get("bf16"), "no bf16 record: python -m benchmarks.ship_int8 --kinds bf16"
+    monkeypatch.setenv(FLAGS_ENV, "avx2 avx512f avx512_bf16 amx_bf16")
+    argv = ["predict", "--pretrained", "fer2013", "--data.predict.path", str(isolated)]
+    assert lightning_fer.Predictor("fer2013", face_box="image").fast_path.autocast_dtype == torch.bfloat16
+    assert "--fast_path=off" not in zoo.expand_argv(argv)
+    copy = isolated / "shipped"
+    shutil.copytree(shipped.SHIPPED, copy, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    reg = json.loads((copy / "models.json").read_text())
+    reg["models"]["fer2013"]["bf16"]["bf16_acc"] = reg["models"]["fer2013"]["bf16"]["float32_acc"] - 1.0
+    (copy / "models.json").write_text(json.dumps(reg))
+    monkeypatch.setattr(shipped, "SHIPPED", copy)
+    monkeypatch.setattr(shipped, "REGISTRY", copy / "models.json")
+    with caplog.at_level(logging.INFO, logger="lightning_fer"):
+        p = lightning_fer.Predictor("fer2013", face_box="image")
+        expanded = zoo.expand_argv(argv)
+    assert p.fast_path.autocast_dtype is None and "--fast_path=off" in expanded
+    assert "bf16 not considered" in caplog.text and "(+1.00 points lost; at most 0.3 allowed)" in caplog.text
+    assert "--fast_path=off" not in zoo.expand_argv([*argv, "--fast_path=on"])  # the user's word wins
