@@ -77,17 +77,18 @@ def fer_on_the_same_faces(root: str, n_expected: int) -> str:
 
 
 def learning_curves(members_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Each member's ``val/acc`` (its hold-out slice) after each epoch, from its CSV log: trained,
-    or still training (the curve so far)."""
+    """Each member's ``val/acc`` (its hold-out slice) after each epoch, from its CSV logs: trained,
+    or still training (the curve so far). A resumed member has a log per run (``version_N``): they
+    are read oldest first and joined by epoch, a later run's figure winning for the same epoch."""
     import csv
 
-    out = {}
-    for log in sorted(members_dir.glob("fold*/*/logs/**/metrics.csv")):
+    curves: dict[str, dict[int, float]] = {}
+    for log in sorted(members_dir.glob("fold*/*/logs/**/metrics.csv"), key=lambda f: f.stat().st_mtime):
         name = log.relative_to(members_dir).parts[1]
-        rows = [r for r in csv.DictReader(log.open()) if r.get("val/acc")]
-        if rows:
-            out[name] = [(int(r["epoch"]), float(r["val/acc"])) for r in rows]
-    return out
+        for r in csv.DictReader(log.open()):
+            if r.get("val/acc"):
+                curves.setdefault(name, {})[int(r["epoch"])] = float(r["val/acc"])
+    return {name: sorted(c.items()) for name, c in curves.items()}
 
 
 def report(run: Path, out: Path, members_dir: Path | None = None, root: str | None = None) -> str:

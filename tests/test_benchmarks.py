@@ -260,3 +260,19 @@ def test_fer2013_zoo_report_writes_the_four_lines_from_the_rows_and_probabilitie
     assert "McNemar: 20 faces only the ensemble gets right, 0 only the member" in text
     assert "| vgg48 | 20.0 |" in text and text.endswith("## Notes by hand\nkept\n")
     assert (out.parent / "fer2013_zoo_figures" / "per_class_recall.png").is_file()
+
+
+def test_fer2013_zoo_learning_curve_of_a_resumed_member_joins_its_runs(tmp_path):
+    """A member resumed from its last checkpoint logs to a new ``version_N``: its curve is every
+    run's epochs in order, not the last run's alone."""
+    import os
+
+    from benchmarks.fer2013_zoo import learning_curves
+
+    logs = tmp_path / "fold0" / "resnet50" / "logs"
+    for i, rows in enumerate([["0,,1", "0,0.33,", "1,0.39,", "2,,1.2"], ["2,0.45,", "3,0.52,"]]):
+        f = logs / f"version_{i}" / "metrics.csv"
+        f.parent.mkdir(parents=True)
+        f.write_text("epoch,val/acc,train/loss\n" + "\n".join(rows) + "\n")
+        os.utime(f, (1_000_000 + i, 1_000_000 + i))
+    assert learning_curves(tmp_path) == {"resnet50": [(0, 0.33), (1, 0.39), (2, 0.45), (3, 0.52)]}
