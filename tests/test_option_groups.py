@@ -102,6 +102,10 @@ def test_an_earlier_checkpoint_tests_on_the_command_line(tmp_path):
 def test_group_values_are_checked_and_named(tmp_path):
     with pytest.raises(ValueError, match=r"optim.warmup must be in \(0, 1\), got 1.5"):
         FERClassifier("fer_vgg", optim={"warmup": 1.5})
+    with pytest.raises(ValueError, match=r"loss.label_smoothing must be in \[0, 1\) and loss.aux_weight >= 0, got 1.5"):
+        FERClassifier("fer_vgg", loss={"label_smoothing": 1.5})
+    with pytest.raises(ValueError, match=r"loss.class_weights 'inverse': 'balanced', one weight per class, or null"):
+        FERClassifier("fer_vgg", loss={"class_weights": "inverse"})
     with pytest.raises(ValueError, match=r"landmarks.no_face must be one of"):
         FERDataModule("synthetic", root=str(tmp_path), landmarks={"no_face": "guess"})
     with pytest.raises(ValueError, match=r"training.fraction must be in \(0, 1\]"):

@@ -119,7 +119,8 @@ class FERClassifier(EvaluationMixin, L.LightningModule):
         """Build the backbone the options name (``weights``: with ``backbone_args.pretrained``)."""
         hp = self.hparams
         args = dict(hp.get("backbone_args") or {})
-        pretrained = args.pop("pretrained", None) if weights else args.pop("pretrained", None) and None
+        pretrained = args.pop("pretrained", None)
+        pretrained = pretrained if weights else None
         self.backbone: nn.Module = create_backbone(hp.backbone, hp.num_classes, hp.in_channels, hp.image_size, pretrained,
                                                    **args)
         self._mixer = make_mixer(self.mix, hp.num_classes)
