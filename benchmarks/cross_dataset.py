@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--spec", type=Path, default=HERE / "cross_dataset.yaml")
     p.add_argument("--out", type=Path, default=HERE / "results" / "cross_dataset.md")
-    # Anything else (e.g. --data.init_args.num_workers=0) is added to every test run.
+    # Anything else (e.g. --data.init_args.loader.num_workers=0) is added to every test run.
     args, extra = p.parse_known_args(argv)
     return run(args.spec, args.out, extra)
 

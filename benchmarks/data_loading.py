@@ -50,8 +50,8 @@ def landmark_rows(root: Path, n: int, work: Path) -> list[list]:
     rows = []
     times = {}
     for _label, batch in (("batched MTCNN (32 per call)", 32), ("one image per MTCNN call", 1)):
-        dm = FERDataModule(source, landmarks={"mode": "mtcnn", "batch_size": batch}, num_workers=2,
-                           cache_dir=str(work / f"lm{batch}"), fold=None)
+        dm = FERDataModule(source, landmarks={"mode": "mtcnn", "batch_size": batch}, folds={"fold": None},
+                           records={"cache_dir": str(work / f"lm{batch}")}, loader={"num_workers": 2})
         with Timer() as t:
             dm.prepared.index()
         times[batch] = t.seconds
@@ -60,7 +60,8 @@ def landmark_rows(root: Path, n: int, work: Path) -> list[list]:
     rows.append(["prepare_data(), cold, batched MTCNN (32 per call)", n, times[32], n / times[32],
                  f"{base / times[32]:.2f}"])
     with Timer() as hit:
-        FERDataModule(source, landmarks="mtcnn", num_workers=2, cache_dir=str(work / "lm32"), fold=None).prepared.index()
+        FERDataModule(source, landmarks="mtcnn", folds={"fold": None}, records={"cache_dir": str(work / "lm32")},
+                      loader={"num_workers": 2}).prepared.index()
     rows.append([f"prepare_data(), cache hit ({hit.seconds / n * 1e6:.0f} µs per image)", n, hit.seconds,
                  n / hit.seconds, f"{base / hit.seconds:.0f}"])
     return rows
@@ -118,8 +119,9 @@ def main(argv: list[str] | None = None) -> None:
         # depend on where the points came from), the training split of FER2013.
         source = (ManifestSource(subset_manifest(root, args.limit, work)) if args.limit
                   else FolderSource(root, split_map={"val": "test"}))
-        dm = FERDataModule(source, landmarks="template", image_size=args.image_size, batch_size=args.batch,
-                           num_workers=2, cache_dir=str(work / "cache"))
+        dm = FERDataModule(source, landmarks="template", image_size=args.image_size,
+                           records={"cache_dir": str(work / "cache")},
+                           loader={"batch_size": args.batch, "num_workers": 2})
         dm.prepare_data()
         dm.setup("fit")
         paths = dm.datasets["train"].paths
@@ -141,8 +143,9 @@ def main(argv: list[str] | None = None) -> None:
             for views in (["face"], list(REGIONS)):
                 for workers in args.workers:
                     d = FERDataModule(source, landmarks="template", views=views, image_size=args.image_size,
-                                      batch_size=args.batch, num_workers=workers, cache_dir=str(work / "cache"),
-                                      training={"augmentation": augmentation})
+                                      training={"augmentation": augmentation},
+                                      records={"cache_dir": str(work / "cache")},
+                                      loader={"batch_size": args.batch, "num_workers": workers})
                     d.setup("fit")
                     ips = time_loader(d.train_dataloader(), args.batches, args.batch)
                     per = ips / max(workers, 1)

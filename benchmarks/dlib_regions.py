@@ -39,7 +39,7 @@ def index(root: str, cache: Path, overrides: list[str]) -> dict:
     from lightning_fer.build import build
 
     dm = build(REPO / "configs/fer2013/quick_member.yaml", [f"--data.init_args.root={root}",
-                                                          f"--data.init_args.cache_dir={cache}", *overrides]).datamodule
+                                                          f"--data.init_args.records.cache_dir={cache}", *overrides]).datamodule
     t0 = time.perf_counter()
     dm.prepare_data()
     seconds = time.perf_counter() - t0
@@ -56,7 +56,7 @@ def train(folder: Path, root: str, cache: Path, overrides: list[str], epochs: in
         return json.loads(done.read_text())
     folder.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "lightning_fer", "fit", "--config", str(REPO / "configs/fer2013/quick_member.yaml"),
-           f"--data.init_args.root={root}", f"--data.init_args.cache_dir={cache}", "--data.init_args.views=[mouth]",
+           f"--data.init_args.root={root}", f"--data.init_args.records.cache_dir={cache}", "--data.init_args.views=[mouth]",
            "--data.init_args.image_size=32", f"--trainer.max_epochs={epochs}", "--trainer.enable_progress_bar=false",
            "--trainer.default_root_dir=run", *overrides]
     t0 = time.time()

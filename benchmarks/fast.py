@@ -34,7 +34,7 @@ def targets(config: Path = CONFIG, teacher: str = "fer2013", batch_size: int = 2
     from lightning_fer.ensemble.net import EnsembleNet
     from lightning_fer.models.distill import write_soft_targets
 
-    built = build(config, {"data": {"init_args": {"training": {"augment": False}, "batch_size": batch_size}},
+    built = build(config, {"data": {"init_args": {"training": {"augment": False}, "loader": {"batch_size": batch_size}}},
                            "trainer": {"logger": False}})
     path = REPO / built.model.distill.teacher
     if path.is_file():

@@ -116,8 +116,8 @@ def wire_rows(batches: int, workers: int) -> list[list]:
     src = SyntheticSource(root, num_subjects=12, images_per_class=6, test_subjects=2, image_size=128)
     out = {}
     for wire in ("float32", "uint8"):
-        dm = FERDataModule(src, views=list(PARTS), image_size=64, batch_size=32, num_workers=workers, wire=wire,
-                           cache_dir=os.path.join(root, "cache"))
+        dm = FERDataModule(src, views=list(PARTS), image_size=64, records={"cache_dir": os.path.join(root, "cache")},
+                           loader={"batch_size": 32, "num_workers": workers, "wire": wire})
         dm.prepare_data()
         dm.setup("fit")
         loader = dm.loader("train", True)

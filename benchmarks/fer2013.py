@@ -52,8 +52,8 @@ PROFILES: dict[str, list[str]] = {
     "cpu": [],
     # One H100: every member at 112 px with mixed precision (the fast path chooses it), 12 epochs
     # on all training folds, big batches, many loader workers. Not run: no GPU was lent.
-    "h100": ["--trainer.max_epochs=12", "--data.init_args.image_size=112", "--data.init_args.batch_size=256",
-             "--data.init_args.num_workers=12"],
+    "h100": ["--trainer.max_epochs=12", "--data.init_args.image_size=112", "--data.init_args.loader.batch_size=256",
+             "--data.init_args.loader.num_workers=12"],
 }
 #: cv.yaml's per-member budget, replaced per profile (``None``: the configs' own)
 MEMBER_OVERRIDES: dict[str, dict | None] = {"cpu": None, "h100": {}}
@@ -308,7 +308,7 @@ def data_summary(overrides: list[str]) -> dict:
     """Counts of the splits as the members saw them (fold 0 held out), and the duplicate report."""
     from lightning_fer.build import build
 
-    dm = build(REPO / "configs/fer2013/quick_member.yaml", overrides, {"data": {"init_args": {"fold": 0, "num_folds": 5}}}).datamodule
+    dm = build(REPO / "configs/fer2013/quick_member.yaml", overrides, {"data": {"init_args": {"folds": {"fold": 0, "num_folds": 5}}}}).datamodule
     dm.prepare_data()
     dm.setup("fit")
     return {"counts": {name: {c: int((ds.labels == k).sum()) for k, c in enumerate(dm.class_names)}

@@ -94,9 +94,9 @@ def _source(args, cache: Path):
 
 def train_real(args, cache: Path, wire: str = "float32") -> float:
     kind, root = _source(args, cache)
-    dm = FERDataModule(kind, root=root, split_map={"val": "test"} if kind == "folder" else None, landmarks="template",
-                       image_size=args.size, batch_size=args.batch, num_workers=args.workers, cache_dir=str(cache),
-                       wire=wire)
+    dm = FERDataModule(kind, root=root, landmarks="template", image_size=args.size,
+                       records={"split_map": {"val": "test"} if kind == "folder" else None, "cache_dir": str(cache)},
+                       loader={"batch_size": args.batch, "num_workers": args.workers, "wire": wire})
     clock = make_clock(args.warmup)
     model = FERClassifier("resnet50", image_size=args.size, class_names=dm.class_names).set_channels_last(args.channels_last)
     _trainer(args, clock).fit(model, datamodule=dm)
@@ -127,9 +127,9 @@ def ensemble_inference(args, cache: Path) -> tuple[float, float]:
         sync()
         synthetic = args.steps * args.batch / (time.perf_counter() - t0)
         kind, root = _source(args, cache)
-        dm = FERDataModule(kind, root=root, split_map={"val": "test"} if kind == "folder" else None,
-                           landmarks="template", views=PARTS, image_size=args.size, batch_size=args.batch, num_workers=args.workers,
-                           cache_dir=str(cache))
+        dm = FERDataModule(kind, root=root, landmarks="template", views=PARTS, image_size=args.size,
+                           records={"split_map": {"val": "test"} if kind == "folder" else None, "cache_dir": str(cache)},
+                           loader={"batch_size": args.batch, "num_workers": args.workers})
         dm.prepare_data()
         dm.setup("test")
         loader = dm.test_dataloader()

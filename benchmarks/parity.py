@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     from lightning_fer import FERClassifier
     from lightning_fer.build import build
 
-    built = build(args.config, {"data": {"init_args": {"root": args.root, "batch_size": 128}},
+    built = build(args.config, {"data": {"init_args": {"root": args.root, "loader": {"batch_size": 128}}},
                                 "trainer": {"logger": False, "accelerator": "cpu"}})
     dm = built.datamodule
     dm.prepare_data()

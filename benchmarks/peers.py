@@ -99,9 +99,10 @@ def public_test(root: str, duplicates: str, image_size: int, channels: int):
     """The PublicTest split as the library cuts it: (dataset, class names)."""
     from lightning_fer import FERDataModule
 
-    dm = FERDataModule("folder", root, split_map={"val": "test"}, views=["face"], image_size=image_size,
-                       channels=channels, batch_size=256, num_workers=0, fold=None, landmarks="template",
-                       face_box="image", duplicates=duplicates)
+    dm = FERDataModule("folder", root, views=["face"], image_size=image_size, channels=channels, landmarks="template",
+                       face_box="image", folds={"fold": None},
+                       records={"split_map": {"val": "test"}, "duplicates": duplicates},
+                       loader={"batch_size": 256, "num_workers": 0})
     dm.prepare_data()
     dm.setup("test")
     return dm, dm.class_names

@@ -62,8 +62,8 @@ def _private_dirty(pid: int | str = "self") -> int:
 def _dm(root: str, cache: str, views: list[str]):
     from lightning_fer.data.datamodule import FERDataModule
 
-    return FERDataModule("affectnet", root=root, cache_dir=cache, views=views, image_size=64, batch_size=64,
-                         num_workers=2)
+    return FERDataModule("affectnet", root=root, views=views, image_size=64, records={"cache_dir": cache},
+                         loader={"batch_size": 64, "num_workers": 2})
 
 
 def child(step: str, root: str, cache: str) -> dict:

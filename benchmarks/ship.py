@@ -36,8 +36,8 @@ from lightning_fer import shipped  # noqa: E402
 LICENCE = ("FER2013 (Kaggle ICML 2013 challenge) is for research; these weights learnt from it inherit that: "
            "research and evaluation use")
 #: what the materialized config's data section holds: the members' geometry, FER2013's layout
-DATA = {"source": "folder", "root": "../shared/data/fer2013", "split_map": {"val": "test"}, "image_size": 48,
-        "channels": 1, "landmarks": "template", "duplicates": "drop", "fold": None, "num_workers": 2}
+DATA = {"source": "folder", "root": "../shared/data/fer2013", "image_size": 48, "channels": 1, "landmarks": "template",
+        "folds": {"fold": None}, "records": {"split_map": {"val": "test"}, "duplicates": "drop"}, "loader": {"num_workers": 2}}
 
 
 def stripped(ckpt_path: str | os.PathLike, half: bool = True) -> dict:
@@ -94,7 +94,7 @@ def publictest(model, root: str, batch: int = 256) -> dict:
     from lightning_fer.build import build
 
     dm = build(REPO / "configs/fer2013/quick_member.yaml", [f"--data.init_args.root={root}",
-                                                           f"--data.init_args.batch_size={batch}"]).datamodule
+                                                           f"--data.init_args.loader.batch_size={batch}"]).datamodule
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     out = trainer.test(model, datamodule=dm, verbose=False)[0]
     return {"acc": round(100 * out["test/acc"], 2), "f1": round(100 * out["test/f1"], 2),
@@ -112,7 +112,7 @@ def fitted_strategy(members: list[str], strategy: str, root: str, views: list[st
     ens = EnsembleModule(members, s, views=views, flip=flip)
     if s.requires_fit:
         dm = build(REPO / "configs/fer2013/quick_member.yaml", [f"--data.init_args.root={root}"],
-                   {"data": {"init_args": {"fold": 0, "num_folds": 5}}}).datamodule
+                   {"data": {"init_args": {"folds": {"fold": 0, "num_folds": 5}}}}).datamodule
         dm.prepare_data()
         dm.setup("validate")
         ens.fit_strategy(dm)

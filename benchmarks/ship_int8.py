@@ -72,7 +72,7 @@ def ship_int8(name: str, root: str, calibration: int) -> dict:
     views = isinstance(module, EnsembleModule)
     flip = not views and module.hparams.get("tta") == "flip"
     dm = build(REPO / "configs/fer2013/quick_member.yaml", [f"--data.init_args.root={root}"],
-               {"data": {"init_args": {"batch_size": 256, "training": {"augment": False}}}}).datamodule
+               {"data": {"init_args": {"loader": {"batch_size": 256}, "training": {"augment": False}}}}).datamodule
     dm.prepare_data()
     dm.setup("fit")
     example = predict_example(module, data.get("image_size"), data.get("channels"), 2)
@@ -114,7 +114,7 @@ def ship_bf16(name: str, root: str) -> dict:
     module = zoo.pretrained(name)
     views = isinstance(module, EnsembleModule)
     dm = build(REPO / "configs/fer2013/quick_member.yaml", [f"--data.init_args.root={root}"],
-               {"data": {"init_args": {"batch_size": 256, "training": {"augment": False}}}}).datamodule
+               {"data": {"init_args": {"loader": {"batch_size": 256}, "training": {"augment": False}}}}).datamodule
     dm.prepare_data()
     dm.setup("fit")
     x, y = faces(dm, "test", None, views)

@@ -71,8 +71,8 @@ def pipeline(path: Path, out: Path, backbone: str, size: int, batch: int) -> tup
     t0 = time.perf_counter()
     built = build(HERE.parent / "configs" / "demo" / "resnet50.yaml", {
         "model": {"init_args": {"backbone": backbone}},
-        "data": {"init_args": {"image_size": size, "num_workers": 0, "predict_path": str(path),
-                               "predict_output": str(out), "video": {"batch_size": batch}}},
+        "data": {"init_args": {"image_size": size, "loader": {"num_workers": 0},
+                               "predict": {"path": str(path), "output": str(out), "video": {"batch_size": batch}}}},
         "trainer": {"logger": False, "enable_progress_bar": False, "callbacks": []},
     })
     from lightning_fer.predict.writers import FacePredictionWriter

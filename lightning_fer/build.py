@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -66,7 +67,7 @@ class FERCLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         if not isinstance(args, _Request):
             if args is None or isinstance(args, (list, tuple)):
-                args = expand_bases(list(sys.argv[1:] if args is None else args))
+                args = null_in_groups(expand_bases(list(sys.argv[1:] if args is None else args)))
             return super().parse_arguments(parser, args)
         # One parse, as on the command line, so that omegaconf interpolations (an ensemble's
         # ``views: ${data.init_args.views}``) see every override; a dict goes in as a config
@@ -74,7 +75,7 @@ class FERCLI(LightningCLI):
         argv = expand_bases([a for c in args.configs for a in ("--config", c)])
         for override in args.overrides:
             argv += ["--config", json.dumps(dict(override))] if isinstance(override, Mapping) else list(override)
-        self.config = parser.parse_args(argv)
+        self.config = parser.parse_args(null_in_groups(argv))
 
     def _parse_ckpt_path(self) -> None:
         """LightningCLI reads a ``--ckpt_path``'s saved options as config; a classifier's options of an
@@ -217,6 +218,34 @@ def expand_bases(argv: list[str]) -> list[str]:
     return out
 
 
+#: the data module's option groups that are plain dataclasses (a union such as ``landmarks``, which
+#: also takes a mode's name, would lose the name's meaning in a mapping)
+_GROUP_NULL = re.compile(r"--(data(?:\.init_args)?\.(?:folds|records|loader|training))\.(\w+)")
+
+
+def null_in_groups(argv: list[str]) -> list[str]:
+    """``argv`` with ``--data.records.cache_dir=null`` (a field of a data option group set to null)
+    as ``--data.records={cache_dir: null}``: jsonargparse 4.53 reads the first as the string
+    ``'None'``, or refuses it for a mapping; the second merges into the group as a config does.
+
+    Example:
+        >>> null_in_groups(["--data.init_args.records.split_map=null", "--data.root", "null", "--data.folds.fold", "null"])
+        ['--data.init_args.records={split_map: null}', '--data.root', 'null', '--data.folds={fold: null}']
+    """
+    out, i = [], 0
+    while i < len(argv):
+        key, eq, value = argv[i].partition("=")
+        spaced = not eq and i + 1 < len(argv) and argv[i + 1] == "null"
+        found = _GROUP_NULL.fullmatch(key)
+        if found and (value == "null" or spaced):
+            out.append(f"--{found[1]}={{{found[2]}: null}}")
+            i += 2 if spaced else 1
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def make_cli(args: Any, run: bool = True, exit_on_error: bool = True) -> FERCLI:
     """The ``FERCLI`` over ``args`` (argv strings, a dict or a :func:`build` request)."""
     import warnings
@@ -253,7 +282,7 @@ def build(configs: str | os.PathLike | Sequence[str | os.PathLike], *overrides: 
     Args:
         configs: YAML config files, applied in order (as repeated ``--config``).
         overrides: applied in order after the files: nested dicts (``{"data": {"init_args":
-            {"fold": 2}}}``; ``{"model": {"lr": 0.01}}`` works too) or sequences of
+            {"folds": {"fold": 2}}}}``; ``{"model": {"lr": 0.01}}`` works too) or sequences of
             command-line strings (``["--trainer.max_epochs=3"]``). The parser checks both: an
             unknown option or a bad value raises an error that names it.
 

@@ -167,11 +167,14 @@ def _parser_line(message: str, argv: list[str]) -> str:
     if unknown:
         key = unknown.group(1)
         typed = next((a.split("=", 1)[0] for a in argv if a.startswith("--") and a.split("=", 1)[0].endswith("." + key)),
-                     f"--...{key}")
+                     f"{key} (in a config)")
+        from lightning_fer.data.legacy import MOVED
         from lightning_fer.predict.inputs import PredictOptions
 
         near = difflib.get_close_matches(key, list(PredictOptions.__dataclass_fields__), n=1)
         hint = f" (did you mean {typed.rsplit('.', 1)[0]}.{near[0]}?)" if near and ".predict." in typed else ""
+        if key in MOVED and re.fullmatch(r"--data(\.init_args)?\.\w+|\w+ \(in a config\)", typed):
+            hint = f" (0.4 moved it: data.{'.'.join(MOVED[key])})"
         return f"{typed}: unknown option{hint}; 'python -m lightning_fer {argv[0]} --help' lists them"
     lines = [ln.strip().lstrip("- ").strip() for ln in message.splitlines()]
     useful = [ln for ln in lines if ln and not ln.startswith(_BOILERPLATE)]

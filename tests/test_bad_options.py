@@ -29,7 +29,7 @@ def test_export_output_defaults_under_runs_and_format_is_checked(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit, match="--format must be torchscript or onnx, got 'tflite'"):
         main(["export", "--config", str(REPO / "configs/demo/sppnet.yaml"), "--format=tflite"])
-    path, _ = main(["export", "--config", str(REPO / "configs/demo/sppnet.yaml"), "--data.init_args.num_workers=0"])
+    path, _ = main(["export", "--config", str(REPO / "configs/demo/sppnet.yaml"), "--data.init_args.loader.num_workers=0"])
     assert path == Path("runs/export/sppnet.pt") and path.is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # nothing beside it
 

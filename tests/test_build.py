@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("isolated")
 
 def test_overrides_as_dicts_and_strings_apply_in_order():
     built = build(DEMO / "sppnet.yaml",
-                  {"model": {"optim": {"lr": 0.01}}, "data": {"init_args": {"fold": 2, "image_size": 40}}},
+                  {"model": {"optim": {"lr": 0.01}}, "data": {"init_args": {"folds": {"fold": 2}, "image_size": 40}}},
                   ["--model.init_args.optim.lr=0.02", "--trainer.max_epochs=3"],
                   {"trainer": {"max_epochs": 4, "logger": False}})
     assert isinstance(built.model, FERClassifier)
@@ -25,7 +25,7 @@ def test_overrides_as_dicts_and_strings_apply_in_order():
     assert built.datamodule.fold == 2 and built.datamodule.image_size == 40
     assert built.model.hparams.image_size == 40  # linked from the data, as on the command line
     assert built.model.hparams.backbone == "sppnet" and list(built.model.backbone.spp.levels) == [1, 2, 4]
-    assert built.config.data.init_args.fold == 2
+    assert built.config.data.init_args.folds.fold == 2
 
 
 def test_several_config_files_apply_in_order():

@@ -149,7 +149,8 @@ def test_ddp_validation_counts_each_sample_once(tmp_path):
     from lightning_fer.data.sources import SyntheticSource
 
     dm = FERDataModule(SyntheticSource(str(tmp_path / "synthetic"), num_subjects=17, images_per_class=1,
-                                       test_subjects=2, image_size=80), num_workers=0)
+                                       test_subjects=2, image_size=80),
+                       loader={"num_workers": 0})
     dm.setup()
     assert len(dm.datasets["val"]) % 2 == 1
     figures = {}

@@ -54,8 +54,8 @@ def test_the_cli_applies_the_choice_unless_told_otherwise(monkeypatch, caplog, f
 
 def _datamodule(root, wire: str, augment: bool) -> FERDataModule:
     src = SyntheticSource(str(root), num_subjects=6, images_per_class=1, test_subjects=1, image_size=64)
-    dm = FERDataModule(src, views=["face", "mouth", "rest"], image_size=32, batch_size=8, num_workers=0,
-                       training={"augment": augment}, wire=wire)
+    dm = FERDataModule(src, views=["face", "mouth", "rest"], image_size=32, training={"augment": augment},
+                       loader={"batch_size": 8, "num_workers": 0, "wire": wire})
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -81,8 +81,8 @@ def test_a_uint8_wire_trains_and_ensembles_collect_the_same(tmp_path):
     root = str(tmp_path / "synthetic")
     src = {"class_path": "lightning_fer.data.SyntheticSource",
            "init_args": {"root": root, "num_subjects": 8, "images_per_class": 1, "test_subjects": 2, "image_size": 64}}
-    common = {"data": {"init_args": {"source": src, "image_size": 32, "batch_size": 4, "num_workers": 0,
-                                     "wire": "uint8"}},
+    common = {"data": {"init_args": {"source": src, "image_size": 32,
+                                     "loader": {"batch_size": 4, "num_workers": 0, "wire": "uint8"}}},
               "trainer": {"logger": False, "accelerator": "cpu", "fast_dev_run": 2, "enable_progress_bar": False}}
     built = build(REPO / "configs" / "demo" / "resnet50.yaml", common, {"model": {"init_args": {"backbone": "resnet18"}}})
     built.trainer.fit(built.model, datamodule=built.datamodule)
@@ -90,7 +90,7 @@ def test_a_uint8_wire_trains_and_ensembles_collect_the_same(tmp_path):
     ens = EnsembleModule([built.model], views=["face"]).eval()
     dm_u8 = built.datamodule
     dm_f32 = FERDataModule(SyntheticSource(root, num_subjects=8, images_per_class=1, test_subjects=2, image_size=64),
-                           image_size=32, batch_size=4, num_workers=0)
+                           image_size=32, loader={"batch_size": 4, "num_workers": 0})
     dm_f32.prepare_data()
     dm_f32.setup("fit")
     a, b = ens.collect(dm_f32.loader("test")), ens.collect(dm_u8.loader("test"))
@@ -117,4 +117,4 @@ def test_compiled_members_answer_as_eager_ones():
 def test_a_bad_wire_is_named(tmp_path):
     src = SyntheticSource(str(tmp_path / "s"), num_subjects=3, images_per_class=1, test_subjects=1, image_size=64)
     with pytest.raises(ValueError, match="wire must be 'float32' or 'uint8', got 'int8'"):
-        FERDataModule(src, wire="int8")
+        FERDataModule(src, loader={"wire": "int8"})

@@ -4,6 +4,7 @@ values (checkpoints load with ``weights_only=True``), and layered configs."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import re
@@ -26,7 +27,7 @@ def _arguments(cls) -> list[str]:
             if p.name != "self" and p.kind is not p.VAR_KEYWORD]
 
 
-@pytest.mark.parametrize(("cls", "most"), [(FERDataModule, 20), (FERClassifier, 12), (EnsembleModule, 8)])
+@pytest.mark.parametrize(("cls", "most"), [(FERDataModule, 12), (FERClassifier, 12), (EnsembleModule, 8)])
 def test_constructor_argument_counts(cls, most):
     names = _arguments(cls)
     assert len(names) <= most, names
@@ -36,6 +37,35 @@ def test_constructor_argument_counts(cls, most):
     body = re.sub(r'"""[\s\S]*?"""', "", body)  # docstrings do not count
     unread = [n for n in names if not re.search(rf"\b{n}\b", body)]
     assert not unread, f"{cls.__name__} arguments nothing reads: {unread}"
+
+
+def test_data_options_of_earlier_versions_move_into_their_groups(tmp_path):
+    """0.1's flat data options (the checkpoints in tests/assets/checkpoints_v0), 0.3's (fold,
+    split_map, batch_size, wire ...) and the shipped bundles' load into folds, records, loader,
+    landmarks, training and predict; a name no version took is named."""
+    from lightning_fer.data.legacy import current_data_options
+    from lightning_fer.shipped import load_bundle, names
+
+    saved = torch.load(REPO / "tests/assets/checkpoints_v0/member.ckpt", weights_only=True)["datamodule_hyper_parameters"]
+    opts, moved = current_data_options(saved)
+    assert {"fold", "batch_size", "no_face", "train_fraction", "predict_path", "folds_file"} <= set(moved)
+    assert opts["folds"] == {"fold": 0, "num_folds": 5, "seed": 0, "eval_split": "official"}
+    assert opts["loader"] == {"batch_size": 4, "num_workers": 0} and opts["predict"] is None
+    assert opts["landmarks"] == {"mode": "auto", "no_face": "template", "min_inside": 0.5, "batch_size": 32,
+                                 "device": None}
+    dm = FERDataModule.load_from_checkpoint(REPO / "tests/assets/checkpoints_v0/member.ckpt", root=str(tmp_path))
+    assert (dm.fold, dm.num_folds, dm.batch_size, dm.image_size, dm.training.fraction) == (0, 5, 4, 64, 1.0)
+    assert dm.landmark_settings.mode == "auto" and dm.predict_options is None
+    flat = {"root": "x", "split_map": {"val": "test"}, "duplicates": "drop", "wire": "uint8", "eval_split": "all"}
+    assert current_data_options(flat)[0] == {"root": "x", "folds": {"eval_split": "all"}, "loader": {"wire": "uint8"},
+                                             "records": {"split_map": {"val": "test"}, "duplicates": "drop"}}
+    assert current_data_options(opts) == (opts, [])  # current options pass through
+    with pytest.raises(TypeError, match=r"FERDataModule options \['folds_path'\] are unknown"):
+        current_data_options({"folds_path": "x"})
+    for name in names():  # the bundles on disk hold 0.3's flat layout; they are read in the current one
+        data = load_bundle(name)["data"]
+        assert data["records"] == {"split_map": {"val": "test"}, "duplicates": "drop"}, name
+        assert "fold" not in data and data["folds"] == {"fold": None}
 
 
 def test_the_ensemble_has_no_num_classes_argument():
@@ -132,8 +162,9 @@ def test_checkpoints_with_every_group_set_load_with_weights_only(tmp_path):
     from lightning_fer.data.sources import SyntheticSource
 
     src = SyntheticSource(str(tmp_path / "s"), num_subjects=6, images_per_class=1, test_subjects=1, image_size=48)
-    dm = FERDataModule(src, image_size=32, batch_size=8, num_workers=0, num_folds=3, landmarks="template",
-                       training={"augment": True, "balanced_sampler": True}, cache_dir=str(tmp_path / "c"))
+    dm = FERDataModule(src, image_size=32, landmarks="template", training={"augment": True, "balanced_sampler": True},
+                       folds={"num_folds": 3}, records={"cache_dir": str(tmp_path / "c")},
+                       loader={"batch_size": 8, "num_workers": 0})
     model = FERClassifier("fer_vgg", backbone_args={"widths": [8, 16]}, class_names=dm.class_names, image_size=32,
                           optim={"optimizer": "sgd", "lr": 0.05, "scheduler": "onecycle"}, mix={"mixup_alpha": 0.2})
     trainer = L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False,
@@ -163,6 +194,9 @@ def test_member_configs_extend_a_base_and_restate_no_defaults(config):
         defaults = {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()}
         given = own.get(key, {}).get("init_args", {})
         restated = {k: v for k, v in given.items() if k not in keep and k in defaults and defaults[k] == v}
+        # inside an option group (data.folds, data.loader ...): the fields that say what the group's default says
+        restated |= {f"{k}.{f}": v[f] for k, v in given.items() if isinstance(v, dict)
+                     and dataclasses.is_dataclass(defaults.get(k)) for f in v if getattr(defaults[k], f, object()) == v[f]}
         assert not restated, f"{config.name} restates {key} defaults {restated}"
 
 
@@ -208,7 +242,7 @@ def test_an_affectnet_member_trained_through_cv_keeps_its_monitor(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     member = str(REPO / "configs/affectnet/sppnet.yaml")
     overrides = [*tiny_args(tmp_path / "synthetic", subjects=8), "--data.init_args.root=null",
-                 "--data.init_args.image_size=48", "--data.init_args.num_workers=0", "--trainer.max_epochs=1",
+                 "--data.init_args.image_size=48", "--data.init_args.loader.num_workers=0", "--trainer.max_epochs=1",
                  "--trainer.limit_train_batches=2"]
     with caplog.at_level(logging.INFO, logger="lightning_fer.cv.train"):
         main(["cv", "--lineup.members", json.dumps([member]), "--output_dir", "cv", "--folds.folds", "[0]", "--folds.num_folds", "3",
@@ -258,3 +292,16 @@ def test_the_ensemble_takes_at_most_eight_options_and_old_checkpoints_drop_the_d
     assert {"bind_experts", "strategy_fit_split"} <= set(saved)
     ens = EnsembleModule.load_from_checkpoint(old, map_location="cpu", weights_only=True)
     assert ens.views == ["face", "mouth"] and "bind_experts" not in ens.hparams
+
+
+@pytest.mark.parametrize("args", [["--data.records.split_map=null", "--data.init_args.records.cache_dir=null",
+                                   "--data.folds.fold", "null"],
+                                  ["--data.init_args.records.split_map", "null", "--data.records.cache_dir", "null",
+                                   "--data.init_args.folds.fold=null"]])
+def test_null_for_a_field_of_a_data_group_is_none_and_keeps_the_other_fields(args):
+    """jsonargparse 4.53 reads ``--data.records.cache_dir=null`` as the string 'None' (a folder of that
+    name) and refuses it for split_map's mapping; the CLI passes it as a mapping that merges."""
+    cli = parse_only(["--config", str(REPO / "configs/fer2013/best_member.yaml"), "--data.records.cache_dir=x", *args])
+    records, folds = cli.config.data.init_args.records, cli.config.data.init_args.folds
+    assert records.split_map is None and records.cache_dir is None and folds.fold is None
+    assert records.duplicates == "drop"  # the config's, kept

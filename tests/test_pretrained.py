@@ -97,8 +97,8 @@ def test_test_on_48px_crops_with_the_shipped_model_prints_test_acc(fer2013_root,
         for f in sorted((fer2013_root / "val" / cls).iterdir())[:6]:
             shutil.copy(f, crops / cls / f.name)
     proc = _cli("test", "--pretrained", "fer2013", "--data.source", "folder", "--data.root", str(crops),
-                "--data.eval_split", "all", "--data.face_box", "image", "--trainer.enable_progress_bar=false",
-                "--data.cache_dir", str(tmp_path / "cache"), cwd=tmp_path)
+                "--data.folds.eval_split", "all", "--data.face_box", "image", "--trainer.enable_progress_bar=false",
+                "--data.records.cache_dir", str(tmp_path / "cache"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "test/acc" in proc.stdout
 

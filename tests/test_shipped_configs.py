@@ -27,7 +27,7 @@ def _tiny(root: Path) -> dict:
               "init_args": {"root": str(root), "num_subjects": 12, "images_per_class": 1, "test_subjects": 2,
                             "image_size": 80}}
     return {
-        "data": {"init_args": {"source": source, "root": None, "image_size": 80, "batch_size": 4, "num_workers": 0,
+        "data": {"init_args": {"source": source, "root": None, "image_size": 80, "loader": {"batch_size": 4, "num_workers": 0},
                                "training": {"fraction": 1.0}}},
         "trainer": {"accelerator": "cpu", "devices": 1, "fast_dev_run": 1,
                     "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(root)}},

@@ -117,7 +117,7 @@ class Plan:
         return f"fold{k}" if seed is None else f"fold{k}-seed{seed}"
 
     def folds_override(self, k: int) -> dict:
-        return {"data": {"init_args": {"fold": k, "num_folds": self.folds.num_folds}}}
+        return {"data": {"init_args": {"folds": {"fold": k, "num_folds": self.folds.num_folds}}}}
 
     def member_dir(self, k: int, seed: int | None, name: str) -> Path:
         return self.members_dir / self.run_name(k, seed) / name

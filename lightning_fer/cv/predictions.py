@@ -103,7 +103,7 @@ def collected_members(plan: Plan, k: int, seed: int | None) -> list[Collected]:
 def run_datamodule(plan: Plan, k: int, views: list[str], config: str | None = None, **data):
     """The data of fold ``k`` as ``config``'s member saw it (default the first member's; its
     model must take the views' size), yielding ``views`` (``data`` overrides)."""
-    init = {"views": views, "batch_size": plan.collect.batch_size, **data}
+    init = {"views": views, "loader": {"batch_size": plan.collect.batch_size}, **data}
     cfg = config or plan.members[0].config
     dm = build(cfg, *as_layers(plan.lineup.overrides), plan.folds_override(k), {"data": {"init_args": init}}).datamodule
     dm.prepare_data()

@@ -13,11 +13,11 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from lightning_fer.data.augment import TrainingData
-from lightning_fer.data.dataset import FERDataset, SourceName, build_source, make_loader, match_classes
+from lightning_fer.data.dataset import FERDataset, LoaderSettings, SourceName, build_source, make_loader, match_classes
 from lightning_fer.data.detection import LandmarkMode, LandmarkSettings
-from lightning_fer.data.duplicates import DuplicatePolicy
+from lightning_fer.data.folds import FoldSettings
 from lightning_fer.data.geometry import FaceBox, face_geometry, say_face_box, view_masks
-from lightning_fer.data.prepare import PreparedSource
+from lightning_fer.data.prepare import PreparedSource, RecordSettings
 from lightning_fer.data.regions import check_views
 from lightning_fer.data.sources import FERSource, Record
 from lightning_fer.data.transforms import FaceTransform, normalize_batch
@@ -40,58 +40,46 @@ class FERDataModule(L.LightningDataModule):
     cuts the folds (saved, so every backbone and the stacking step see the same split) and builds
     the datasets. Batches: ``{"image", "views" [B, V, 3, S, S], "view_mask", "label", "index"}``.
 
-    Splits: records with the official ``test`` split form the test set (AffectNet's validation
-    set, the demo's held-out subjects); with ``fold`` set, the others are cut into
-    ``num_folds`` stratified folds (subject-disjoint where subjects are known) and fold
-    ``fold`` validates; with ``fold=None`` the official ``train`` and ``val`` splits are used
-    (with no ``val`` split, every training image trains and nothing validates).
+    Splits: :class:`~lightning_fer.data.folds.FoldSettings` (``folds``): records with the official
+    ``test`` split form the test set; the others are cut into folds, or the official ``train`` and
+    ``val`` splits are used.
 
     Args:
         source: ``synthetic``, ``affectnet``, ``folder``, ``manifest`` (with ``root``), or a
             :class:`~lightning_fer.data.sources.FERSource` given by ``class_path``.
         root: the data set folder (the manifest CSV for ``manifest``); for ``synthetic``, where
             the demo faces are written.
-        split_map: for ``folder``: renames split folders, e.g. ``{val: test}`` to test on
-            FER2013's PublicTest folder.
         views: regions each item yields, from ``face``, ``left_eye``, ``right_eye``, ``nose``,
             ``mouth``, ``rest``.
         image_size: side of each view in pixels.
-        batch_size: batch size per device.
-        num_workers: DataLoader workers (and decoding threads in ``prepare_data()``).
-        fold: the validation fold, or ``None`` for the official splits.
-        num_folds: number of folds.
-        seed: seed of the fold assignment and of the balanced sampler (the folds are saved in the
-            cache folder, so that every backbone and the stacking step see the same split).
-        landmarks: how landmarks are found (:class:`~lightning_fer.data.detection.LandmarkSettings`:
-            ``mode`` (``auto``: annotation, else MTCNN; ``annotation``, ``mtcnn`` or ``template``),
-            ``no_face``, MTCNN's ``batch_size``, ``device`` and thresholds, ``min_inside``); a mode
-            name alone (``landmarks: template``) is the mode with the other defaults.
+        channels: 3, or 1 for grey data (FER2013, CK+): views carry one channel, and the CLI
+            gives the model ``in_channels`` from it.
         face_box: what the ``face`` view shows. ``auto``: the annotated box, else MTCNN's, else
             (template landmarks) the whole image. ``image``: the whole image, for pre-cropped
             faces (FER2013, CK+48, RAF-DB aligned), where MTCNN's box is larger than the crop;
             parts still come from the landmarks. ``landmarks``: MTCNN's box, or one derived from
             the landmarks. ``annotation``: the annotated box (an error lists records without one).
             At ``predict``, ``image`` labels each whole picture (frame) as one face, without MTCNN.
-        skip_bad_images: leave unreadable images out (counted, listed in ``skipped.csv``).
-        cache_dir: folder for the caches, folds and lists (default: ``.lightning_fer`` next to
-            the data when writable, else ``~/.cache/lightning_fer/<hash>``).
+        landmarks: how landmarks are found (:class:`~lightning_fer.data.detection.LandmarkSettings`:
+            ``mode`` (``auto``: annotation, else MTCNN; ``annotation``, ``mtcnn`` or ``template``),
+            ``no_face``, MTCNN's ``batch_size``, ``device`` and thresholds, ``min_inside``); a mode
+            name alone (``landmarks: template``) is the mode with the other defaults.
+        folds: how the records are split (:class:`~lightning_fer.data.folds.FoldSettings`: ``fold``,
+            ``num_folds``, ``seed``, ``eval_split``).
+        records: which records are read and where the caches go
+            (:class:`~lightning_fer.data.prepare.RecordSettings`: ``split_map``, ``duplicates``,
+            ``skip_bad_images``, ``cache_dir``).
+        loader: how batches are made (:class:`~lightning_fer.data.dataset.LoaderSettings`:
+            ``batch_size``, ``num_workers``, ``wire``).
         training: how the training split is drawn and augmented (:class:`~lightning_fer.data.augment.TrainingData`).
         predict: what ``predict`` labels and where it writes (:class:`~lightning_fer.predict.inputs.PredictOptions`:
             ``path``, ``output``, ``annotate_dir``, ``min_face_prob``, ``video``); ``None``: the test split.
-        duplicates: ``keep`` byte-identical images, or ``drop`` copies (one kept in the most
-            protected split; see :mod:`lightning_fer.data.duplicates`), listed in ``duplicates.csv``.
-        eval_split: ``official``: validate on the validation split (a fold, or ``val``), test on
-            ``test``. ``all``: validate, test and predict on every usable image, whatever its
-            split (another data set tested with a model trained elsewhere); ``fit`` is refused.
-        wire: ``uint8``: pixels, normalised on the model's device (4x fewer bytes); ``float32``: in the workers.
-        channels: 3, or 1 for grey data (FER2013, CK+): views carry one channel, and the CLI
-            gives the model ``in_channels`` from it.
 
     Example:
         >>> import tempfile
         >>> from lightning_fer.data.sources import SyntheticSource
         >>> src = SyntheticSource(tempfile.mkdtemp(), num_subjects=6, images_per_class=2, test_subjects=1, image_size=64)
-        >>> dm = FERDataModule(src, views=["face", "mouth"], image_size=32, batch_size=4, num_workers=0)
+        >>> dm = FERDataModule(src, views=["face", "mouth"], image_size=32, loader={"batch_size": 4, "num_workers": 0})
         >>> dm.prepare_data(); dm.setup("fit")
         >>> batch = next(iter(dm.train_dataloader()))
         >>> tuple(batch["views"].shape), dm.num_classes
@@ -102,59 +90,62 @@ class FERDataModule(L.LightningDataModule):
         self,
         source: SourceName | FERSource = "synthetic",
         root: str | None = None,
-        split_map: dict[str, str] | None = None,
         views: list[str] = ["face"],  # noqa: B006 (a list so that LightningCLI shows it as one)
         image_size: int = 224,
         channels: Literal[1, 3] = 3,
-        batch_size: int = 32,
-        num_workers: int = 2,
-        fold: int | None = 0,
-        num_folds: int = 5,
-        seed: int = 0,
-        landmarks: LandmarkSettings | LandmarkMode = LandmarkSettings(),  # noqa: B008 (frozen)
         face_box: FaceBox = "auto",
+        landmarks: LandmarkSettings | LandmarkMode = LandmarkSettings(),  # noqa: B008 (frozen)
+        folds: FoldSettings = FoldSettings(),  # noqa: B008 (frozen)
+        records: RecordSettings = RecordSettings(),  # noqa: B008 (frozen)
+        loader: LoaderSettings = LoaderSettings(),  # noqa: B008 (frozen)
         training: TrainingData = TrainingData(),  # noqa: B008 (frozen)
-        duplicates: DuplicatePolicy = "keep",
-        skip_bad_images: bool = False,
-        cache_dir: str | None = None,
-        eval_split: Literal["official", "all"] = "official",
-        wire: Literal["float32", "uint8"] = "float32",
         predict: PredictOptions | None = None,
     ) -> None:
         super().__init__()
         landmarks, training = LandmarkSettings.of(landmarks), group(TrainingData, training)
+        folds, records, loader = group(FoldSettings, folds), group(RecordSettings, records), group(LoaderSettings, loader)
         if landmarks.mode == "dlib" and face_box == "image" and landmarks.dlib_on == "box":
             # Pictures taken as faces: Dlib's own detector finds the face inside each first (a loose
             # crop), the whole picture only where it finds none (a tight crop such as FER2013's).
             landmarks = dataclasses.replace(landmarks, dlib_on="find")
         predict = PredictOptions.of(predict)
-        if fold is not None and not 0 <= fold < num_folds:
-            raise ValueError(f"fold must be in [0, {num_folds}) or None, got {fold}")
         if image_size < 8:
             raise ValueError(f"image_size must be at least 8, got {image_size}")
         for option, value, choices in (("face_box", face_box, ("auto", "image", "landmarks", "annotation")),
-                                       ("duplicates", duplicates, ("keep", "drop")), ("channels", channels, (1, 3)),
-                                       ("eval_split", eval_split, ("official", "all")), ("wire", wire, ("float32", "uint8"))):
+                                       ("channels", channels, (1, 3))):
             _one_of(option, value, choices)
-        self.source = build_source(source, root, split_map)
+        self.source = build_source(source, root, records.split_map)
         self.views = check_views(views)
-        self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
-        self.fold, self.num_folds, self.seed = fold, num_folds, seed
-        self.face_box, self.eval_split, self.training = face_box, eval_split, training
-        self.duplicates, self.skip_bad_images = duplicates, skip_bad_images
-        self.wire, self.channels = wire, channels
+        self.image_size, self.channels, self.face_box = image_size, channels, face_box
+        self.batch_size, self.num_workers, self.wire = loader.batch_size, loader.num_workers, loader.wire
+        self.fold, self.num_folds, self.seed, self.eval_split = folds.fold, folds.num_folds, folds.seed, folds.eval_split
+        self.duplicates, self.skip_bad_images, self.training = records.duplicates, records.skip_bad_images, training
         self.landmark_settings = landmarks
-        self.prepared = PreparedSource(self.source, landmarks, cache_dir, duplicates, skip_bad_images, num_workers,
-                                       landmarks.batch_size, landmarks.device, None if face_box == "image" else 3 * image_size)
+        self.prepared = PreparedSource(self.source, landmarks, records.cache_dir, records.duplicates,
+                                       records.skip_bad_images, loader.num_workers, landmarks.batch_size,
+                                       landmarks.device, None if face_box == "image" else 3 * image_size)
         #: photos and videos to predict on (``None``: predict on the test split).
         self.predict_options = predict
         # The groups are saved as plain mappings, so that checkpoints load with weights_only=True.
         landmarks, training, predict = plain(landmarks), plain(training), plain(predict)
+        folds, records, loader = plain(folds), plain(records), plain(loader)
         self.save_hyperparameters(ignore=["source"] if isinstance(source, FERSource) else None)
         self.class_match: dict[str, dict] = {}
         self.photo_scan, self.splits, self.datasets = None, {}, {}
 
     photos = property(lambda self: self.predict_options, doc="The ``predict`` group (0.2's ``dm.photos``).")
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, **overrides) -> FERDataModule:  # type: ignore[override]
+        """The data module a checkpoint was trained with (its ``datamodule_hyper_parameters``, read
+        with ``weights_only=True``; options of earlier versions moved into their groups by
+        :func:`~lightning_fer.data.legacy.current_data_options`), with ``overrides`` on top. A source
+        given as an object was not saved: pass it again as ``source=``."""
+        from lightning_fer.checkpoints import safe_load
+        from lightning_fer.data.legacy import current_data_options
+
+        saved = current_data_options(dict(safe_load(checkpoint_path).get("datamodule_hyper_parameters") or {}))[0]
+        return cls(**{k: v for k, v in saved.items() if not k.startswith("_")} | overrides)
 
     @property
     def cache_dir(self) -> Path:
@@ -219,7 +210,7 @@ class FERDataModule(L.LightningDataModule):
             return
         if self.eval_split == "all" and stage == "fit":
             raise ValueError(
-                "data.eval_split='all' evaluates on every image of the source: use validate, test or predict "
+                "data.folds.eval_split='all' evaluates on every image of the source: use validate, test or predict "
                 "(with --ckpt_path), or set eval_split to 'official' to train"
             )
         records, index = self.prepared.index(verify=not self._verified_on_this_machine())

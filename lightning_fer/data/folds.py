@@ -7,7 +7,9 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
@@ -15,6 +17,45 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from lightning_fer.files import write_text
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FoldSettings:
+    """How the data are split: the data module's ``folds`` option group (``--data.folds.fold=2``).
+
+    Records with the official ``test`` split form the test set; with ``fold`` set, the others are
+    cut into ``num_folds`` stratified folds (subject-disjoint where subjects are known) and fold
+    ``fold`` validates; with ``fold=None`` the official ``train`` and ``val`` splits are used (with
+    no ``val`` split, every training image trains and nothing validates).
+
+    Args:
+        fold: the validation fold, or ``None`` for the official splits.
+        num_folds: number of folds.
+        seed: seed of the fold assignment and of the balanced sampler (the folds are saved in the
+            cache folder, so that every backbone and the stacking step see the same split).
+        eval_split: ``official``: validate on the validation split (a fold, or ``val``), test on
+            ``test``. ``all``: validate, test and predict on every usable image, whatever its
+            split (another data set tested with a model trained elsewhere); ``fit`` is refused.
+
+    Example:
+        >>> FoldSettings(fold=5, num_folds=5)
+        Traceback (most recent call last):
+        ...
+        ValueError: folds.fold must be in [0, 5) or None, got 5
+    """
+
+    fold: int | None = 0
+    num_folds: int = 5
+    seed: int = 0
+    eval_split: Literal["official", "all"] = "official"
+
+    def __post_init__(self) -> None:
+        if self.num_folds < 2:
+            raise ValueError(f"folds.num_folds must be at least 2, got {self.num_folds}")
+        if self.fold is not None and not 0 <= self.fold < self.num_folds:
+            raise ValueError(f"folds.fold must be in [0, {self.num_folds}) or None, got {self.fold}")
+        if self.eval_split not in ("official", "all"):
+            raise ValueError(f"folds.eval_split must be 'official' or 'all', got {self.eval_split!r}")
 
 
 class FoldsMismatchError(ValueError):
@@ -93,7 +134,7 @@ def load_or_make_folds(
         if data.get("num_folds") != num_folds or data.get("seed") != seed:
             raise FoldsMismatchError(
                 f"{path}: made with num_folds={data.get('num_folds')}, seed={data.get('seed')}, not "
-                f"num_folds={num_folds}, seed={seed}; point data.cache_dir elsewhere or delete it"
+                f"num_folds={num_folds}, seed={seed}; point data.records.cache_dir elsewhere or delete it"
             )
         saved = dict(zip(data["keys"], data["folds"]))
         missing = [k for k in keys if k not in saved]
@@ -101,7 +142,7 @@ def load_or_make_folds(
             raise FoldsMismatchError(
                 f"{path}: made for {len(saved)} images, now there are {len(keys)} ({len(missing)} not in the "
                 f"file, e.g. {missing[:3]}); the data changed. Delete the file to cut new folds (runs that "
-                "used the old ones are then not comparable) or point data.cache_dir elsewhere"
+                "used the old ones are then not comparable) or point data.records.cache_dir elsewhere"
             )
         return np.array([saved[k] for k in keys], dtype=np.int64)
     folds = make_folds(labels, groups, num_folds, seed)

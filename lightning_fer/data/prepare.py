@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,37 @@ def default_cache_dir(root: Path) -> Path:
         return near
     digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
     return home() / f"cache-{digest}"
+
+
+@dataclass(frozen=True)
+class RecordSettings:
+    """Which records are read and where what is learnt of them is kept: the data module's
+    ``records`` option group (``--data.records.duplicates=drop``).
+
+    Args:
+        split_map: for ``folder``: renames split folders, e.g. ``{val: test}`` to test on
+            FER2013's PublicTest folder.
+        duplicates: ``keep`` byte-identical images, or ``drop`` copies (one kept in the most
+            protected split; see :mod:`lightning_fer.data.duplicates`), listed in ``duplicates.csv``.
+        skip_bad_images: leave unreadable images out (counted, listed in ``skipped.csv``).
+        cache_dir: folder for the caches, folds and lists (default: ``.lightning_fer`` next to
+            the data when writable, else ``~/.cache/lightning_fer/<hash>``).
+
+    Example:
+        >>> RecordSettings(duplicates="remove")
+        Traceback (most recent call last):
+        ...
+        ValueError: records.duplicates must be 'keep' or 'drop', got 'remove'
+    """
+
+    split_map: dict[str, str] | None = None
+    duplicates: DuplicatePolicy = "keep"
+    skip_bad_images: bool = False
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.duplicates not in ("keep", "drop"):
+            raise ValueError(f"records.duplicates must be 'keep' or 'drop', got {self.duplicates!r}")
 
 
 class PreparedSource:
@@ -160,7 +192,8 @@ class PreparedSource:
             lines = "\n".join(f"  {r.path}: {why}" for r, why in unreadable)
             raise BadImagesError(
                 f"{len(unreadable)} image(s) cannot be used (also listed in {listing}):\n{lines}\n"
-                "fix or remove them, or set skip_bad_images=True (--data.skip_bad_images=true) to leave them out"
+                "fix or remove them, or set records.skip_bad_images: true (--data.records.skip_bad_images=true) to leave "
+                "them out"
             )
         log.warning("leaving out %d unreadable image(s) and %d without a face; list in %s",
                     len(unreadable), len(no_face), listing)

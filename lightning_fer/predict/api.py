@@ -55,10 +55,11 @@ def _load(model) -> tuple[torch.nn.Module, dict]:
         raise FileNotFoundError(f"model {model!r}: neither a shipped model ({', '.join(zoo.names())}) nor a "
                                 "checkpoint file; python -m lightning_fer pretrained lists the shipped ones")
     from lightning_fer.checkpoints import safe_load
+    from lightning_fer.data.legacy import current_data_options
     from lightning_fer.models.classifier import FERClassifier
 
     ckpt = safe_load(path)
-    data = dict(ckpt.get("datamodule_hyper_parameters") or {})
+    data = current_data_options(dict(ckpt.get("datamodule_hyper_parameters") or {}))[0]
     return FERClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True).eval(), data
 
 
@@ -75,7 +76,8 @@ class Predictor:
         batch_size: faces per forward pass.
         device: ``cpu``, ``cuda`` or ``None`` (a GPU where there is one).
         fast_path: ``auto``, ``on`` or ``off``: the arithmetic ``predict`` would choose here.
-        data: data settings that override the model's (``image_size``, ``channels``, ``views``).
+        data: data settings that override the model's (``image_size``, ``channels``, ``views``,
+            ``loader.wire``).
         runtime: ``eager`` (PyTorch), or as ``predict``'s ``--data.predict.runtime``: ``auto`` (the
             fastest of eager, ONNX Runtime and a checked int8 version, measured once here),
             ``onnx`` or ``int8``; the exported model is cached under the library's home.
@@ -93,6 +95,7 @@ class Predictor:
                  fast_path: Literal["auto", "on", "off"] = "auto", data: dict | None = None,
                  runtime: Literal["eager", "auto", "onnx", "int8"] = "eager") -> None:
         from lightning_fer.data.datamodule import FERDataModule
+        from lightning_fer.data.legacy import current_data_options
         from lightning_fer.fastpath import choose
 
         if face_box not in ("auto", "image"):
@@ -103,7 +106,7 @@ class Predictor:
         settings.setdefault("channels", hp.get("in_channels") or 3)
         if getattr(self.model, "views", None):
             settings["views"] = list(self.model.views)
-        settings.update(data or {})
+        settings.update(current_data_options(dict(data or {}))[0])
         self.video = video if isinstance(video, VideoOptions) else VideoOptions(**(video or {}))
         self.min_face_prob, self.face_box = float(min_face_prob), face_box
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -115,12 +118,12 @@ class Predictor:
             if not ok:  # a shipped model whose bf16 accuracy was not checked, or lost too much
                 log.info("%s: bf16 not considered (%s): float32", model, why)
                 self.fast_path = choose("off", self.device.type)
-        keep = ("views", "image_size", "channels", "wire")
+        wire = dict(settings.get("loader") or {}).get("wire", "float32")
         # The data module predict builds, minus its source: the same transform and normalisation.
         self.datamodule = FERDataModule("synthetic", views=settings.get("views", ["face"]),
-                                        **{k: v for k, v in settings.items() if k in keep and k != "views"},
-                                        batch_size=batch_size, num_workers=0, face_box=face_box,
-                                        predict=PredictOptions(path="<memory>"))
+                                        **{k: v for k, v in settings.items() if k in ("image_size", "channels")},
+                                        loader={"batch_size": batch_size, "num_workers": 0, "wire": wire},
+                                        face_box=face_box, predict=PredictOptions(path="<memory>"))
         self.model.to(self.device)
         if hasattr(self.model, "set_channels_last"):
             self.model.set_channels_last(self.fast_path.channels_last)

@@ -85,10 +85,14 @@ def verified_path(name: str) -> Path:
 
 
 def load_bundle(name: str) -> dict:
-    """The bundle of a shipped model, hash-checked and loaded with ``weights_only=True``."""
+    """The bundle of a shipped model, hash-checked and loaded with ``weights_only=True``; its data
+    options in the current layout (:func:`~lightning_fer.data.legacy.current_data_options`)."""
+    from lightning_fer.data.legacy import current_data_options
+
     bundle = safe_load(verified_path(name))
     if bundle.get("format") != FORMAT:
         raise PretrainedError(f"{SHIPPED / registry()[name]['file']}: format {bundle.get('format')!r}, expected {FORMAT}")
+    bundle["data"] = current_data_options(dict(bundle.get("data") or {}))[0]
     return bundle
 
 
@@ -103,8 +107,9 @@ def classifier(ckpt: dict):
     return FERClassifier.load_from_checkpoint(buf, map_location="cpu", weights_only=True)
 
 
-#: the layout of the cached copies' configs (2: a classifier's ``loss`` group, 0.4)
-CACHE_LAYOUT = "v2"
+#: the layout of the cached copies' configs (2: a classifier's ``loss`` group; 3: the data module's
+#: ``folds``, ``records`` and ``loader`` groups; both 0.4)
+CACHE_LAYOUT = "v3"
 
 #: writes a bundle's files into a folder: (name, bundle, folder, config, checkpoint) -> the model's config mapping
 Writer = Callable[[str, dict, Path, Path, Path], dict]
@@ -149,7 +154,9 @@ def cached_copy(name: str, write_ensemble: Writer | None = None) -> tuple[Path, 
         raise PretrainedError(f"{name}: an ensemble; use lightning_fer.zoo.materialize({name!r})")
     else:
         model = write_ensemble(name, bundle, folder, config, ckpt)
-    data = {"class_path": "lightning_fer.FERDataModule", "init_args": dict(bundle["data"])}
+    from lightning_fer.data.legacy import current_data_options
+
+    data = {"class_path": "lightning_fer.FERDataModule", "init_args": current_data_options(dict(bundle["data"]))[0]}
     write_text(config, f"# {name}: written from {path} by lightning_fer; do not edit\n"
                + yaml.safe_dump({"model": model, "data": data}, sort_keys=False))
     files = sorted(f for f in folder.iterdir() if f.suffix in (".ckpt", ".yaml"))

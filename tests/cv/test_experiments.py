@@ -259,7 +259,7 @@ def test_cv_and_test_report_the_same_figures_for_the_same_strategy(tmp_path, mon
                                                    "group": "all views", "flip": False, "voters": "sppnet"}
     ckpt = json.loads((tmp_path / "cv/fold0/sppnet/done.json").read_text())["checkpoint"]
     for strategy, row in ((SoftVote(), "SoftVote"), (Stacking(), "Stacking")):
-        dm = build(SPP, overrides, {"data": {"init_args": {"fold": 0, "num_folds": 3}}}).datamodule
+        dm = build(SPP, overrides, {"data": {"init_args": {"folds": {"fold": 0, "num_folds": 3}}}}).datamodule
         ens = EnsembleModule([ckpt], strategy, views=["face"])
         trainer = L.Trainer(accelerator="cpu", precision="32-true", logger=False, enable_progress_bar=False)
         (logged,) = trainer.test(ens, datamodule=dm, verbose=False)

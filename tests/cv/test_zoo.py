@@ -62,8 +62,8 @@ def test_the_hold_out_slice_is_fixed_persisted_stratified_and_left_out_by_every_
     from lightning_fer.build import build
 
     cfg = yaml.safe_load(ZOO.read_text())
-    data = {"data": {"init_args": {"root": str(fer2013_root), "fold": 0, "num_folds": 10, "cache_dir": str(tmp_path),
-                                   "num_workers": 0}}, "trainer": {"logger": False}}
+    data = {"data": {"init_args": {"root": str(fer2013_root), "folds": {"fold": 0, "num_folds": 10},
+                                   "records": {"cache_dir": str(tmp_path)}, "loader": {"num_workers": 0}}}, "trainer": {"logger": False}}
     vals, trains = [], []
     for m in cfg["lineup"]["members"]:
         dm = build(REPO / m, data).datamodule

@@ -92,8 +92,9 @@ def test_draws_are_seeded_and_photometric_changes_apply():
 
 @pytest.mark.parametrize("augmentation", ["affine", "albumentations"])
 def test_data_module_uses_either_path(synthetic_source, tmp_path, augmentation):
-    dm = FERDataModule(synthetic_source, views=["face", "mouth"], image_size=32, batch_size=4, num_workers=0,
-                       cache_dir=str(tmp_path), training={"augmentation": augmentation})
+    dm = FERDataModule(synthetic_source, views=["face", "mouth"], image_size=32,
+                       training={"augmentation": augmentation}, records={"cache_dir": str(tmp_path)},
+                       loader={"batch_size": 4, "num_workers": 0})
     dm.prepare_data()
     dm.setup("fit")
     expected = AffineAugment if augmentation == "affine" else type(train_augmentation())

@@ -85,8 +85,8 @@ def test_checker_names_file_and_reason(bad_set, name, reason):
 
 
 def test_prepare_data_fails_listing_every_bad_file(bad_set, tmp_path):
-    dm = FERDataModule(ManifestSource(bad_set / "manifest.csv"), image_size=32, num_workers=0, num_folds=3,
-                       cache_dir=str(tmp_path / "cache"))
+    dm = FERDataModule(ManifestSource(bad_set / "manifest.csv"), image_size=32, folds={"num_folds": 3},
+                       records={"cache_dir": str(tmp_path / "cache")}, loader={"num_workers": 0})
     with pytest.raises(BadImagesError) as err:
         dm.prepare_data()
     msg = str(err.value)
@@ -99,8 +99,9 @@ def test_prepare_data_fails_listing_every_bad_file(bad_set, tmp_path):
 
 
 def test_skip_bad_images_counts_and_lists(bad_set, tmp_path):
-    dm = FERDataModule(ManifestSource(bad_set / "manifest.csv"), image_size=32, batch_size=4, num_workers=0,
-                       num_folds=3, skip_bad_images=True, cache_dir=str(tmp_path / "cache"))
+    dm = FERDataModule(ManifestSource(bad_set / "manifest.csv"), image_size=32, folds={"num_folds": 3},
+                       records={"skip_bad_images": True, "cache_dir": str(tmp_path / "cache")},
+                       loader={"batch_size": 4, "num_workers": 0})
     dm.prepare_data()
     dm.setup("fit")
     listed = list(csv.DictReader(open(tmp_path / "cache" / "skipped.csv")))

@@ -13,8 +13,9 @@ from lightning_fer.data.augment import TrainingData
 
 
 def _train(source, tmp_path, bootstrap):
-    dm = FERDataModule(source, image_size=32, num_workers=0, fold=0, num_folds=3, cache_dir=str(tmp_path),
-                       training=TrainingData(bootstrap=bootstrap))
+    dm = FERDataModule(source, image_size=32, training=TrainingData(bootstrap=bootstrap),
+                       folds={"fold": 0, "num_folds": 3}, records={"cache_dir": str(tmp_path)},
+                       loader={"num_workers": 0})
     dm.setup()
     return dm.splits
 
@@ -32,8 +33,9 @@ def test_bootstrap_is_seeded_and_differs_between_members(synthetic_source, tmp_p
     np.testing.assert_array_equal(a["train"], a2["train"])  # seeded: the same seed, the same resample
     assert not np.array_equal(a["train"], b["train"])
     # The training set really holds the repeats.
-    dm = FERDataModule(synthetic_source, image_size=32, num_workers=0, fold=0, num_folds=3, cache_dir=str(tmp_path),
-                       training=TrainingData(bootstrap=1))
+    dm = FERDataModule(synthetic_source, image_size=32, training=TrainingData(bootstrap=1),
+                       folds={"fold": 0, "num_folds": 3}, records={"cache_dir": str(tmp_path)},
+                       loader={"num_workers": 0})
     dm.setup()
     assert len(dm.datasets["train"]) == n
 

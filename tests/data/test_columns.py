@@ -132,14 +132,15 @@ def _old_index(dm: FERDataModule) -> Path:
 @pytest.mark.parametrize("same_settings", [True, False])
 def test_a_0_2_json_index_is_migrated_or_rebuilt_with_a_log_line(tmp_path, caplog, same_settings):
     affectnet_layout(tmp_path / "an", 40, image_size=48, faces=7)
-    dm = FERDataModule("affectnet", root=str(tmp_path / "an"), views=SIX, num_workers=0, image_size=32)
+    dm = FERDataModule("affectnet", root=str(tmp_path / "an"), views=SIX, image_size=32, loader={"num_workers": 0})
     dm.prepare_data()
     dm.setup("fit")
     before = {k: dm.datasets[k].view_mask.copy() for k in ("train", "val", "test")}
     legacy = _old_index(dm)
     settings = {} if same_settings else {"landmarks": {"mode": "auto", "min_face_size": 30}}
     with caplog.at_level(logging.INFO):
-        dm2 = FERDataModule("affectnet", root=str(tmp_path / "an"), views=SIX, num_workers=0, image_size=32, **settings)
+        dm2 = FERDataModule("affectnet", root=str(tmp_path / "an"), views=SIX, image_size=32,
+                            loader={"num_workers": 0}, **settings)
         dm2.prepare_data()
         dm2.setup("fit")
     if same_settings:
@@ -154,7 +155,7 @@ def test_a_0_2_json_index_is_migrated_or_rebuilt_with_a_log_line(tmp_path, caplo
     assert legacy.exists() and next(dm2.cache_dir.glob("index-*.col")).is_file()
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        FERDataModule("affectnet", root=str(tmp_path / "an"), views=SIX, num_workers=0, image_size=32,
+        FERDataModule("affectnet", root=str(tmp_path / "an"), views=SIX, image_size=32, loader={"num_workers": 0},
                       **settings).prepare_data()
     assert "JSON landmark index" not in caplog.text
 
@@ -213,13 +214,14 @@ def test_a_kill_during_an_index_update_leaves_a_readable_index(tmp_path):
 def test_trusting_the_cache_skips_the_check_of_every_file(tmp_path):
     affectnet_layout(tmp_path / "an", 40, image_size=48, faces=7)
     root = tmp_path / "an"
-    FERDataModule("affectnet", root=str(root), num_workers=0, image_size=32).prepare_data()
+    FERDataModule("affectnet", root=str(root), image_size=32, loader={"num_workers": 0}).prepare_data()
     victim = next((root / "Manually_Annotated_Images").rglob("*.jpg"))
     victim.unlink()
-    trusted = FERDataModule("affectnet", root=str(root), num_workers=0, image_size=32, landmarks={"trust_cache": True})
+    trusted = FERDataModule("affectnet", root=str(root), image_size=32, landmarks={"trust_cache": True},
+                            loader={"num_workers": 0})
     trusted.setup("fit")  # reads the index as prepare_data left it: no stat of each file
     assert trusted.index_report.bad == 0 and sum(len(v) for v in trusted.splits.values()) == 40
-    checked = FERDataModule("affectnet", root=str(root), num_workers=0, image_size=32)
+    checked = FERDataModule("affectnet", root=str(root), image_size=32, loader={"num_workers": 0})
     with pytest.raises(BadImagesError, match="1 image\\(s\\) cannot be used"):
         checked.setup("fit")
 
@@ -295,7 +297,8 @@ def test_duplicates_read_each_file_once_and_keep_the_digests_in_the_index(tmp_pa
     shutil.copyfile(images[0], images[7])  # one byte-identical pair (the same drawn face: the same label)
 
     def module():
-        return FERDataModule("affectnet", root=str(tmp_path / "an"), num_workers=0, image_size=32, duplicates="drop")
+        return FERDataModule("affectnet", root=str(tmp_path / "an"), image_size=32, records={"duplicates": "drop"},
+                             loader={"num_workers": 0})
 
     dm = module()
     dm.prepare_data()

@@ -38,8 +38,8 @@ def test_member_tested_on_a_data_set_with_other_classes(trained_members, tmp_pat
     ckpt = trained_members["ckpts"]["resnet50"]
     cli = main(["test", "--config", str(REPO / "configs" / "demo" / "resnet50.yaml"),
                 "--data.init_args.source=manifest", f"--data.init_args.root={manifest}",
-                "--data.init_args.eval_split=all", "--data.init_args.num_workers=0",
-                "--data.init_args.cache_dir=cache", "--trainer.accelerator=cpu",
+                "--data.init_args.folds.eval_split=all", "--data.init_args.loader.num_workers=0",
+                "--data.init_args.records.cache_dir=cache", "--trainer.accelerator=cpu",
                 "--trainer.enable_progress_bar=false", f"--ckpt_path={ckpt}"])
     dm, model = cli.datamodule, cli.model
     assert dm.class_names == ["happy", "sad", "surprise", "anger", "contempt"]  # 5 classes: the model has 7
@@ -54,8 +54,9 @@ def test_member_tested_on_a_data_set_with_other_classes(trained_members, tmp_pat
 
     # The figures: the checkpoint's own predictions on the known-class images, by hand.
     ref = FERClassifier.load_from_checkpoint(ckpt, weights_only=True).eval()
-    ev = FERDataModule(ManifestSource(manifest), image_size=48, num_workers=0, eval_split="all", training={"augment": False},
-                       cache_dir=str(tmp_path / "cache"))
+    ev = FERDataModule(ManifestSource(manifest), image_size=48, training={"augment": False},
+                       folds={"eval_split": "all"}, records={"cache_dir": str(tmp_path / "cache")},
+                       loader={"num_workers": 0})
     ev.prepare_data()
     ev.setup("test")
     ds = ev.datasets["test"]
@@ -75,15 +76,16 @@ def test_member_tested_on_a_data_set_with_other_classes(trained_members, tmp_pat
 
 def test_eval_split_all_refuses_fit_and_takes_every_image(trained_members, tmp_path):
     manifest, rows = _other_dataset(trained_members, tmp_path)
-    dm = FERDataModule("manifest", str(manifest), image_size=32, num_workers=0, eval_split="all", training={"fraction": 0.5},
-                       cache_dir=str(tmp_path / "cache"))
+    dm = FERDataModule("manifest", str(manifest), image_size=32, training={"fraction": 0.5},
+                       folds={"eval_split": "all"}, records={"cache_dir": str(tmp_path / "cache")},
+                       loader={"num_workers": 0})
     dm.prepare_data()
     with pytest.raises(ValueError, match="eval_split='all' evaluates on every image"):
         dm.setup("fit")
     dm.setup("test")
     assert len(dm.datasets["test"]) == len(dm.datasets["val"]) == len(rows) and len(dm.datasets["train"]) == 0
     with pytest.raises(ValueError, match="eval_split must be"):
-        FERDataModule("manifest", str(manifest), eval_split="everything")
+        FERDataModule("manifest", str(manifest), folds={"eval_split": "everything"})
 
 
 def test_cross_dataset_script_writes_the_table(trained_members, tmp_path, monkeypatch):
@@ -99,10 +101,10 @@ def test_cross_dataset_script_writes_the_table(trained_members, tmp_path, monkey
                             "ckpt": str(trained_members["ckpts"]["sppnet"])}},
         "datasets": {"own test split": trained_members["args"][:6],
                      "other": ["--data.init_args.source=manifest", f"--data.init_args.root={manifest}",
-                               "--data.init_args.eval_split=all", "--data.init_args.cache_dir=cache"]},
+                               "--data.init_args.folds.eval_split=all", "--data.init_args.records.cache_dir=cache"]},
     }))
     out = tmp_path / "cross.md"
-    text = cross(["--spec", str(spec), "--out", str(out), "--data.init_args.num_workers=0", "--trainer.accelerator=cpu"])
+    text = cross(["--spec", str(spec), "--out", str(out), "--data.init_args.loader.num_workers=0", "--trainer.accelerator=cpu"])
     assert out.read_text() == text
     contempt = sum(r["label"] == "contempt" for r in rows)
     (row,) = [line for line in text.splitlines() if line.startswith("| demo |")]
@@ -145,15 +147,15 @@ def test_labels_are_matched_by_name_when_the_data_lacks_the_models_first_class(s
     cli = main(["test", "--config", str(REPO / "configs" / "demo" / "resnet50.yaml"),
                 "--model.init_args.backbone=squeezenet1_1", "--data.init_args.image_size=64",
                 "--data.init_args.source=manifest", f"--data.init_args.root={manifest}",
-                "--data.init_args.eval_split=all", "--data.init_args.num_workers=2",  # workers copy the labels
-                "--data.init_args.cache_dir=cache", "--trainer.accelerator=cpu", "--trainer.logger=false",
+                "--data.init_args.folds.eval_split=all", "--data.init_args.loader.num_workers=2",  # workers copy the labels
+                "--data.init_args.records.cache_dir=cache", "--trainer.accelerator=cpu", "--trainer.logger=false",
                 "--trainer.enable_progress_bar=false", f"--ckpt_path={ckpt}"])
     assert cli.datamodule.class_names == ["happy", "sad", "surprise", "fear", "disgust", "anger", "contempt"]
     logged = float(cli.trainer.callback_metrics["test/acc"])
 
     ref = FERClassifier.load_from_checkpoint(ckpt, weights_only=True).eval()
-    ev = FERDataModule(ManifestSource(manifest), image_size=64, num_workers=0, eval_split="all",
-                       cache_dir=str(tmp_path / "hand"))
+    ev = FERDataModule(ManifestSource(manifest), image_size=64, folds={"eval_split": "all"},
+                       records={"cache_dir": str(tmp_path / "hand")}, loader={"num_workers": 0})
     ev.prepare_data()
     ev.setup("test")
     ds = ev.datasets["test"]

@@ -16,8 +16,8 @@ from lightning_fer.data.sources import FolderSource
 
 @pytest.mark.parametrize("views", [["face"], list(REGIONS), ["mouth"]])
 def test_batches_have_the_documented_shapes(synthetic_source, tmp_path, views):
-    dm = FERDataModule(synthetic_source, views=views, image_size=40, batch_size=5, num_workers=0,
-                       cache_dir=str(tmp_path))
+    dm = FERDataModule(synthetic_source, views=views, image_size=40, records={"cache_dir": str(tmp_path)},
+                       loader={"batch_size": 5, "num_workers": 0})
     dm.prepare_data()
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
@@ -32,7 +32,8 @@ def test_batches_have_the_documented_shapes(synthetic_source, tmp_path, views):
 
 
 def test_splits_folds_and_subjects(synthetic_source, tmp_path):
-    dm = FERDataModule(synthetic_source, image_size=32, num_workers=0, fold=1, num_folds=3, cache_dir=str(tmp_path))
+    dm = FERDataModule(synthetic_source, image_size=32, folds={"fold": 1, "num_folds": 3},
+                       records={"cache_dir": str(tmp_path)}, loader={"num_workers": 0})
     dm.prepare_data()
     dm.setup()
     recs = dm.records
@@ -43,7 +44,8 @@ def test_splits_folds_and_subjects(synthetic_source, tmp_path):
     assert n == len(recs) == 8 * 7 * 2
     assert dm.index_report.kinds["annotation"] == len(recs)
     # Another module with the same settings reads the same folds from the file.
-    dm2 = FERDataModule(synthetic_source, image_size=32, num_workers=0, fold=1, num_folds=3, cache_dir=str(tmp_path))
+    dm2 = FERDataModule(synthetic_source, image_size=32, folds={"fold": 1, "num_folds": 3},
+                        records={"cache_dir": str(tmp_path)}, loader={"num_workers": 0})
     dm2.setup()
     for k in dm.splits:
         np.testing.assert_array_equal(dm.splits[k], dm2.splits[k])
@@ -51,15 +53,16 @@ def test_splits_folds_and_subjects(synthetic_source, tmp_path):
     # Every fold validates different images, and the folds cover the pool.
     vals = []
     for fold in range(3):
-        d = FERDataModule(synthetic_source, image_size=32, num_workers=0, fold=fold, num_folds=3, cache_dir=str(tmp_path))
+        d = FERDataModule(synthetic_source, image_size=32, folds={"fold": fold, "num_folds": 3},
+                          records={"cache_dir": str(tmp_path)}, loader={"num_workers": 0})
         d.setup()
         vals.append(set(d.splits["val"].tolist()))
     assert sum(map(len, vals)) == len(set().union(*vals)) == n - len(dm.splits["test"])
 
 
 def test_balanced_sampler_and_workers(synthetic_source, tmp_path):
-    dm = FERDataModule(synthetic_source, image_size=32, batch_size=8, num_workers=2, training={"balanced_sampler": True},
-                       cache_dir=str(tmp_path))
+    dm = FERDataModule(synthetic_source, image_size=32, training={"balanced_sampler": True},
+                       records={"cache_dir": str(tmp_path)}, loader={"batch_size": 8, "num_workers": 2})
     dm.prepare_data()
     dm.setup("fit")
     labels = torch.cat([b["label"] for b in dm.train_dataloader()])
@@ -74,7 +77,8 @@ def test_balanced_sampler_and_workers(synthetic_source, tmp_path):
 def test_official_splits_without_val_train_on_everything(synthetic_source, tmp_path, caplog):
     """fold=None on data with train and test only (FER2013's folders): every training image
     trains, nothing validates, and the log says so."""
-    dm = FERDataModule(synthetic_source, image_size=32, num_workers=0, fold=None, cache_dir=str(tmp_path))
+    dm = FERDataModule(synthetic_source, image_size=32, folds={"fold": None}, records={"cache_dir": str(tmp_path)},
+                       loader={"num_workers": 0})
     with caplog.at_level("WARNING", logger="lightning_fer"):
         dm.setup()
     assert "no official 'val' split" in caplog.text
@@ -85,7 +89,7 @@ def test_official_splits_without_val_train_on_everything(synthetic_source, tmp_p
 
 def test_options_are_checked(synthetic_source):
     with pytest.raises(ValueError, match="fold must be in"):
-        FERDataModule(synthetic_source, fold=5, num_folds=5)
+        FERDataModule(synthetic_source, folds={"fold": 5, "num_folds": 5})
     with pytest.raises(ValueError, match="unknown view"):
         FERDataModule(synthetic_source, views=["ear"])
     with pytest.raises(ValueError, match="needs a root"):
@@ -104,8 +108,9 @@ def test_fer2013_sample_through_the_datamodule(fer2013_root, tmp_path):
         w.writerow(["path", "label", "split"])
         for r in sample:
             w.writerow([r.path, names[r.label], "test" if r.split == "val" else ""])
-    dm = FERDataModule("manifest", root=str(tmp_path / "m.csv"), views=list(REGIONS), image_size=48, batch_size=16,
-                       num_workers=0, num_folds=3, cache_dir=str(tmp_path / "cache"))
+    dm = FERDataModule("manifest", root=str(tmp_path / "m.csv"), views=list(REGIONS), image_size=48,
+                       folds={"num_folds": 3}, records={"cache_dir": str(tmp_path / "cache")},
+                       loader={"batch_size": 16, "num_workers": 0})
     dm.prepare_data()
     rep = dm.index_report
     assert rep.kinds["mtcnn"] + rep.kinds["template_fallback"] == 70 and rep.kinds["mtcnn"] > 40

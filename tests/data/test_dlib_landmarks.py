@@ -28,16 +28,16 @@ def test_dlib_points_follow_the_exact_landmarks_of_the_demo_faces(tmp_path):
     """On the synthetic faces, whose 68 points are known exactly, Dlib on the annotated box lands
     within a few pixels of them, and the index caches its 68 points."""
     src = SyntheticSource(str(tmp_path / "s"), num_subjects=4, images_per_class=1, test_subjects=1, image_size=96)
-    dm = FERDataModule(src, landmarks="dlib", views=["face", "mouth"], image_size=32, num_workers=0, num_folds=2,
-                       cache_dir=str(tmp_path / "c"))
+    dm = FERDataModule(src, landmarks="dlib", views=["face", "mouth"], image_size=32, folds={"num_folds": 2},
+                       records={"cache_dir": str(tmp_path / "c")}, loader={"num_workers": 0})
     dm.prepare_data()
     assert dm.index_report.kinds == {"dlib": 28} and dm.index_report.located == 28
     records, entries = dm.prepared.index()
     err = np.array([np.abs(entries[r.key].points - r.landmarks).mean() for r in records])
     assert entries[records[0].key].points.shape == (68, 2)
     assert err.mean() < 0.04 * 96 and err.max() < 0.08 * 96, err  # measured: 2.2 px mean, 4.2 max at 96 px
-    again = FERDataModule(src, landmarks="dlib", views=["face", "mouth"], image_size=32, num_workers=0, num_folds=2,
-                          cache_dir=str(tmp_path / "c"))
+    again = FERDataModule(src, landmarks="dlib", views=["face", "mouth"], image_size=32, folds={"num_folds": 2},
+                          records={"cache_dir": str(tmp_path / "c")}, loader={"num_workers": 0})
     again.prepare_data()
     assert again.index_report.from_cache == 28 and again.index_report.computed == 0
     again.setup("fit")
@@ -68,8 +68,8 @@ def test_dlib_locates_the_parts_of_pre_cropped_fer2013_faces(tmp_path):
         for f in files:
             shutil.copy(f, tmp_path / "d" / "train" / label / f.name)
     dm = FERDataModule("folder", str(tmp_path / "d"), views=["face", "left_eye", "right_eye", "mouth"], image_size=24,
-                       channels=1, num_workers=0, fold=None, landmarks="dlib", face_box="image",
-                       cache_dir=str(tmp_path / "c"))
+                       channels=1, landmarks="dlib", face_box="image", folds={"fold": None},
+                       records={"cache_dir": str(tmp_path / "c")}, loader={"num_workers": 0})
     dm.prepare_data()
     kinds = dm.index_report.kinds
     assert set(kinds) <= {"dlib", "dlib_whole"} and sum(kinds.values()) == 12
@@ -152,8 +152,9 @@ def test_dlib_on_a_loose_crop_finds_the_face_first(tmp_path, caplog):
     (tmp_path / "d" / "train" / "happy").mkdir(parents=True)
     cv2.imwrite(str(tmp_path / "d" / "train" / "happy" / "pasted.png"), frame[:, :, ::-1])
     cv2.imwrite(str(tmp_path / "d" / "train" / "happy" / "blank.png"), np.full((64, 64, 3), 120, np.uint8))
-    dm = FERDataModule("folder", str(tmp_path / "d"), views=["face", "left_eye", "mouth"], image_size=32, num_workers=0,
-                       fold=None, landmarks="dlib", face_box="image", cache_dir=str(tmp_path / "c"))
+    dm = FERDataModule("folder", str(tmp_path / "d"), views=["face", "left_eye", "mouth"], image_size=32,
+                       landmarks="dlib", face_box="image", folds={"fold": None},
+                       records={"cache_dir": str(tmp_path / "c")}, loader={"num_workers": 0})
     with caplog.at_level(logging.INFO, logger="lightning_fer"):
         dm.prepare_data()
     assert dm.index_report.kinds == {"dlib": 1, "dlib_whole": 1}

@@ -41,9 +41,10 @@ def folder_with_duplicates(tmp_path):
     return root
 
 
-def _dm(root, tmp_path, **kw):
-    return FERDataModule("folder", root=str(root), split_map={"val": "test"}, landmarks="template", image_size=32,
-                         num_workers=0, num_folds=3, cache_dir=str(tmp_path / "cache"), **kw)
+def _dm(root, tmp_path, duplicates: str):
+    return FERDataModule("folder", root=str(root), landmarks="template", image_size=32, folds={"num_folds": 3},
+                         records={"split_map": {"val": "test"}, "cache_dir": str(tmp_path / "cache"),
+                                  "duplicates": duplicates}, loader={"num_workers": 0})
 
 
 def test_drop_keeps_one_copy_in_the_protected_split(folder_with_duplicates, tmp_path):
@@ -83,8 +84,9 @@ def test_keep_leaves_duplicates_alone(folder_with_duplicates, tmp_path):
 def test_fer2013_duplicates_match_the_published_list(fer2013_root, tmp_path):
     """Content hashing finds exactly the 1,273 groups listed in FER2013's duplicates.csv, and
     after dropping no test image has a copy in the training pool."""
-    dm = FERDataModule("folder", root=str(fer2013_root), split_map={"val": "test"}, landmarks="template",
-                       num_workers=2, cache_dir=str(tmp_path / "cache"), duplicates="drop")
+    dm = FERDataModule("folder", root=str(fer2013_root), landmarks="template",
+                       records={"split_map": {"val": "test"}, "cache_dir": str(tmp_path / "cache"), "duplicates": "drop"},
+                       loader={"num_workers": 2})
     dm.prepare_data()
     dm.setup("fit")
     rep = dm.duplicate_report
@@ -104,8 +106,9 @@ def test_fer2013_duplicates_match_the_published_list(fer2013_root, tmp_path):
 
 def test_train_fraction_is_stratified_and_seeded(synthetic_source, tmp_path):
     def splits(fraction, seed=0):
-        dm = FERDataModule(synthetic_source, image_size=32, num_workers=0, num_folds=3, seed=seed,
-                           cache_dir=str(tmp_path / f"c{seed}"), training={"fraction": fraction})
+        dm = FERDataModule(synthetic_source, image_size=32, training={"fraction": fraction},
+                           folds={"num_folds": 3, "seed": seed}, records={"cache_dir": str(tmp_path / f"c{seed}")},
+                           loader={"num_workers": 0})
         dm.prepare_data()
         dm.setup("fit")
         return dm

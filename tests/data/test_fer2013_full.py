@@ -9,8 +9,8 @@ from lightning_fer import FERDataModule
 
 @pytest.mark.slow
 def test_prepare_all_of_fer2013(fer2013_root, tmp_path):
-    dm = FERDataModule("folder", root=str(fer2013_root), split_map={"val": "test"}, image_size=48,
-                       num_workers=2, cache_dir=str(tmp_path))
+    dm = FERDataModule("folder", root=str(fer2013_root), image_size=48,
+                       records={"split_map": {"val": "test"}, "cache_dir": str(tmp_path)}, loader={"num_workers": 2})
     dm.prepare_data()
     rep = dm.index_report
     assert rep.total == 28709 + 3589 and rep.bad == 0

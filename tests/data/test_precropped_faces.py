@@ -33,8 +33,9 @@ def _precropped_folder(root, n_per_class=3, size=48):
 @pytest.mark.parametrize("image_size", [48, 64])
 def test_face_view_of_a_precropped_face_is_the_resized_image(tmp_path, image_size):
     images = _precropped_folder(tmp_path / "crops")
-    dm = FERDataModule("folder", str(tmp_path / "crops"), views=VIEWS, image_size=image_size, batch_size=4,
-                       num_workers=0, fold=0, num_folds=2, face_box="image", training={"augment": False})
+    dm = FERDataModule("folder", str(tmp_path / "crops"), views=VIEWS, image_size=image_size, face_box="image",
+                       training={"augment": False}, folds={"fold": 0, "num_folds": 2},
+                       loader={"batch_size": 4, "num_workers": 0})
     dm.prepare_data()
     dm.setup()
     assert dm.index_report.kinds == {"template_fallback": 12} and dm.index_report.located == 0
@@ -56,8 +57,8 @@ def test_face_view_of_a_precropped_face_is_the_resized_image(tmp_path, image_siz
 
 def test_face_box_annotation_needs_boxes_and_unknown_values_are_refused(tmp_path):
     _precropped_folder(tmp_path / "crops")
-    dm = FERDataModule("folder", str(tmp_path / "crops"), image_size=48, num_workers=0, fold=0, num_folds=2,
-                       face_box="annotation")
+    dm = FERDataModule("folder", str(tmp_path / "crops"), image_size=48, face_box="annotation",
+                       folds={"fold": 0, "num_folds": 2}, loader={"num_workers": 0})
     dm.prepare_data()
     with pytest.raises(ValueError, match="face_box='annotation', but 12 record"):
         dm.setup()
@@ -67,7 +68,8 @@ def test_face_box_annotation_needs_boxes_and_unknown_values_are_refused(tmp_path
 
 def test_parts_mostly_outside_the_image_are_missing(tmp_path):
     src = ShiftedLandmarks(str(tmp_path), num_subjects=6, images_per_class=1, test_subjects=1, image_size=64)
-    dm = FERDataModule(src, views=VIEWS, image_size=32, batch_size=8, num_workers=0, fold=0, num_folds=3)
+    dm = FERDataModule(src, views=VIEWS, image_size=32, folds={"fold": 0, "num_folds": 3},
+                       loader={"batch_size": 8, "num_workers": 0})
     dm.prepare_data()
     dm.setup()
     records = dm.records

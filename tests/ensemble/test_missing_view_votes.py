@@ -133,7 +133,8 @@ def test_cv_saves_the_view_masks_and_votes_with_them(tmp_path, monkeypatch):
     saved = torch.load(tmp_path / "cv" / "fold0" / "predictions.pt", weights_only=True)
     src = ShiftedLandmarks(str(tmp_path / "synthetic"), num_subjects=8, images_per_class=1, test_subjects=2,
                            image_size=80)
-    dm = FERDataModule(src, views=["face", *parts], image_size=80, num_workers=0, fold=0, num_folds=3)
+    dm = FERDataModule(src, views=["face", *parts], image_size=80, folds={"fold": 0, "num_folds": 3},
+                       loader={"num_workers": 0})
     dm.prepare_data()
     dm.setup()
     for split in ("val", "test"):

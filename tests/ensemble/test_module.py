@@ -25,7 +25,8 @@ PARTS = ["left_eye", "right_eye", "nose", "mouth", "rest"]
 def _dm(members, fold=0, views=PARTS, size=80):
     root = members["dir"] / "synthetic"
     src = SyntheticSource(str(root), num_subjects=17, images_per_class=1, test_subjects=2, image_size=80)
-    dm = FERDataModule(src, views=views, image_size=size, batch_size=5, num_workers=0, fold=fold)
+    dm = FERDataModule(src, views=views, image_size=size, folds={"fold": fold},
+                       loader={"batch_size": 5, "num_workers": 0})
     dm.prepare_data()
     dm.setup()
     return dm

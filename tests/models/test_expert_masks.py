@@ -27,7 +27,8 @@ def test_loss_leaves_out_samples_whose_view_is_missing(class_weights):
 
 def test_mouth_expert_trains_and_is_scored_on_located_mouths(tmp_path):
     src = ShiftedLandmarks(str(tmp_path), num_subjects=6, images_per_class=1, test_subjects=1, image_size=64)
-    dm = FERDataModule(src, views=["mouth"], image_size=32, batch_size=8, num_workers=0, fold=0, num_folds=3)
+    dm = FERDataModule(src, views=["mouth"], image_size=32, folds={"fold": 0, "num_folds": 3},
+                       loader={"batch_size": 8, "num_workers": 0})
     model = FERClassifier("resnet18", image_size=32, class_names=dm.class_names)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)

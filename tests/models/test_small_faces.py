@@ -97,8 +97,8 @@ def _tiny(root, size: int, channels: int) -> list[str]:
         "--data.init_args.source.init_args.image_size=64",
         f"--data.init_args.image_size={size}",
         f"--data.init_args.channels={channels}",
-        "--data.init_args.num_workers=0",
-        "--data.init_args.batch_size=8",
+        "--data.init_args.loader.num_workers=0",
+        "--data.init_args.loader.batch_size=8",
         "--trainer.accelerator=cpu",
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
@@ -242,8 +242,8 @@ def test_best_member_recipe_on_data_with_official_train_val_and_test_folders(syn
         shutil.copy(src.parent / r["path"], dest)
     counts = {s: sum(1 for _ in (root / s).rglob("*.png")) for s in ("train", "val", "test")}
     built = build(REPO / "configs" / "fer2013" / "best_member.yaml",
-                  [f"--data.init_args.root={root}", "--data.init_args.split_map=null", "--data.init_args.num_workers=0",
-                   "--data.init_args.batch_size=8", "--data.init_args.duplicates=keep",
+                  [f"--data.init_args.root={root}", "--data.init_args.records.split_map=null", "--data.init_args.loader.num_workers=0",
+                   "--data.init_args.loader.batch_size=8", "--data.init_args.records.duplicates=keep",
                    "--model.init_args.backbone_args={widths: [8, 16]}", "--trainer.max_epochs=1",
                    "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false"])
     built.trainer.fit(built.model, datamodule=built.datamodule)

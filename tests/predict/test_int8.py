@@ -37,7 +37,7 @@ def _public_test_faces(root: Path, views: bool, n: int = 256) -> torch.Tensor:
 
     repo = Path(__file__).resolve().parents[2]
     dm = build(repo / "configs/fer2013/quick_member.yaml", [f"--data.init_args.root={root}"],
-               {"data": {"init_args": {"batch_size": n}}}).datamodule
+               {"data": {"init_args": {"loader": {"batch_size": n}}}}).datamodule
     dm.prepare_data()
     dm.setup("fit")
     batch = normalize_batch(next(iter(dm.loader("test", distributed=False))))

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import REPO
 from PIL import Image
 from skimage import data as skdata
 
@@ -223,6 +224,7 @@ def test_progress_is_shown_while_faces_are_found(home, caplog, monkeypatch):
     (["--data.predict.path", "in", "--data.predict.output", "rows.txt"], "--data.predict.output 'rows.txt': must end in "
                                                                          ".csv or .json"),
     ([], "predict --pretrained fer2013 needs --data.predict.path PATH"),
+    (["--data.predict.path", "in", "--data.fold", "0"], "--data.fold: unknown option (0.4 moved it: data.folds.fold)"),
 ])
 def test_user_errors_are_one_line_with_exit_code_2(home, args, named):
     (home / "in").mkdir()
@@ -233,6 +235,14 @@ def test_user_errors_are_one_line_with_exit_code_2(home, args, named):
     if "missing.jpg" in args or not args:  # the documented switch shows the traceback instead
         shown = _cli("predict", "--pretrained", "fer2013", *args, cwd=home, env={"LIGHTNING_FER_TRACEBACK": "1"})
         assert "Traceback" in shown.stderr
+
+
+def test_a_flat_data_option_of_an_earlier_config_says_where_it_moved(home):
+    (home / "old.yaml").write_text("data:\n  init_args:\n    batch_size: 8\n")  # a 0.3 config's flat data option
+    proc = _cli("test", "--config", str(REPO / "configs/demo/resnet50.yaml"), "--config", "old.yaml", cwd=home)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "error: batch_size (in a config): unknown option (0.4 moved it: data.loader.batch_size)")
 
 
 def test_a_yaml_the_safe_loader_refuses_is_one_line(home):
@@ -340,8 +350,8 @@ def test_a_run_says_its_face_box_and_warns_when_whole_large_pictures_are_faces(t
         for i in range(2):
             cv2.imwrite(str(tmp_path / "d" / "train" / label / f"{i}.jpg"), _astronaut()[:, :, ::-1])
     # uncropped photos, much larger than the model's input, no annotated box: faces are detected
-    dm = FERDataModule("folder", str(tmp_path / "d"), image_size=48, num_workers=0, fold=None, landmarks="template",
-                       cache_dir=str(tmp_path / "c"))
+    dm = FERDataModule("folder", str(tmp_path / "d"), image_size=48, landmarks="template", folds={"fold": None},
+                       records={"cache_dir": str(tmp_path / "c")}, loader={"num_workers": 0})
     with caplog.at_level(logging.INFO, logger="lightning_fer"):
         dm.prepare_data()
         dm.setup("fit")
@@ -352,8 +362,8 @@ def test_a_run_says_its_face_box_and_warns_when_whole_large_pictures_are_faces(t
     assert box["views"].shape[-1] == 48
     # face_box: image says to take whole pictures: it is kept, with a warning
     caplog.clear()
-    dm = FERDataModule("folder", str(tmp_path / "d"), image_size=48, num_workers=0, fold=None, landmarks="template",
-                       face_box="image", cache_dir=str(tmp_path / "c2"))
+    dm = FERDataModule("folder", str(tmp_path / "d"), image_size=48, landmarks="template", face_box="image",
+                       folds={"fold": None}, records={"cache_dir": str(tmp_path / "c2")}, loader={"num_workers": 0})
     with caplog.at_level(logging.INFO, logger="lightning_fer"):
         dm.prepare_data()
         dm.setup("fit")

@@ -63,7 +63,7 @@ def test_predict_on_a_video_folder_through_the_cli(video_dir, tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "video.csv"
     main(["predict", "--config", str(REPO / "configs/demo/resnet50.yaml"), "--model.init_args.backbone=squeezenet1_1",
-          "--data.init_args.image_size=64", "--data.init_args.num_workers=0", "--trainer.logger=false",
+          "--data.init_args.image_size=64", "--data.init_args.loader.num_workers=0", "--trainer.logger=false",
           "--trainer.enable_progress_bar=false", f"--ckpt_path={MEMBER}", f"--data.predict.path={video_dir}",
           f"--data.predict.output={out}", f"--data.predict.annotate_dir={tmp_path / 'annotated'}",
           "--data.init_args.predict.video.smooth=3"])
