@@ -77,7 +77,7 @@ def pipeline(path: Path, out: Path, backbone: str, size: int, batch: int) -> tup
     })
     from lightning_fer.predict.writers import FacePredictionWriter
 
-    built.trainer.callbacks.append(FacePredictionWriter.for_datamodule(built.datamodule))  # as the CLI's predict does
+    built.trainer.callbacks.append(FacePredictionWriter.from_options(built.datamodule.predict_options))  # as the CLI's predict does
     built.trainer.predict(built.model, datamodule=built.datamodule)
     seconds = time.perf_counter() - t0
     rows = [r for r in csv.DictReader(open(out)) if r["label"]]

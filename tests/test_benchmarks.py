@@ -276,3 +276,13 @@ def test_fer2013_zoo_learning_curve_of_a_resumed_member_joins_its_runs(tmp_path)
         f.write_text("epoch,val/acc,train/loss\n" + "\n".join(rows) + "\n")
         os.utime(f, (1_000_000 + i, 1_000_000 + i))
     assert learning_curves(tmp_path) == {"resnet50": [(0, 0.33), (1, 0.39), (2, 0.45), (3, 0.52)]}
+
+
+@pytest.mark.slow  # the whole predict on two short videos: run with -m slow
+def test_video_benchmark_runs_the_whole_predict_and_prints_its_table():
+    """benchmarks/video.py had fallen behind the predict options (0.2's predict_path) unnoticed."""
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.video", "--frames", "4"], capture_output=True, text=True,
+                          timeout=900, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [ln.rstrip(" |") for ln in proc.stdout.splitlines() if "whole predict" in ln]
+    assert len(rows) == 2 and rows[0].endswith("| 4") and rows[1].endswith("| 12"), proc.stdout  # a row per face per frame
