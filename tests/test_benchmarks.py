@@ -15,7 +15,7 @@ sys.path.insert(0, str(REPO))
 
 @pytest.mark.slow  # every benchmark's quick case: run with -m slow
 def test_quick_benchmarks_run_and_print_tables():
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--fer2013", str(FER2013)],
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--fer2013", str(FER2013)],
                           capture_output=True, text=True, timeout=900, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
@@ -202,7 +202,7 @@ def test_fer2013_report_only_refuses_a_run_without_rows(tmp_path):
 @pytest.mark.slow  # a dozen fresh processes: run with -m slow
 def test_scale_benchmark_smallest_case(tmp_path):
     out = tmp_path / "scale.md"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scale.py"), "--sizes", "300", "600",
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--sizes", "300", "600",
                            "--work", str(tmp_path / "work"), "--out", str(out)],
                           capture_output=True, text=True, timeout=900, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
