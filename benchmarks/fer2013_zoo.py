@@ -96,7 +96,7 @@ def report(run: Path, out: Path, members_dir: Path | None = None, root: str | No
 
     from lightning_fer.cv.report import markdown_table, read_records, summary_of
     from lightning_fer.cv.significance import compare
-    from lightning_fer.plots import plot_learning_curves, plot_per_class_recall
+    from lightning_fer.plots import plot_per_class_recall, plot_runs
 
     records = read_records(run)
     probs = torch.load(run / "test_probs.pt", map_location="cpu", weights_only=True)
@@ -135,7 +135,7 @@ def report(run: Path, out: Path, members_dir: Path | None = None, root: str | No
     curves = learning_curves(members_dir or run)
     epochs = max((len(c) for c in curves.values()), default=0)
     if curves:
-        plot_learning_curves(curves, "FER2013 zoo: accuracy on the hold-out slice by epoch", figures / "curves.png")
+        plot_runs(curves, "FER2013 zoo: accuracy on the hold-out slice by epoch", figures / "curves.png")
     minutes = []
     for done in sorted((members_dir or run).glob("fold*/*/done.json")):
         d = json.loads(done.read_text())

@@ -138,6 +138,31 @@ def plot_learning_curves(history: dict[str, list[tuple[int, float]]], title: str
     return _save(fig, path)
 
 
+def plot_runs(curves: dict[str, Sequence[tuple[int, float]]], title: str, path: str | os.PathLike,
+              ylabel: str = "accuracy") -> Path:
+    """One figure per epoch for several runs on one axis (``{name: [(epoch, value), ...]}``), a
+    line and a legend entry each: members' hold-out accuracy side by side.
+
+    Raises:
+        ValueError: no run has a point (an empty picture would say nothing).
+    """
+    if not any(curves.values()):
+        raise ValueError(f"{title}: no run has a figure to draw")
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    for name, series in curves.items():
+        if series:
+            ep, val = zip(*series)
+            ax.plot(ep, val, marker="o", label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def plot_timeline(times: Sequence[float], probs, class_names: Sequence[str], title: str, path: str | os.PathLike) -> Path:
     """The probability of each expression against time (one track of a video)."""
     plt = _plt()

@@ -11,7 +11,7 @@ from PIL import Image
 
 from lightning_fer.cli import main
 from lightning_fer.loggers import read_offline_run
-from lightning_fer.plots import per_class_precision_recall, plot_confusion
+from lightning_fer.plots import per_class_precision_recall, plot_confusion, plot_runs
 
 
 def _is_picture(path: Path) -> bool:
@@ -63,3 +63,16 @@ def test_offline_wandb_run_holds_the_metrics(tmp_path, monkeypatch):
     assert run["summary"]["test/acc"] == pytest.approx(float(cli.trainer.callback_metrics["test/acc"]))
     optim = run["config"].get("optim") or {k.split("/", 1)[1]: v for k, v in run["config"].items() if k.startswith("optim/")}
     assert optim["lr"] == 0.002 and run["config"]["backbone"] == "sppnet"  # hyperparameters (the optim group)
+
+
+def test_runs_are_drawn_a_line_each_and_an_empty_picture_is_refused(tmp_path):
+    """The zoo's learning curves: members side by side (the train/val picture of one run drew none of
+    them, an empty frame, in the zoo report of 2026-12-03)."""
+    two = plot_runs({"a": [(0, 0.2), (1, 0.4)], "b": [(0, 0.3)]}, "t", tmp_path / "two.png")
+    three = plot_runs({"a": [(0, 0.2), (1, 0.4)], "b": [(0, 0.3)], "c": [(0, 0.5), (1, 0.6)]}, "t", tmp_path / "3.png")
+    assert two.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and two.read_bytes() != three.read_bytes()
+    pixels = np.asarray(Image.open(two).convert("RGB"), dtype=np.int32)
+    coloured = (pixels.max(-1) - pixels.min(-1) > 60).sum()  # the lines and markers: grey and white are not
+    assert coloured > 200
+    with pytest.raises(ValueError, match="no run has a figure to draw"):
+        plot_runs({"a": []}, "t", tmp_path / "none.png")
