@@ -180,9 +180,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args(argv)
     if not args.report_only:
-        from lightning_fer.cv import main as cv_main
+        from lightning_fer.cv import run_config
 
-        cv_main(["--config", args.config])
+        run_config(args.config)
     print(report(Path(args.run), Path(args.out), Path(args.members_dir) if args.members_dir else None, args.root))
 
 

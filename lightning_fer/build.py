@@ -246,15 +246,15 @@ def null_in_groups(argv: list[str]) -> list[str]:
     return out
 
 
-def make_cli(args: Any, run: bool = True, exit_on_error: bool = True) -> FERCLI:
-    """The ``FERCLI`` over ``args`` (argv strings, a dict or a :func:`build` request)."""
+def make_cli(args: Any, run: bool = True, exit_on_error: bool = True, cls: type[FERCLI] | None = None) -> FERCLI:
+    """The ``FERCLI`` (or ``cls``) over ``args`` (argv strings, a dict or a :func:`build` request)."""
     import warnings
 
     with warnings.catch_warnings():
         # cv, export and tests run the CLI from Python on purpose: LightningCLI's advice against
         # that is about user scripts, and would be printed on every call the library makes.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        return FERCLI(
+        return (cls or FERCLI)(
             L.LightningModule,
             FERDataModule,
             subclass_mode_model=True,

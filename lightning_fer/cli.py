@@ -1,14 +1,15 @@
-"""The command line: ``python -m lightning_fer {fit,validate,test,predict,cv,export,pretrained} --config FILE``
-(``export`` is parsed here and runs :func:`lightning_fer.export.export`).
+"""The command line: ``python -m lightning_fer SUBCOMMAND [options]``, one parser.
 
-``fit``/``validate``/``test``/``predict`` run the ``FERCLI`` of :mod:`lightning_fer.build` (a
-LightningCLI in subclass mode for model and data, omegaconf interpolation resolved after
-command-line overrides); ``cv`` and ``export`` parse their own options and build through
-:func:`lightning_fer.build.build`. This module imports those three; none imports it back.
+:class:`CommandLine` is the ``FERCLI`` of :mod:`lightning_fer.build` (a LightningCLI in subclass
+mode for model and data) with the library's tools beside Trainer's four subcommands: ``cv``,
+``export``, ``pretrained`` and ``serve`` are subcommands of the same parser, their options typed and
+checked as every other. ``--pretrained NAME`` is an option of that parser too
+(:class:`ActionPretrained`). Nothing imports this module back.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -41,7 +42,8 @@ examples:
 
 
 def main(args: list[str] | None = None, run: bool = True):
-    """Run the CLI; ``args`` as on the command line (``None``: ``sys.argv[1:]``).
+    """Run the CLI; ``args`` as on the command line (``None``: ``sys.argv[1:]``). Returns the
+    :class:`CommandLine` (fit, validate, test, predict) or what a tool returned (cv, export).
 
     With ``run=False`` the configured objects are built and returned, not run (a leading
     subcommand in ``args`` is dropped).
@@ -51,33 +53,19 @@ def main(args: list[str] | None = None, run: bool = True):
         print(USAGE)  # answered without importing torch or lightning
         return None
     _setup_logging()
-    if argv[0] == "serve":
-        from lightning_fer.serve import main as serve_main
-
-        return serve_main(argv[1:])
-    if argv[0] == "pretrained":
-        from lightning_fer.zoo import describe
-
-        print(describe(), end="")
-        return None
-    from lightning_fer.zoo import PretrainedError, expand_argv
-
     if argv[0] == "predict" and any(a.split("=")[0] in ("--data.predict.help", "--data.init_args.predict.help")
                                     for a in argv[1:]):
         print(PREDICT_HELP.rsplit("\n\nevery option", 1)[0])
         return None
-    try:
-        expanded = expand_argv(argv)
-    except PretrainedError as err:
-        if args is not None or os.environ.get(TRACEBACK_ENV):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    argv = expanded
     if argv[0] == "predict" and any(a in ("-h", "--help") for a in argv[1:]):
         print(PREDICT_HELP)  # its own options first; LightningCLI's full list follows
     try:
-        return _run(argv, args, run)
+        from lightning_fer.command_line import TOOLS, TRAINER, make_cli, make_command_line
+
+        if not run:
+            return make_cli(argv[1:] if argv[0] in TRAINER else argv, run=False, exit_on_error=args is not None)
+        cli = make_command_line(argv, exit_on_error=args is not None)
+        return cli.result if cli.subcommand in TOOLS else cli
     except Exception as err:
         one_line = _one_line(err, argv)
         if one_line is None or args is not None or os.environ.get(TRACEBACK_ENV):  # from Python: the caller handles it
@@ -178,25 +166,16 @@ def _parser_line(message: str, argv: list[str]) -> str:
         return f"{typed}: unknown option{hint}; 'python -m lightning_fer {argv[0]} --help' lists them"
     lines = [ln.strip().lstrip("- ").strip() for ln in message.splitlines()]
     useful = [ln for ln in lines if ln and not ln.startswith(_BOILERPLATE)]
+    key, given = re.search(r'Parser key "([^"]+)"', message), re.search(r"(?:Given|Got) value: (.*)", message)
+    if not useful and key and given:  # a value no type of the option takes: say which it was and what is
+        expected = ", ".join(re.findall(r"Expected an? (.*?)(?:\. Got value.*)?$", message, re.M)).replace("typing.", "")
+        expected = expected.replace("<class 'NoneType'>", "null")
+        return f"--{key[1]}: {given[1].strip()!r} is not accepted (expected {expected})"
     return useful[0] if useful else lines[0]
 
 
 def _config_named(argv: list[str]) -> str | None:
     return next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), None)
-
-
-def _run(argv: list[str], args, run: bool):
-    if argv[0] == "cv":
-        from lightning_fer.cv import main as cv_main
-
-        return cv_main(argv[1:])
-    if argv[0] == "export":
-        return export_main(argv[1:])
-    if not run and argv[0] in ("fit", "validate", "test", "predict"):
-        argv = argv[1:]
-    from lightning_fer.build import make_cli
-
-    return make_cli(argv, run=run, exit_on_error=args is not None)
 
 
 def _cause(err: BaseException | None, kind: type) -> BaseException | None:
@@ -227,32 +206,3 @@ def _setup_logging() -> None:
         handler.setFormatter(logging.Formatter("[lightning_fer] %(message)s"))
         pkg_log.addHandler(handler)
         pkg_log.setLevel(logging.INFO)
-
-
-def export_main(argv: list[str]):
-    """``export`` subcommand: ``--config FILE`` (repeatable), ``--ckpt_path``, ``--format``,
-    ``--output``; any other ``--key=value`` overrides the config as on ``fit``."""
-    import argparse
-
-    import torch
-
-    from lightning_fer.build import build
-    from lightning_fer.export import __doc__ as export_doc
-    from lightning_fer.export import example_input, export
-
-    p = argparse.ArgumentParser(prog="python -m lightning_fer export", description=export_doc,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", action="append", default=[], help="config file (repeatable), as for fit")
-    p.add_argument("--ckpt_path", default=None, help="weights to export (a Lightning checkpoint)")
-    p.add_argument("--format", default="torchscript", help="torchscript or onnx")
-    p.add_argument("--output", default=None, help="default: runs/export/<backbone>.<pt|onnx>")
-    opts, rest = p.parse_known_args(argv)
-    if opts.format not in ("torchscript", "onnx"):
-        raise SystemExit(f"export: --format must be torchscript or onnx, got {opts.format!r}")
-    built = build(opts.config, rest)
-    model = built.model
-    output = opts.output or f"runs/export/{getattr(model.hparams, 'backbone', None) or type(model).__name__.lower()}." + (
-        "pt" if opts.format == "torchscript" else "onnx")  # under runs/, never beside the code
-    if opts.ckpt_path:
-        model.load_state_dict(torch.load(opts.ckpt_path, map_location="cpu", weights_only=True)["state_dict"])
-    return export(model, output, opts.format, example_input(model, image_size=built.datamodule.image_size))

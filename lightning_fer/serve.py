@@ -18,12 +18,12 @@ JSON ``detail``, never a stack trace.
 """
 
 
-import argparse
 import logging
 import tempfile
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 from lightning_fer.data.sources import IMAGE_EXTENSIONS
 from lightning_fer.predict.video import VIDEO_EXTENSIONS, VideoOptions
@@ -205,22 +205,32 @@ def _version() -> str:
     return __version__
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lightning_fer serve", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pretrained", default=None, help="a shipped model (default fer2013)")
-    p.add_argument("--ckpt_path", default=None, help="a FERClassifier checkpoint instead (or the weights of --config's model)")
-    p.add_argument("--config", default=None, help="a model config as for predict (an ensemble of member checkpoints, say)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--face_box", default="auto", choices=["auto", "image"])
+def add_arguments(parser) -> None:
+    """``serve``'s options on ``parser`` (a jsonargparse parser: the command line's ``serve``
+    subcommand is this)."""
+    parser.add_argument("--pretrained", type=str | None, default=None, help="a shipped model (default fer2013)")
+    parser.add_argument("--ckpt_path", type=str | None, default=None,
+                        help="a FERClassifier checkpoint instead (or the weights of --config's model)")
+    parser.add_argument("--config", type=str | None, default=None,
+                        help="a model config as for predict (an ensemble of member checkpoints, say)")
+    parser.add_argument("--host", type=str, default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--face_box", type=Literal["auto", "image"], default="auto")
     for f, v in asdict(ServeLimits()).items():
         if f != "content_types":
-            p.add_argument(f"--{f}", type=float if isinstance(v, float) or v is None else int, default=v)
+            parser.add_argument(f"--{f}", type=float | None if isinstance(v, float) or v is None else int, default=v)
+
+
+def parser():
+    """A parser of ``serve``'s options alone."""
+    from jsonargparse import ArgumentParser
+
+    p = ArgumentParser(prog="python -m lightning_fer serve", description=__doc__)
+    add_arguments(p)
     return p
 
 
-def make_predictor(args: argparse.Namespace):
+def make_predictor(args):
     """The :class:`~lightning_fer.predict.api.Predictor` the options ask for, and the name the page shows:
     a shipped model, a checkpoint, or a config (built as ``predict`` builds it; its data settings
     kept)."""
@@ -244,9 +254,9 @@ def make_predictor(args: argparse.Namespace):
     return Predictor(built.model.eval(), face_box=args.face_box, video=video, data=data), Path(args.config).stem
 
 
-def main(argv: list[str]) -> None:
-    """Load the model and the detector once, then serve until stopped."""
-    args = parser().parse_args(argv)
+def run(args) -> None:
+    """Load the model and the detector once, then serve until stopped (``args``: a parse of
+    :func:`add_arguments`'s options)."""
     try:
         import uvicorn
     except ImportError:

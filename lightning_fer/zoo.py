@@ -16,8 +16,9 @@ corrupted or changed file is refused, naming it) and reads the file with ``weigh
 
 The CLI's ``--pretrained NAME`` (``predict``, ``test``, ``validate``, ``export``) writes the
 bundle out once, as ordinary checkpoints and a config (under the library's cache folder, keyed
-by the hash), and runs as if given ``--config <that config> --ckpt_path <that checkpoint>``: the
-usual ``--data.*`` and ``--trainer.*`` overrides apply. ``pretrained:NAME`` is also accepted
+by the hash, :func:`materialize`); the parser merges that config where ``--pretrained`` stands and
+takes its checkpoint as ``ckpt_path``: the usual ``--data.*`` and ``--trainer.*`` overrides after
+it apply. ``pretrained:NAME`` is also accepted
 wherever a member checkpoint path is (ensemble members).
 
 The registry and the files are :mod:`lightning_fer.shipped`'s; this module builds the models.
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 #: the subcommands ``--pretrained`` works with
 SUBCOMMANDS = ("predict", "test", "validate", "export")
 
-__all__ = ["FORMAT", "PREFIX", "REGISTRY", "SHIPPED", "PretrainedError", "describe", "expand_argv", "load_bundle",
+__all__ = ["FORMAT", "PREFIX", "REGISTRY", "SHIPPED", "PretrainedError", "describe", "load_bundle",
            "materialize", "names", "pretrained", "registry", "resolve_member", "sha256", "verified_path"]
 
 
@@ -98,45 +99,6 @@ def materialize(name: str) -> tuple[Path, Path]:
     """The shipped model as files the CLI reads, written once and hash-checked on every use
     (:func:`lightning_fer.shipped.cached_copy`). Returns (config, checkpoint)."""
     return cached_copy(name, _write_ensemble)
-
-
-def expand_argv(argv: list[str]) -> list[str]:
-    """A CLI call with ``--pretrained NAME`` as the same call with the shipped model's config
-    and checkpoint (see :func:`materialize`); other calls unchanged.
-
-    Raises:
-        PretrainedError: with ``--ckpt_path`` or ``--config`` as well (which would win is not
-            clear), on a subcommand other than :data:`SUBCOMMANDS`, or an unknown name.
-    """
-    found = [i for i, a in enumerate(argv) if a == "--pretrained" or a.startswith("--pretrained=")]
-    if not found:
-        return argv
-    i = found[0]
-    name = argv[i].split("=", 1)[1] if "=" in argv[i] else (argv[i + 1] if i + 1 < len(argv) else "")
-    rest = argv[:i] + argv[i + (1 if "=" in argv[i] else 2):]
-    if not name:
-        raise PretrainedError(f"--pretrained needs a name: one of {names()}")
-    sub = rest[0] if rest else ""
-    if sub not in SUBCOMMANDS:
-        raise PretrainedError(f"--pretrained works with {', '.join(SUBCOMMANDS)}, not {sub or 'no subcommand'!r}")
-    given = lambda *opts: any(a == o or a.startswith(o + "=") for a in rest for o in opts)  # noqa: E731
-    if sub == "predict" and not given("--data.predict.path", "--data.init_args.predict.path", "--data.root",
-                                      "--data.init_args.root") and not any(a in ("-h", "--help") for a in rest):
-        raise PretrainedError(f"predict --pretrained {name} needs --data.predict.path PATH: a photo, a video or a "
-                              "folder of them (or --data.root to predict on the test split of the data it learnt from)")
-    for option in ("--ckpt_path", "--config"):
-        if any(a == option or a.startswith(option + "=") for a in rest):
-            raise PretrainedError(f"--pretrained {name} brings its own config and checkpoint: drop {option} "
-                                  f"(or drop --pretrained and pass --config and --ckpt_path yourself)")
-    config, ckpt = materialize(name)
-    log.info("--pretrained %s: %s", name, registry()[name]["what"])
-    extra = []
-    ok, why = bf16_checked(name)
-    if not ok and not given("--fast_path", "--trainer.precision"):
-        # auto would take bf16 on a GPU or a CPU with bf16 units: not for a model that failed that check
-        log.info("--pretrained %s: bf16 not considered (%s): float32", name, why)
-        extra = ["--fast_path=off"]
-    return [sub, "--config", str(config), "--ckpt_path", str(ckpt), *extra, *rest[1:]]
 
 
 def describe() -> str:

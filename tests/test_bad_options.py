@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,8 +29,11 @@ def test_predict_path_must_exist(tmp_path):
 
 def test_export_output_defaults_under_runs_and_format_is_checked(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit, match="--format must be torchscript or onnx, got 'tflite'"):
-        main(["export", "--config", str(REPO / "configs/demo/sppnet.yaml"), "--format=tflite"])
+    proc = subprocess.run([sys.executable, "-m", "lightning_fer", "export", "--config", str(REPO / "configs/demo/sppnet.yaml"),
+                           "--format=tflite"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-1500:]
+    assert errors[0].startswith("error: --format: 'tflite' is not accepted (expected Literal['torchscript', 'onnx'])")
     path, _ = main(["export", "--config", str(REPO / "configs/demo/sppnet.yaml"), "--data.init_args.loader.num_workers=0"])
     assert path == Path("runs/export/sppnet.pt") and path.is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # nothing beside it

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from lightning_fer.cv.distill import write_soft_targets
 from lightning_fer.cv.ensembles import fit_strategies, unique_names
+from lightning_fer.cv.jobs import JobOptions
 from lightning_fer.cv.options import Collect, Experts, Folds, Lineup, check_moved
 from lightning_fer.cv.plan import Plan, check_member_groups, member_specs
 from lightning_fer.cv.predictions import collect_predictions
@@ -43,7 +44,7 @@ from lightning_fer.files import save_torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METRICS", "Collect", "Experts", "Folds", "Lineup", "arguments", "main", "make_plan", "parser", "run_config", "run_cv", "scores", "write_table"]
+__all__ = ["METRICS", "Collect", "Experts", "Folds", "JobOptions", "Lineup", "add_arguments", "arguments", "make_plan", "parser", "run_config", "run_cv", "run_parsed", "scores", "write_table"]
 
 
 def run_cv(
@@ -131,14 +132,39 @@ def make_plan(lineup: Lineup, output_dir: str = "runs/cv", members_dir: str | No
     return plan
 
 
+def add_arguments(parser) -> None:
+    """``cv``'s options on ``parser``: every argument of :func:`run_cv`, and the job options of
+    :class:`~lightning_fer.cv.jobs.JobOptions` (the command line's ``cv`` subcommand is this)."""
+    from typing import Literal
+
+    parser.add_function_arguments(run_cv, fail_untyped=False)
+    parser.add_argument("--list_jobs", "--list-jobs", action="store_true",
+                        help="list the trainings, one line each with the command that runs it, and stop")
+    parser.add_argument("--job", type=int | None, default=None, help="run one training (an ID of --list-jobs); resumable")
+    parser.add_argument("--launcher", type=Literal["local", "slurm"] | None, default=None,
+                        help="submit the unfinished trainings through submitit, wait, then gather and score")
+    parser.add_argument("--max_parallel", type=int | None, default=None,
+                        help="with --launcher: at most this many trainings at a time (default 2)")
+
+
 def parser():
-    """The ``cv`` subcommand's parser: ``--config FILE`` and every argument of :func:`run_cv`."""
+    """A parser of ``cv``'s options alone: ``--config FILE`` and :func:`add_arguments`'s."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     p = ArgumentParser(prog="python -m lightning_fer cv", description=__doc__, parser_mode="omegaconf")
     p.add_argument("--config", action=ActionConfigFile)
-    p.add_function_arguments(run_cv, fail_untyped=False)
+    add_arguments(p)
     return p
+
+
+def _split(p, cfg) -> tuple[dict, JobOptions, str]:
+    """:func:`run_cv`'s arguments from a parse of ``p`` (classes given by ``class_path``
+    instantiated), the job options, and the run's options as YAML (what a job reads)."""
+    opts = JobOptions(**{k: cfg.pop(k) for k in JobOptions.__dataclass_fields__})
+    cfg.pop("config", None)
+    text = p.dump(cfg)
+    init = p.instantiate_classes(cfg)
+    return {k: v for k, v in init.items()}, opts, text
 
 
 def arguments(argv: list[str]) -> dict:
@@ -146,9 +172,7 @@ def arguments(argv: list[str]) -> dict:
     checked and instantiated (strategies given by ``class_path`` are built)."""
     check_moved(argv)
     p = parser()
-    cfg = p.parse_args(argv)
-    init = p.instantiate(cfg) if hasattr(p, "instantiate") else p.instantiate_classes(cfg)
-    return {k: v for k, v in init.items() if k != "config"}
+    return _split(p, p.parse_args(argv))[0]
 
 
 def run_config(config: str | Path, **changes) -> dict:
@@ -157,23 +181,25 @@ def run_config(config: str | Path, **changes) -> dict:
     return run_cv(**{**arguments(["--config", str(config)]), **changes})
 
 
-def main(argv: list[str]):
-    """Parse ``argv`` (``--config FILE`` and/or ``--key=value``) and run; or, with the job
-    options of :mod:`lightning_fer.cv.jobs`, list the trainings (``--list-jobs``), run one
-    (``--job ID``), or submit them all (``--launcher local|slurm``) and then gather and score."""
+def run_parsed(p, cfg):
+    """Run a parse of ``p`` (a parser :func:`add_arguments` filled): all of :func:`run_cv`; or,
+    with a job option, list the trainings (``--list-jobs``), run one (``--job ID``), or submit them
+    all (``--launcher local|slurm``) and then gather and score. Jobs read the run's options from
+    ``cv_config.yaml`` in its output folder."""
     from lightning_fer.cv import jobs
+    from lightning_fer.files import write_text
 
-    opts, rest = jobs.split_options(argv)
-    if not opts:
-        return run_cv(**arguments(rest))
-    args = arguments(rest)
+    args, opts, text = _split(p, cfg)
+    if not opts.any:
+        return run_cv(**args)
     plan = make_plan(**args)
     every = jobs.jobs_of(plan)
-    if opts.get("list_jobs"):
-        text = jobs.listing(every, rest)
-        print(text)
-        return text
-    if opts.get("job") is not None:
-        return jobs.run_one(plan, jobs.pick(every, opts["job"]))
-    jobs.launch(plan, every, rest, opts["launcher"], int(opts.get("max_parallel") or 2))
+    if opts.job is not None:
+        return jobs.run_one(plan, jobs.pick(every, opts.job))
+    config = write_text(plan.out / "cv_config.yaml", text)
+    if opts.list_jobs:
+        listed = jobs.listing(every, config)
+        print(listed)
+        return listed
+    jobs.launch(plan, every, config, opts.launcher, opts.max_parallel or 2)
     return run_cv(**args)  # gather: every member is trained now; collect, fit and score

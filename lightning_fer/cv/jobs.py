@@ -22,21 +22,37 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from lightning_fer.cv.plan import MemberSpec, Plan
 from lightning_fer.cv.train import train_member
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Job", "JobError", "jobs_of", "launch", "listing", "pick", "run_one", "split_options"]
+__all__ = ["Job", "JobError", "JobOptions", "jobs_of", "launch", "listing", "pick", "run_one"]
 
 
 class JobError(ValueError):
-    """A bad job option: an unknown job ID (the valid ones are listed), a missing value."""
+    """A bad job option: an unknown job ID (the valid ones are listed), a launcher option without a
+    launcher."""
 
-#: the job options (``--list-jobs`` and ``--list_jobs`` both), and whether each takes a value
-OPTIONS = {"list_jobs": False, "job": True, "launcher": True, "max_parallel": True}
-LAUNCHERS = ("local", "slurm")
+
+@dataclass(frozen=True)
+class JobOptions:
+    """``cv``'s job options (``--list-jobs``, ``--job``, ``--launcher``, ``--max_parallel``)."""
+
+    list_jobs: bool = False
+    job: int | None = None
+    launcher: Literal["local", "slurm"] | None = None
+    max_parallel: int | None = None
+
+    def __post_init__(self):
+        if self.max_parallel is not None and not self.launcher:
+            raise JobError("cv: --max_parallel goes with --launcher local|slurm")
+
+    @property
+    def any(self) -> bool:
+        return self.list_jobs or self.job is not None or self.launcher is not None
 
 
 @dataclass(frozen=True)
@@ -49,45 +65,6 @@ class Job:
     def describe(self) -> str:
         return (f"member {self.spec.name}, fold {self.fold}, seed {'-' if self.seed is None else self.seed}, "
                 f"region {self.spec.region}")
-
-
-def split_options(argv: list[str]) -> tuple[dict, list[str]]:
-    """The job options of ``argv`` and the rest (what :func:`lightning_fer.cv.arguments` parses).
-
-    Example:
-        >>> split_options(["--config", "cv.yaml", "--list-jobs"])
-        ({'list_jobs': True}, ['--config', 'cv.yaml'])
-        >>> split_options(["--job=3", "--config", "cv.yaml"])
-        ({'job': '3'}, ['--config', 'cv.yaml'])
-    """
-    opts: dict = {}
-    rest: list[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        key, _, value = arg.partition("=")
-        name = key[2:].replace("-", "_") if key.startswith("--") else None
-        if name in OPTIONS:
-            if not OPTIONS[name]:
-                opts[name] = value.lower() not in ("false", "0") if value else True
-            elif value:
-                opts[name] = value
-            elif i + 1 < len(argv):
-                opts[name] = argv[i + 1]
-                i += 1
-            else:
-                raise JobError(f"cv: --{name} needs a value")
-            i += 1
-            continue
-        rest.append(arg)
-        i += 1
-    if opts.get("list_jobs") is False:
-        opts.pop("list_jobs")
-    if "launcher" in opts and opts["launcher"] not in LAUNCHERS:
-        raise JobError(f"cv: --launcher must be one of {LAUNCHERS}, got {opts['launcher']!r}")
-    if "max_parallel" in opts and not opts.get("launcher"):
-        raise JobError("cv: --max_parallel goes with --launcher local|slurm")
-    return opts, rest
 
 
 def jobs_of(plan: Plan) -> list[Job]:
@@ -105,13 +82,14 @@ def done(plan: Plan, job: Job) -> bool:
     return (plan.member_dir(job.fold, job.seed, job.spec.name) / "done.json").is_file()
 
 
-def command(argv: list[str], job: Job) -> str:
-    return " ".join(["python -m lightning_fer cv", *map(shlex.quote, argv), f"--job {job.id}"])
+def command(config: Path, job: Job) -> str:
+    return f"python -m lightning_fer cv --config {shlex.quote(str(config))} --job {job.id}"
 
 
-def listing(jobs: list[Job], argv: list[str]) -> str:
-    """One line per training: its ID, member, fold, seed and region, and the command that runs it."""
-    return "\n".join(f"{j.id}\t{j.describe()}\t{command(argv, j)}" for j in jobs)
+def listing(jobs: list[Job], config: Path) -> str:
+    """One line per training: its ID, member, fold, seed and region, and the command that runs it
+    (over ``config``: the run's options as parsed, written in its output folder)."""
+    return "\n".join(f"{j.id}\t{j.describe()}\t{command(config, j)}" for j in jobs)
 
 
 def pick(jobs: list[Job], job_id) -> Job:
@@ -132,7 +110,7 @@ def run_one(plan: Plan, job: Job) -> Path:
     return train_member(plan, job.spec, job.fold, job.seed)
 
 
-def launch(plan: Plan, jobs: list[Job], argv: list[str], launcher: str, max_parallel: int = 2,
+def launch(plan: Plan, jobs: list[Job], config: Path, launcher: str, max_parallel: int = 2,
            timeout_min: int = 24 * 60) -> list[str]:
     """Submit the unfinished jobs through submitit and wait for them: ``local`` runs at most
     ``max_parallel`` at a time as subprocesses of this machine; ``slurm`` submits one job array
@@ -152,9 +130,9 @@ def launch(plan: Plan, jobs: list[Job], argv: list[str], launcher: str, max_para
     results: list[str] = []
     waves = [todo] if launcher == "slurm" else [todo[i:i + max_parallel] for i in range(0, len(todo), max_parallel)]
     for wave in waves:
-        with executor.batch():  # one job array per wave: each job is `cv <argv> --job ID` in its own process
+        with executor.batch():  # one job array per wave: each job is `cv --config CONFIG --job ID` in its own process
             submitted = [executor.submit(submitit.helpers.CommandFunction(
-                [sys.executable, "-m", "lightning_fer", "cv", *argv, f"--job={j.id}"])) for j in wave]
+                [sys.executable, "-m", "lightning_fer", "cv", "--config", str(config), f"--job={j.id}"])) for j in wave]
         for job, sub in zip(wave, submitted):
             try:
                 results.append(sub.result())

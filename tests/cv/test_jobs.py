@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from lightning_fer.cv import main
+from lightning_fer.cli import main as cli_main
 from lightning_fer.cv.report import read_records
 from tests.conftest import REPO, tiny_args
 
@@ -24,6 +24,10 @@ def _argv(tmp_path, out: str) -> list[str]:
                                        "--trainer.limit_train_batches=2"])]
 
 
+def main(argv: list[str]):
+    return cli_main(["cv", *argv])
+
+
 def test_list_run_one_and_refuse_a_bad_job(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     argv = _argv(tmp_path, "cv")
@@ -31,6 +35,7 @@ def test_list_run_one_and_refuse_a_bad_job(tmp_path, monkeypatch, capsys):
     lines = text.splitlines()
     assert len(lines) == 2 and lines[0].startswith("0\tmember sppnet, fold 0, seed -, region face\t")
     assert lines[1].startswith("1\tmember sppnet.bag1,") and lines[1].endswith("--job 1")
+    assert f"--config {tmp_path / 'cv' / 'cv_config.yaml'} --job 1" in lines[1]  # the run's options, as parsed
     done = main([*argv, "--job", "1"])
     assert done.name == "done.json" and done.parent.name == "sppnet.bag1"
     assert not (tmp_path / "cv" / "fold0" / "sppnet" / "done.json").exists()  # one job, one training
@@ -58,12 +63,13 @@ def test_local_launcher_runs_two_jobs_at_once_then_gathers_the_same_table(tmp_pa
     assert one["records"]
 
 
-def test_bad_job_options_are_named():
-    from lightning_fer.cv.jobs import JobError, split_options
-
-    with pytest.raises(JobError, match=r"--launcher must be one of \('local', 'slurm'\), got 'pbs'"):
-        split_options(["--launcher", "pbs"])
-    with pytest.raises(JobError, match="--max_parallel goes with --launcher"):
-        split_options(["--max_parallel", "2"])
-    with pytest.raises(JobError, match="--job needs a value"):
-        split_options(["--job"])
+@pytest.mark.parametrize(("option", "said"), [
+    (["--launcher", "pbs"], "--launcher: 'pbs' is not accepted (expected Literal['local', 'slurm'], null)"),
+    (["--max_parallel", "2"], "cv: --max_parallel goes with --launcher local|slurm"),
+    (["--job"], "--job: expected one argument"),
+])
+def test_bad_job_options_are_named_in_one_line(tmp_path, option, said):
+    proc = subprocess.run([sys.executable, "-m", "lightning_fer", "cv", *_argv(tmp_path, "cv"), *option],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and said in errors[0], proc.stderr[-1500:]

@@ -194,18 +194,25 @@ def test_auto_runs_a_shipped_model_in_bf16_only_where_its_ship_time_check_passed
     """On a CPU with bf16 units (flags given through $LIGHTNING_FER_CPU_FLAGS) ``fast_path: auto``
     takes bf16 for a shipped model whose ``bf16`` record passed, and float32, said in a log line,
     for one whose record lost more than 0.3 points: from Python and on the command line."""
-    from lightning_fer import zoo
+    from lightning_fer.cli import main as cli_main
     from lightning_fer.fastpath import FLAGS_ENV
 
     assert shipped.registry()["fer2013"].get("bf16"), "no bf16 record: python -m benchmarks.ship_int8 --kinds bf16"
     monkeypatch.setenv(FLAGS_ENV, "avx2 avx512f avx512_bf16 amx_bf16")
-    argv = ["predict", "--pretrained", "fer2013", "--data.predict.path", str(isolated)]
+    argv = ["predict", "--pretrained", "fer2013", "--data.predict.path", str(isolated), "--trainer.enable_progress_bar=false"]
+
+    def precision(args) -> str:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="lightning_fer"):
+            cli_main(args)
+        return caplog.text.split("fast path (", 1)[1].split("precision ", 1)[1].split(",")[0]
+
     assert lightning_fer.Predictor("fer2013", face_box="image").fast_path.autocast_dtype == torch.bfloat16
-    assert "--fast_path=off" not in zoo.expand_argv(argv)
+    assert precision(argv) == "bf16-mixed"
     _failing_check(isolated / "shipped", monkeypatch, "bf16")
     with caplog.at_level(logging.INFO, logger="lightning_fer"):
         p = lightning_fer.Predictor("fer2013", face_box="image")
-        expanded = zoo.expand_argv(argv)
-    assert p.fast_path.autocast_dtype is None and "--fast_path=off" in expanded
+    assert p.fast_path.autocast_dtype is None
     assert "bf16 not considered" in caplog.text and "(+1.00 points lost; at most 0.3 allowed)" in caplog.text
-    assert "--fast_path=off" not in zoo.expand_argv([*argv, "--fast_path=on"])  # the user's word wins
+    assert precision(argv) == "32-true" and "--pretrained fer2013: bf16 not considered" in caplog.text
+    assert precision([*argv, "--fast_path=on"]) == "bf16-mixed"  # the user's word wins
