@@ -101,7 +101,7 @@ def publictest(model, root: str, batch: int = 256) -> dict:
             "faces": int(len(dm.datasets["test"])), "split": "FER2013 PublicTest, duplicates dropped"}
 
 
-def fitted_strategy(members: list[str], strategy: str, root: str, views: list[str], flip: bool):
+def fitted_strategy(members: list[str], strategy: str, root: str, views: list[str], flip: bool, num_folds: int = 5):
     """The strategy over the members, fitted (where it learns) on fold 0 through the library's
     EnsembleModule (its leak check refuses members trained on fold 0)."""
     from lightning_fer.build import build
@@ -112,7 +112,7 @@ def fitted_strategy(members: list[str], strategy: str, root: str, views: list[st
     ens = EnsembleModule(members, s, views=views, flip=flip)
     if s.requires_fit:
         dm = build(REPO / "configs/fer2013/quick_member.yaml", [f"--data.init_args.root={root}"],
-                   {"data": {"init_args": {"folds": {"fold": 0, "num_folds": 5}}}}).datamodule
+                   {"data": {"init_args": {"folds": {"fold": 0, "num_folds": num_folds}}}}).datamodule
         dm.prepare_data()
         dm.setup("validate")
         ens.fit_strategy(dm)
@@ -134,6 +134,10 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--ensemble-members", nargs="+", default=[])
     ap.add_argument("--strategy", default="lightning_fer.ensemble.SoftVote")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--zoo", action="store_true",
+                    help="--ensemble-run is a zoo run (configs/fer2013/cv_zoo.yaml): members in fold0/, trained on all of "
+                         "Training but the 10%% hold-out slice (fold 0 of 10), where the strategy learns")
+    ap.add_argument("--member-what", default=None, help="what the --member network is (default: fer_vgg 32-256)")
     ap.add_argument("--root", default=str(REPO.parent / "shared" / "data" / "fer2013"))
     ap.add_argument("--out", type=Path, default=shipped.SHIPPED)
     args = ap.parse_args(argv)
@@ -145,8 +149,11 @@ def main(argv: list[str] | None = None) -> Path:
     bundles = {}
     if args.member:
         bundles["fer2013"] = (member_bundle(args.member, DATA), {
-            "what": "one network: the VGG-style fer_vgg (widths 32-256, 1.17M parameters), 48 px grey faces, flip TTA",
-            "recipe": f"{args.member_recipe} (30 epochs, SGD one-cycle, final weights), all of FER2013 Training"})
+            "what": args.member_what or "one network: the VGG-style fer_vgg (widths 32-256, 1.17M parameters), 48 px grey "
+                                        "faces, flip TTA",
+            "recipe": f"{args.member_recipe} (30 epochs, SGD one-cycle, final weights), all of FER2013 Training"
+                      if not args.zoo else f"{args.member_recipe} (cv: configs/fer2013/cv_zoo.yaml), all of FER2013 "
+                                           "Training but the 10% hold-out slice"})
     if args.fast:
         bundles["fer2013-fast"] = (member_bundle(args.fast, DATA), {
             "what": args.fast_what,
@@ -155,16 +162,18 @@ def main(argv: list[str] | None = None) -> Path:
     if args.ensemble_run is not None:
         member_paths = []
         for name in args.ensemble_members:
-            done = args.ensemble_run / f"fold0-seed{args.seed}" / name / "done.json"
+            done = args.ensemble_run / ("fold0" if args.zoo else f"fold0-seed{args.seed}") / name / "done.json"
             if not done.is_file():
                 raise SystemExit(f"{done}: member {name} has not finished; run `python -m lightning_fer cv --config "
                                  "configs/fer2013/cv.yaml` first")
             member_paths.append(json.loads(done.read_text())["checkpoint"])
-        strategy = fitted_strategy(member_paths, args.strategy, args.root, ["face"], True)
+        strategy = fitted_strategy(member_paths, args.strategy, args.root, ["face"], True, 10 if args.zoo else 5)
         bundles["fer2013-ensemble"] = (ensemble_bundle(member_paths, strategy, ["face"], True, DATA), {
             "what": f"{strategy.name} of {len(member_paths)} networks ({', '.join(args.ensemble_members)}) on the face "
                     "and its mirror, 48 px grey faces",
             "recipe": f"configs/fer2013/cv.yaml seed {args.seed} (members on folds 1-4 of Training; fold 0 held out"
+                      f"{', where the strategy learnt' if strategy.requires_fit else ''})" if not args.zoo else
+                      "configs/fer2013/cv_zoo.yaml (members on all of Training but the 10% hold-out slice"
                       f"{', where the strategy learnt' if strategy.requires_fit else ''})"})
     old = args.out / "models.json"
     models = json.loads(old.read_text())["models"] if old.is_file() else {}  # the names not rewritten are kept
