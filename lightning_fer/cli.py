@@ -1,10 +1,10 @@
 """The command line: ``python -m lightning_fer SUBCOMMAND [options]``, one parser.
 
-:class:`CommandLine` is the ``FERCLI`` of :mod:`lightning_fer.build` (a LightningCLI in subclass
-mode for model and data) with the library's tools beside Trainer's four subcommands: ``cv``,
-``export``, ``pretrained`` and ``serve`` are subcommands of the same parser, their options typed and
-checked as every other. ``--pretrained NAME`` is an option of that parser too
-(:class:`ActionPretrained`). Nothing imports this module back.
+The parser is :class:`~lightning_fer.command_line.CommandLine`'s: the ``FERCLI`` of
+:mod:`lightning_fer.build` (a LightningCLI in subclass mode for model and data) with the library's
+tools beside Trainer's four subcommands (``cv``, ``export``, ``pretrained`` and ``serve``, their options
+typed and checked as every other). This module answers ``--help`` without importing torch or
+Lightning, and says a user's error in one line. Nothing imports it back.
 """
 
 from __future__ import annotations
