@@ -154,11 +154,16 @@ def test_predict_labels_whole_pictures_with_face_box_image(fer2013_root, tmp_pat
     assert all(r["box"] == "[0.0, 0.0, 48.0, 48.0]" for r in rows)
 
 
-def test_pretrained_with_a_ckpt_path_is_refused_in_one_line(tmp_path):
-    proc = _cli("test", "--pretrained", "fer2013", "--ckpt_path", "mine.ckpt", cwd=tmp_path)
+@pytest.mark.parametrize(("option", "value"), [("--ckpt_path", "mine.ckpt"), ("--config", "configs/demo/sppnet.yaml")])
+@pytest.mark.parametrize("before", [False, True], ids=["after", "before"])
+def test_pretrained_with_a_ckpt_path_or_config_before_or_after_is_refused_in_one_line(tmp_path, option, value, before):
+    given = [option, str(REPO / value) if option == "--config" else value]
+    pretrained = ["--pretrained", "fer2013"]
+    proc = _cli("test", *(given + pretrained if before else pretrained + given), cwd=tmp_path)
     assert proc.returncode == 2
     err = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("[lightning_fer]")]
-    assert len(err) == 1 and "drop --ckpt_path" in err[0] and "Traceback" not in proc.stderr
+    assert len(err) == 1 and f"drop {option}" in err[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists()  # refused before anything ran or wrote
 
 
 def _unsafe_checkpoint(path):
