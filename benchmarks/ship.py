@@ -138,7 +138,9 @@ def main(argv: list[str] | None = None) -> Path:
                     help="--ensemble-run is a zoo run (configs/fer2013/cv_zoo.yaml): members in fold0/, trained on all of "
                          "Training but the 10%% hold-out slice (fold 0 of 10), where the strategy learns")
     ap.add_argument("--member-what", default=None, help="what the --member network is (default: fer_vgg 32-256)")
-    ap.add_argument("--root", default=str(REPO.parent / "shared" / "data" / "fer2013"))
+    ap.add_argument("--root", default=DATA["root"],
+                    help="FER2013, spelt as the members' configs spell it (the leak check compares the data's source as "
+                         "written: run from the repository root)")
     ap.add_argument("--out", type=Path, default=shipped.SHIPPED)
     args = ap.parse_args(argv)
     if not (args.member or args.fast or args.ensemble_run):
