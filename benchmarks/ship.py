@@ -101,6 +101,32 @@ def publictest(model, root: str, batch: int = 256) -> dict:
             "faces": int(len(dm.datasets["test"])), "split": "FER2013 PublicTest, duplicates dropped"}
 
 
+def faces_per_second(name: str, root: str, n: int = 1024) -> dict:
+    """The shipped model ``name`` loaded by name, on ``n`` FER2013 PublicTest crops (files: reading
+    included) through ``lightning_fer.Predictor(name, face_box="image")`` with the runtime it
+    chooses (``auto``), on one thread after a warm-up: the figure ``pretrained`` lists."""
+    import torch
+
+    import lightning_fer
+
+    files = sorted(str(p) for p in Path(root, "val").rglob("*.png"))[:n] or sorted(
+        str(p) for p in Path(root, "val").rglob("*.jpg"))[:n]
+    if not files:
+        raise SystemExit(f"{root}/val: no PublicTest crops to time (pass --root)")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        predictor = lightning_fer.Predictor(name, face_box="image", runtime="auto")
+        predictor.analyze(files[:64])  # warm-up: the runtime's choice and its session
+        t = time.perf_counter()
+        predictor.analyze(files)
+        seconds = time.perf_counter() - t
+    finally:
+        torch.set_num_threads(threads)
+    return {"faces_per_s": round(len(files) / seconds, 1), "runtime": predictor.runtime, "threads": 1,
+            "faces": len(files), "measured_on": machine()}
+
+
 def fitted_strategy(members: list[str], strategy: str, root: str, views: list[str], flip: bool, num_folds: int = 5):
     """The strategy over the members, fitted (where it learns) on fold 0 through the library's
     EnsembleModule (its leak check refuses members trained on fold 0)."""
@@ -138,11 +164,16 @@ def main(argv: list[str] | None = None) -> Path:
                     help="--ensemble-run is a zoo run (configs/fer2013/cv_zoo.yaml): members in fold0/, trained on all of "
                          "Training but the 10%% hold-out slice (fold 0 of 10), where the strategy learns")
     ap.add_argument("--member-what", default=None, help="what the --member network is (default: fer_vgg 32-256)")
-    ap.add_argument("--root", default=str(REPO.parent / "shared" / "data" / "fer2013"))
+    ap.add_argument("--root", default=DATA["root"],
+                    help="FER2013, spelt as the members' configs spell it (the leak check compares the data's source as "
+                         "written: run from the repository root)")
     ap.add_argument("--out", type=Path, default=shipped.SHIPPED)
+    ap.add_argument("--speed", nargs="*", default=None, metavar="NAME",
+                    help="measure faces/s of these shipped models (none named: every one) into the registry; the "
+                         "models written in this run are measured anyway")
     args = ap.parse_args(argv)
-    if not (args.member or args.fast or args.ensemble_run):
-        ap.error("name at least one model to write: --member, --fast or --ensemble-run")
+    if not (args.member or args.fast or args.ensemble_run or args.speed is not None):
+        ap.error("name at least one model to write (--member, --fast or --ensemble-run) or to time (--speed)")
     args.out.mkdir(parents=True, exist_ok=True)
     shipped.SHIPPED, shipped.REGISTRY = args.out, args.out / "models.json"  # measured where written
     t0 = time.perf_counter()
@@ -176,18 +207,28 @@ def main(argv: list[str] | None = None) -> Path:
                       "configs/fer2013/cv_zoo.yaml (members on all of Training but the 10% hold-out slice"
                       f"{', where the strategy learnt' if strategy.requires_fit else ''})"})
     old = args.out / "models.json"
-    models = json.loads(old.read_text())["models"] if old.is_file() else {}  # the names not rewritten are kept
+    before = json.loads(old.read_text()) if old.is_file() else {}
+    models = before.get("models", {})  # the names not rewritten are kept
     for name, (bundle, info) in bundles.items():
         path = save_torch(bundle, args.out / f"{name}.pt")
         models[name] = {"file": path.name, "sha256": shipped.sha256(path), "bytes": path.stat().st_size, "kind": bundle["kind"],
                         "data": "FER2013 (Kaggle 2013): 48 px grey faces, 7 classes, Training split, duplicates dropped",
                         "commit": commit(), "licence": LICENCE, **info}
-    reg = {"note": "written by benchmarks/ship.py; every load checks each file's sha256", "models": models}
+    reg = {"note": "written by benchmarks/ship.py; every load checks each file's sha256", "models": models,
+           **({"measured_on": before["measured_on"]} if "measured_on" in before else {})}
     write_text(args.out / "models.json", json.dumps(reg, indent=1) + "\n")
     for name in bundles:  # measured as shipped: loaded by name, float16 weights, hash checked
         models[name]["publictest"] = publictest(zoo.pretrained(name), args.root)
         print(name, models[name]["publictest"], flush=True)
-    reg["measured_on"] = machine()
+    timed = list(bundles) + [n for n in (args.speed if args.speed else models if args.speed is not None else [])
+                             if n not in bundles]
+    for name in timed:
+        if name not in models:
+            raise SystemExit(f"--speed {name}: not a shipped model ({', '.join(models)})")
+        models[name]["speed"] = faces_per_second(name, args.root)
+        print(name, models[name]["speed"], flush=True)
+    if bundles:
+        reg["measured_on"] = machine()
     write_text(args.out / "models.json", json.dumps(reg, indent=1) + "\n")
     print(zoo.describe())
     print(f"wrote {args.out} in {time.perf_counter() - t0:.0f} s")

@@ -6,6 +6,7 @@ back.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from argparse import Action
 from typing import Literal
@@ -14,7 +15,7 @@ import lightning
 import torch
 import yaml
 from jsonargparse import ActionConfigFile
-from lightning.pytorch.cli import LightningCLI, _get_short_description
+from lightning.pytorch.cli import LightningCLI
 
 from lightning_fer import cv, serve
 from lightning_fer.build import FERCLI, make_cli
@@ -97,7 +98,7 @@ class CommandLine(FERCLI):
         self._subcommand_parsers = {}
         subcommands = parser.add_subcommands()
         for name in self.subcommands():
-            about = TOOLS.get(name) or _get_short_description(getattr(self.trainer_class, name))
+            about = TOOLS.get(name) or inspect.getdoc(getattr(self.trainer_class, name)).splitlines()[0]
             sub = self._subcommand_parser(name, **{"description": about, **kwargs.get(name, {})})
             self._subcommand_parsers[name] = sub
             subcommands.add_subcommand(name, sub, help=about)

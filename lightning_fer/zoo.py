@@ -101,9 +101,17 @@ def materialize(name: str) -> tuple[Path, Path]:
     return cached_copy(name, _write_ensemble)
 
 
+def _speed(s: dict | None) -> str:
+    """A shipped model's measured speed, as ``pretrained`` says it (``benchmarks/ship.py --speed``)."""
+    if not s:
+        return "not measured (python -m benchmarks.ship --speed NAME)"
+    return (f"{s['faces_per_s']:.0f} faces/s on one thread, pre-cropped faces through lightning_fer.analyze "
+            f"(runtime {s['runtime']}; {s['measured_on']})")
+
+
 def describe() -> str:
     """The ``pretrained`` subcommand's listing: every shipped model, what it is, what it learnt
-    from, its recipe, its measured figures, its size, and the data licence."""
+    from, its recipe, its measured figures, its size, its speed, and the data licence."""
     reg = registry()
     if not reg:
         return "no shipped models in this installation (lightning_fer/shipped/models.json is missing)"
@@ -115,5 +123,6 @@ def describe() -> str:
                   f"  measured: {fig.get('acc', float('nan')):.1f}% accuracy, {fig.get('f1', float('nan')):.1f}% macro F1 on "
                   f"{fig.get('split', 'FER2013 PublicTest, duplicates dropped')}",
                   f"  size:     {e['bytes'] / 1e6:.1f} MB ({e['file']}, sha256 {e['sha256'][:16]}...)",
+                  f"  speed:    {_speed(e.get('speed'))}",
                   f"  licence:  {e['licence']}", ""]
     return "\n".join(lines).rstrip() + "\n"

@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+import torch
+
 from lightning_fer.cv.plan import Plan
 from lightning_fer.cv.predictions import run_datamodule
 from lightning_fer.ensemble.members import load_member
@@ -60,15 +62,23 @@ def teachers(plan: Plan, k: int, seed: int | None) -> dict[str, str]:
 def write_soft_targets(plan: Plan, k: int, seed: int | None) -> Path:
     """The teachers' probabilities on the run's training images (no augmentation): their
     soft vote on the face (and its mirror with ``flip``), for the
-    students (:func:`teachers` says who teaches)."""
+    students (:func:`teachers` says who teaches). Kept from an earlier run only where the same
+    teachers' same checkpoints (path and modification time) made them with the same flip and size."""
     path = plan.soft_targets(k, seed)
-    if path.is_file():
-        return path
     who = teachers(plan, k, seed)
+    sources = {"teachers": {name: f"{ckpt} ({Path(ckpt).stat().st_mtime_ns})" for name, ckpt in who.items()},
+               "flip": plan.collect.flip, "image_size": plan.collect.image_size}
+    if path.is_file():
+        saved = torch.load(path, map_location="cpu", weights_only=True).get("sources")
+        if saved == sources:
+            return path
+        log.info("%s was made by other teachers, checkpoints or views (%s): made again from %s (students "
+                 "already trained on the old ones are kept: delete their folders to retrain them)", path,
+                 saved or "not recorded", sources)
     net, fp = member_net(plan, list(who.values()), ["face"], plan.collect.image_size)
     # The students' data (a teacher's config may train on fewer images: every student image needs a target).
     student = next(s.config for s in plan.members if s.student)
     dm = run_datamodule(plan, k, ["face"], student, image_size=net.image_size, training={"augment": False})
-    distill.write_soft_targets(net, dm, path, list(who), fp.autocast())
+    distill.write_soft_targets(net, dm, path, list(who), fp.autocast(), sources)
     log.info("soft targets of %s on %d training images: %s", list(who), len(dm.splits["train"]), path)
     return path

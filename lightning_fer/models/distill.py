@@ -100,7 +100,8 @@ def teacher_targets(path, class_names: list[str], fingerprint: dict | None, data
 
 
 @torch.no_grad()
-def write_soft_targets(net, datamodule, path: str | Path, teachers: list[str], autocast=None) -> Path:
+def write_soft_targets(net, datamodule, path: str | Path, teachers: list[str], autocast=None,
+                       sources: dict | None = None) -> Path:
     """The teachers' probabilities on every training image of ``datamodule`` (set up for ``fit``,
     yielding the views of ``net``, with no augmentation): the
     :class:`~lightning_fer.ensemble.SoftVote` of ``net`` (an
@@ -108,7 +109,8 @@ def write_soft_targets(net, datamodule, path: str | Path, teachers: list[str], a
     included where it flips, by the image's index in the data's records, with the data's
     fingerprint, at ``path`` (written atomically): what :class:`Distillation` reads.
 
-    ``autocast``: the context to run the teachers under (default float32)."""
+    ``autocast``: the context to run the teachers under (default float32); ``sources``: what made
+    them (saved as is, for a reader to tell stale targets)."""
     import contextlib
 
     from lightning_fer.ensemble.strategies import SoftVote
@@ -121,4 +123,4 @@ def write_soft_targets(net, datamodule, path: str | Path, teachers: list[str], a
     vote.setup(*logits.shape[1:])
     probs[index] = vote(logits.float(), net.mask.cpu())
     return save_torch({"probs": probs, "class_names": list(net.class_names), "data_print": datamodule.fingerprint(),
-                       "teachers": list(teachers)}, path)
+                       "teachers": list(teachers), "sources": sources}, path)

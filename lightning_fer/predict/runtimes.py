@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -197,7 +198,22 @@ class OnnxPredict(Callback):
         def example(batch: int) -> torch.Tensor:
             return predict_example(pl_module, size, channels, batch)
 
-        float32, path = self._session(pl_module, example(2))
+        try:
+            float32, path = self._session(pl_module, example(2))
+        except Exception as err:  # noqa: BLE001 - an op ONNX lacks (adaptive pooling to an uneven size ...): said
+            inner = err
+            while inner.__cause__ is not None:  # the exporter wraps the reason (the op it has no function for)
+                inner = inner.__cause__
+            said = re.sub(r"\x1b\[[0-9;]*m", "", str(inner)).strip().splitlines()
+            why = f"{type(inner).__name__}: {said[0][:160]}" if said else type(inner).__name__
+            pl_module.train(was_training)
+            if self.runtime != "auto":
+                from lightning_fer.options import OptionError
+
+                raise OptionError(f"--data.predict.runtime {self.runtime}: this model does not export to ONNX ({why}); "
+                                  "use auto or eager") from err
+            log.info("predict: eager PyTorch (this model does not export to ONNX: %s)", why)
+            return self.chosen
         int8 = self.int8_session(path, self.runtime == "int8") if self.runtime in ("auto", "int8") else None
         net = plain(pl_module).eval()
         if self.runtime == "auto":

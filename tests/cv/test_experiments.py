@@ -93,6 +93,17 @@ def test_experts_snapshots_flip_and_students_in_one_cv_run(tmp_path, monkeypatch
     with torch.no_grad(), choose(plan.collect.fast_path).autocast():
         mine = (teacher(x).float().softmax(-1) + teacher(x.flip(-1)).float().softmax(-1)) / 2
     assert torch.allclose(targets["probs"][batch["index"][:4]], mine, atol=5e-3)
+    # Kept while the same teachers' same checkpoints made them; made again for other teachers.
+    from lightning_fer.cv.distill import write_soft_targets
+
+    path, stamp = tmp_path / "cv" / "fold0" / "soft_targets.pt", (tmp_path / "cv" / "fold0" / "soft_targets.pt").stat().st_mtime_ns
+    same = _plan(tmp_path / "cv", "sppnet", teachers=["sppnet"], overrides=plan.lineup.overrides, flip=True)
+    assert write_soft_targets(same, 0, None) == path and path.stat().st_mtime_ns == stamp
+    other = _plan(tmp_path / "cv", "sppnet", teachers=["sppnet#e1"], overrides=plan.lineup.overrides, flip=True)
+    write_soft_targets(other, 0, None)
+    again = torch.load(path, weights_only=True)
+    assert again["teachers"] == ["sppnet#e1"] and list(again["sources"]["teachers"]) == ["sppnet#e1"]
+    assert not torch.equal(torch.nan_to_num(again["probs"]), torch.nan_to_num(targets["probs"]))
     student = torch.load(done["sppnet.student"]["checkpoint"], map_location="cpu", weights_only=True)
     assert student["hyper_parameters"]["distill"]["teacher"].endswith("soft_targets.pt")
     # Calibration columns: ECE in percent, NLL in nats.
@@ -114,7 +125,7 @@ def test_experts_snapshots_flip_and_students_in_one_cv_run(tmp_path, monkeypatch
     assert csv_rows["sppnet"]["acc90_agree mean"] == "" and csv_rows["HardVote"]["acc90_agree mean"] != ""
 
 
-def _plan(out, snapshots_of, teachers=None, overrides=()):
+def _plan(out, snapshots_of, teachers=None, overrides=(), flip=False):
     from lightning_fer.cv import Collect, Experts, Folds, Lineup
     from lightning_fer.cv.plan import Plan, member_specs
 
@@ -122,7 +133,7 @@ def _plan(out, snapshots_of, teachers=None, overrides=()):
                     overrides=list(overrides), monitor="val/acc")
     experts = Experts(["mouth", "nose"])
     return Plan(member_specs(lineup, experts), out, out, lineup, Folds([0], 3),
-                Collect(["face", "nose", "mouth"], batch_size=8, device="cpu"), experts)
+                Collect(["face", "nose", "mouth"], flip=flip, batch_size=8, device="cpu"), experts)
 
 
 def test_flip_rows_average_the_image_and_its_mirror(tmp_path, monkeypatch):
