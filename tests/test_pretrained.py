@@ -87,6 +87,9 @@ def test_the_listing_says_what_each_model_is_and_how_it_was_measured():
         entry = zoo.registry()[name]
         assert f"{name}\n" in proc.stdout and entry["sha256"][:16] in proc.stdout
     assert "macro F1 on FER2013 PublicTest" in proc.stdout and "research" in proc.stdout
+    # each model's speed, measured where it was shipped (python -m benchmarks.ship --speed)
+    assert proc.stdout.count("faces/s on one thread, pre-cropped faces") == len(NAMES)
+    assert all(zoo.registry()[n]["speed"]["faces_per_s"] > 0 for n in NAMES)
     assert sum(e["bytes"] for e in zoo.registry().values()) <= 25_000_000  # together at most 25 MB
 
 
