@@ -1,4 +1,4 @@
-"""Shared helpers: the machine header and Markdown tables."""
+"""Shared helpers: the machine header, Markdown tables, timing, and faces/s through ``analyze``."""
 
 from __future__ import annotations
 
@@ -59,3 +59,23 @@ def median_time(fn, repeats: int, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def publictest_crops(root, n: int) -> list[str]:
+    """The first ``n`` FER2013 PublicTest crops (files, sorted) under ``root/val``."""
+    from pathlib import Path
+
+    return sorted(str(f) for f in (Path(root) / "val").glob("*/*"))[:n]
+
+
+def analyze_faces_per_s(name: str, files: list[str], runtime: str = "auto") -> tuple[float, str]:
+    """Faces/s of one ``lightning_fer.Predictor(name, face_box="image", runtime=runtime).analyze(files)``
+    call (reading, the transform, the model) after a warm-up on 64 of them, on the threads the caller
+    set; and the runtime the predictor ran."""
+    import lightning_fer
+
+    predictor = lightning_fer.Predictor(name, face_box="image", runtime=runtime)
+    predictor.analyze(files[:64])  # warm-up: the runtime's choice and its session
+    t0 = time.perf_counter()
+    predictor.analyze(files)
+    return len(files) / (time.perf_counter() - t0), predictor.runtime

@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from benchmarks.common import machine, table  # noqa: E402
+from benchmarks.common import analyze_faces_per_s, machine, publictest_crops, table  # noqa: E402
 from benchmarks.video import mtcnn_alone, write_video  # noqa: E402
 
 #: fer's labels, in the library's names
@@ -221,10 +221,9 @@ def per_thread(names: list[str], root: Path, n: int) -> tuple[list[list[str]], d
     runtime. Returns the table's rows, our best faces/s per model, and fer's."""
     import torch
 
-    import lightning_fer
     from benchmarks.peers import FerPeer
 
-    files = sorted(str(f) for f in (root / "val").glob("*/*"))[:n]
+    files = publictest_crops(root, n)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -238,13 +237,9 @@ def per_thread(names: list[str], root: Path, n: int) -> tuple[list[list[str]], d
         best: dict[str, float] = {}
         for name in names:
             for runtime in ("eager", "onnx", "int8", "auto"):
-                p = lightning_fer.Predictor(name, face_box="image", runtime=runtime)
-                p.analyze(files[:64])  # warm-up
-                t = time.perf_counter()
-                p.analyze(files)
-                fps = len(files) / (time.perf_counter() - t)
+                fps, chosen = analyze_faces_per_s(name, files, runtime)
                 best[name] = max(best.get(name, 0.0), fps) if runtime == "auto" else best.get(name, 0.0)
-                rows.append([name, runtime if runtime != "auto" else f"auto (chose {p.runtime})", f"{fps:.0f}",
+                rows.append([name, runtime if runtime != "auto" else f"auto (chose {chosen})", f"{fps:.0f}",
                              f"{fps / fer_fps:.2f}"])
     finally:
         torch.set_num_threads(threads)

@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from benchmarks.common import machine  # noqa: E402
+from benchmarks.common import analyze_faces_per_s, machine, publictest_crops  # noqa: E402
 from lightning_fer import shipped  # noqa: E402
 
 LICENCE = ("FER2013 (Kaggle ICML 2013 challenge) is for research; these weights learnt from it inherit that: "
@@ -107,25 +107,17 @@ def faces_per_second(name: str, root: str, n: int = 1024) -> dict:
     chooses (``auto``), on one thread after a warm-up: the figure ``pretrained`` lists."""
     import torch
 
-    import lightning_fer
-
-    files = sorted(str(p) for p in Path(root, "val").rglob("*.png"))[:n] or sorted(
-        str(p) for p in Path(root, "val").rglob("*.jpg"))[:n]
+    files = publictest_crops(root, n)
     if not files:
         raise SystemExit(f"{root}/val: no PublicTest crops to time (pass --root)")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        predictor = lightning_fer.Predictor(name, face_box="image", runtime="auto")
-        predictor.analyze(files[:64])  # warm-up: the runtime's choice and its session
-        t = time.perf_counter()
-        predictor.analyze(files)
-        seconds = time.perf_counter() - t
+        fps, runtime = analyze_faces_per_s(name, files)
         where = machine()  # with the one thread it ran on
     finally:
         torch.set_num_threads(threads)
-    return {"faces_per_s": round(len(files) / seconds, 1), "runtime": predictor.runtime, "threads": 1,
-            "faces": len(files), "measured_on": where}
+    return {"faces_per_s": round(fps, 1), "runtime": runtime, "threads": 1, "faces": len(files), "measured_on": where}
 
 
 def fitted_strategy(members: list[str], strategy: str, root: str, views: list[str], flip: bool, num_folds: int = 5):
@@ -221,8 +213,8 @@ def main(argv: list[str] | None = None) -> Path:
     for name in bundles:  # measured as shipped: loaded by name, float16 weights, hash checked
         models[name]["publictest"] = publictest(zoo.pretrained(name), args.root)
         print(name, models[name]["publictest"], flush=True)
-    timed = list(bundles) + [n for n in (args.speed if args.speed else models if args.speed is not None else [])
-                             if n not in bundles]
+    asked = [] if args.speed is None else args.speed or list(models)  # --speed alone: every shipped model
+    timed = list(bundles) + [n for n in asked if n not in bundles]
     for name in timed:
         if name not in models:
             raise SystemExit(f"--speed {name}: not a shipped model ({', '.join(models)})")
