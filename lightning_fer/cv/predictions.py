@@ -80,6 +80,11 @@ class Collected:
     kind: str  # "face", "expert", "student" or "snapshot:<member>"
     config: str = ""  # the config it was trained from
 
+    @property
+    def source(self) -> str:
+        """The checkpoint and its modification time: cached predictions are its only while this holds."""
+        return f"{self.checkpoint} ({Path(self.checkpoint).stat().st_mtime_ns})"
+
 
 def collected_members(plan: Plan, k: int, seed: int | None) -> list[Collected]:
     """Every network of a run: the trained members (best checkpoints) and each snapshot."""
@@ -134,16 +139,30 @@ def collect_predictions(plan: Plan, k: int, seed: int | None) -> RunPredictions:
     names = [m.name for m in members]
     if pred_file.is_file():
         d = torch.load(pred_file, map_location="cpu", weights_only=True)
-        if d.get("names") == names and d.get("views") == plan.all_views and "collected" in d:
+        if (d.get("names") == names and d.get("views") == plan.all_views and "collected" in d
+                and d.get("sources") == [m.source for m in members]):
             return RunPredictions.from_dict(d)
     sets: dict[tuple[str, ...], list[Collected]] = {}  # students and snapshots: the face only
     for m in members:
-        if not (run_dir / "logits" / f"{m.name}.pt").is_file():
+        if not _logits_current(run_dir / "logits" / f"{m.name}.pt", m):
             small = m.region == "face" and (m.kind == "student" or m.kind.startswith("snapshot"))
             sets.setdefault(("face",) if small else tuple(plan.data_views), []).append(m)
     for views, todo in sets.items():
         _collect_members(plan, k, run_dir, todo, list(views))
     return _assemble(plan, run_dir, members, pred_file)
+
+
+def _logits_current(path: Path, member: Collected) -> bool:
+    """Whether ``path`` holds ``member``'s logits from the checkpoint it has now (a retrained
+    member, or a file from before sources were recorded, is collected again, said in a log line)."""
+    if not path.is_file():
+        return False
+    saved = torch.load(path, map_location="cpu", weights_only=True).get("source")
+    if saved != member.source:
+        log.info("%s was collected from %s, not %s: collected again", path, saved or "an unrecorded checkpoint",
+                 member.source)
+        return False
+    return True
 
 
 def _collect_members(plan: Plan, k: int, run_dir: Path, todo: list[Collected], data_views: list[str]) -> None:
@@ -166,7 +185,7 @@ def _collect_members(plan: Plan, k: int, run_dir: Path, todo: list[Collected], d
             d = {f"{s}_{key}": val for s, (lg, lab, ix, loc) in per_split.items()
                  for key, val in (("logits", lg[:, j][:, cols]), ("labels", lab), ("index", ix), ("view_mask", loc[:, cols]))}
             d.update(views=list(m.views), class_names=list(net.class_names), data_print=json.dumps(dm.fingerprint(), sort_keys=True),
-                     member_print=json.dumps(net.members[j].data_fingerprint, sort_keys=True))
+                     member_print=json.dumps(net.members[j].data_fingerprint, sort_keys=True), source=m.source)
             save_torch(d, run_dir / "logits" / f"{m.name}.pt")
         log.info("collected %s at %d px on %s", [todo[i].name for i in idx], size, views)
 
@@ -193,7 +212,7 @@ def _assemble(plan: Plan, run_dir: Path, members: list[Collected], pred_file: Pa
     out = RunPredictions([m.name for m in members], views, [m.region for m in members], [m.kind for m in members],
                          parts[0]["class_names"], [p["member_print"] for p in parts], parts[0]["data_print"], collected,
                          **splits)
-    save_torch(out.to_dict(), pred_file)
+    save_torch({**out.to_dict(), "sources": [m.source for m in members]}, pred_file)
     return out
 
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -106,6 +107,16 @@ def test_experts_snapshots_flip_and_students_in_one_cv_run(tmp_path, monkeypatch
     assert not torch.equal(torch.nan_to_num(again["probs"]), torch.nan_to_num(targets["probs"]))
     student = torch.load(done["sppnet.student"]["checkpoint"], map_location="cpu", weights_only=True)
     assert student["hyper_parameters"]["distill"]["teacher"].endswith("soft_targets.pt")
+    # A member whose checkpoint changed (retrained) is collected again; the others' logits are kept.
+    logits = run / "logits"
+    stamps = {f.name: f.stat().st_mtime_ns for f in logits.glob("*.pt")}
+    ckpt = Path(done["sppnet.student"]["checkpoint"])
+    os.utime(ckpt, ns=(ckpt.stat().st_atime_ns, ckpt.stat().st_mtime_ns + 10**9))
+    main(argv)
+    assert (logits / "sppnet.student.pt").stat().st_mtime_ns != stamps["sppnet.student.pt"]
+    assert (logits / "sppnet.pt").stat().st_mtime_ns == stamps["sppnet.pt"]
+    d = torch.load(run / "predictions.pt", weights_only=True)
+    assert f"({ckpt.stat().st_mtime_ns})" in d["sources"][d["names"].index("sppnet.student")]
     # Calibration columns: ECE in percent, NLL in nats.
     table = (tmp_path / "cv" / "table2.md").read_text()
     assert "| ECE | NLL |" in table
