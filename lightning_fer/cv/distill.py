@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from lightning_fer.cv.plan import Plan
-from lightning_fer.cv.predictions import run_datamodule
+from lightning_fer.cv.predictions import checkpoint_source, run_datamodule
 from lightning_fer.ensemble.members import load_member
 from lightning_fer.ensemble.net import EnsembleNet
 from lightning_fer.fastpath import choose
@@ -66,7 +66,7 @@ def write_soft_targets(plan: Plan, k: int, seed: int | None) -> Path:
     teachers' same checkpoints (path and modification time) made them with the same flip and size."""
     path = plan.soft_targets(k, seed)
     who = teachers(plan, k, seed)
-    sources = {"teachers": {name: f"{ckpt} ({Path(ckpt).stat().st_mtime_ns})" for name, ckpt in who.items()},
+    sources = {"teachers": {name: checkpoint_source(ckpt) for name, ckpt in who.items()},
                "flip": plan.collect.flip, "image_size": plan.collect.image_size}
     if path.is_file():
         saved = torch.load(path, map_location="cpu", weights_only=True).get("sources")

@@ -83,7 +83,12 @@ class Collected:
     @property
     def source(self) -> str:
         """The checkpoint and its modification time: cached predictions are its only while this holds."""
-        return f"{self.checkpoint} ({Path(self.checkpoint).stat().st_mtime_ns})"
+        return checkpoint_source(self.checkpoint)
+
+
+def checkpoint_source(path: str) -> str:
+    """A checkpoint as a cache records it: its path and modification time (a retrained member differs)."""
+    return f"{path} ({Path(path).stat().st_mtime_ns})"
 
 
 def collected_members(plan: Plan, k: int, seed: int | None) -> list[Collected]:
@@ -216,5 +221,5 @@ def _assemble(plan: Plan, run_dir: Path, members: list[Collected], pred_file: Pa
     return out
 
 
-__all__ = ["Collected", "RunPredictions", "Split", "collect_predictions", "collected_members", "member_datamodule",
+__all__ = ["Collected", "RunPredictions", "Split", "checkpoint_source", "collect_predictions", "collected_members", "member_datamodule",
            "run_datamodule"]
